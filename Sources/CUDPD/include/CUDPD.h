@@ -1,0 +1,71 @@
+// CUDPD: what Swift cannot express of the socket API. Macros become functions, missing constants become
+// extern consts, and every name carries the cudpd_ prefix. There is no logic here.
+#ifndef CUDPD_H
+#define CUDPD_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+#include <sys/socket.h>
+#include <netinet/in.h>
+#include <arpa/inet.h>
+#include <net/if.h>
+#ifdef __linux__
+#include <linux/netlink.h>
+#include <linux/rtnetlink.h>
+#endif
+
+// MARK: - Control messages (CMSG_* are macros)
+
+struct cmsghdr *_Nullable cudpd_cmsg_firsthdr(const struct msghdr *_Nonnull msg);
+struct cmsghdr *_Nullable cudpd_cmsg_nxthdr(struct msghdr *_Nonnull msg, struct cmsghdr *_Nonnull cmsg);
+unsigned char *_Nonnull cudpd_cmsg_data(struct cmsghdr *_Nonnull cmsg);
+size_t cudpd_cmsg_space(size_t length);
+size_t cudpd_cmsg_len(size_t length);
+
+// MARK: - Batched I/O (recvmmsg/sendmmsg; -1 with ENOSYS where the platform has none)
+
+struct cudpd_mmsghdr {
+    struct msghdr msg_hdr;
+    unsigned int msg_len;
+};
+
+int cudpd_recvmmsg(int fd, struct cudpd_mmsghdr *_Nonnull vector, unsigned int count, int flags);
+int cudpd_sendmmsg(int fd, struct cudpd_mmsghdr *_Nonnull vector, unsigned int count, int flags);
+
+// MARK: - Destination-address options (0 where the platform has no such option)
+
+/// IP_PKTINFO (Linux, Solaris, NetBSD, macOS), else 0.
+extern const int cudpd_ip_pktinfo;
+/// IP_RECVDSTADDR (FreeBSD, OpenBSD, macOS), else 0.
+extern const int cudpd_ip_recvdstaddr;
+/// IP_SENDSRCADDR (FreeBSD, OpenBSD), else 0.
+extern const int cudpd_ip_sendsrcaddr;
+/// IPV6_RECVPKTINFO.
+extern const int cudpd_ipv6_recvpktinfo;
+/// IPV6_PKTINFO.
+extern const int cudpd_ipv6_pktinfo;
+/// IP_FREEBIND (Linux), else 0.
+extern const int cudpd_ip_freebind;
+/// IPV6_FREEBIND (Linux), else 0.
+extern const int cudpd_ipv6_freebind;
+/// SO_BINDTODEVICE (Linux), else 0.
+extern const int cudpd_so_bindtodevice;
+/// MSG_TRUNC.
+extern const int cudpd_msg_trunc;
+/// MSG_DONTWAIT.
+extern const int cudpd_msg_dontwait;
+/// SOCK_CLOEXEC, or 0 where socket() cannot take it.
+extern const int cudpd_sock_cloexec;
+
+/// The IPv4 packet-info struct, identical in layout to the platform's in_pktinfo where it exists.
+struct cudpd_in_pktinfo {
+    unsigned int ipi_ifindex;
+    struct in_addr ipi_spec_dst;
+    struct in_addr ipi_addr;
+};
+
+/// Size of the platform's `struct in6_pktinfo`.
+extern const size_t cudpd_in6_pktinfo_size;
+
+#endif

@@ -1,0 +1,318 @@
+/// A position in a configuration file: the line and column of a YAML node, both counting from 1.
+public struct SourcePosition: Sendable, Hashable, Comparable, CustomStringConvertible {
+    /// The line, counting from 1.
+    public var line: Int
+    /// The column, counting from 1.
+    public var column: Int
+
+    /// Creates a position from a line and a column, both counting from 1.
+    public init(line: Int, column: Int) {
+        self.line = line
+        self.column = column
+    }
+
+    public var description: String { "\(line):\(column)" }
+
+    public static func < (lhs: SourcePosition, rhs: SourcePosition) -> Bool {
+        (lhs.line, lhs.column) < (rhs.line, rhs.column)
+    }
+}
+
+/// A whole, validated udpd configuration (version 1 of the format in `INTERFACE.md`).
+///
+/// Values are plain data: two configurations compare equal when they would run the same services, which is
+/// what the supervisor's reload diff relies on (positions are ignored by `==`).
+public struct Configuration: Sendable, Equatable {
+    /// The path the configuration was read from, as given by the operator.
+    public var file: String
+    /// Where the control socket lives and who may use it.
+    public var control: ControlSettings
+    /// How much udpd logs.
+    public var log: LogSettings
+    /// The user to drop privileges to after binding, if any.
+    public var user: String?
+    /// The group to drop privileges to after binding, if any.
+    public var group: String?
+    /// The optional HTTP metrics endpoint.
+    public var metrics: MetricsSettings?
+    /// The services, in the order the file lists them.
+    public var services: [ServiceDefinition]
+
+    /// Creates a configuration.
+    public init(
+        file: String,
+        control: ControlSettings = ControlSettings(),
+        log: LogSettings = LogSettings(),
+        user: String? = nil,
+        group: String? = nil,
+        metrics: MetricsSettings? = nil,
+        services: [ServiceDefinition] = []
+    ) {
+        self.file = file
+        self.control = control
+        self.log = log
+        self.user = user
+        self.group = group
+        self.metrics = metrics
+        self.services = services
+    }
+}
+
+/// The `control:` section.
+public struct ControlSettings: Sendable, Equatable {
+    /// The control socket's path; `nil` means the default for the running user.
+    public var socket: String?
+    /// The socket file's permission bits; `nil` means 0600.
+    public var mode: UInt32?
+
+    /// Creates control settings.
+    public init(socket: String? = nil, mode: UInt32? = nil) {
+        self.socket = socket
+        self.mode = mode
+    }
+}
+
+/// The `log:` section.
+public struct LogSettings: Sendable, Equatable {
+    /// The lowest level that is logged.
+    public var level: LogLevel
+
+    /// Creates log settings.
+    public init(level: LogLevel = .info) {
+        self.level = level
+    }
+}
+
+/// A log level as written in the configuration (the names of swift-log's levels).
+public enum LogLevel: String, Sendable, CaseIterable {
+    case trace, debug, info, notice, warning, error, critical
+}
+
+/// The `metrics:` section.
+public struct MetricsSettings: Sendable, Equatable {
+    /// Where the HTTP `/metrics` endpoint listens.
+    public var listen: HostPort
+
+    /// Creates metrics settings.
+    public init(listen: HostPort) {
+        self.listen = listen
+    }
+}
+
+/// A `HOST:PORT` or `[V6]:PORT` pair as written by the operator; the host is not resolved here.
+public struct HostPort: Sendable, Hashable, CustomStringConvertible {
+    /// The host: an IP address literal (without brackets) or a name.
+    public var host: String
+    /// The port, 1...65535.
+    public var port: UInt16
+
+    /// Creates a host and port.
+    public init(host: String, port: UInt16) {
+        self.host = host
+        self.port = port
+    }
+
+    public var description: String { host.contains(":") ? "[\(host)]:\(port)" : "\(host):\(port)" }
+}
+
+/// What a service does with the requests its listeners receive.
+public enum HandlerKind: String, Sendable, CaseIterable {
+    /// RFC 862: every datagram and every TCP byte comes back.
+    case echo
+    /// RFC 863: everything is read and thrown away.
+    case discard
+    /// Relays to `upstream`, keeping per-client sessions for UDP.
+    case forward
+    /// Runs `command` per datagram or per connection, inetd style.
+    case exec
+}
+
+/// An IP address family.
+public enum AddressFamily: String, Sendable, Hashable, CaseIterable {
+    case ipv4, ipv6
+}
+
+/// The `family:` key: which address families a service listens on.
+public enum FamilyPolicy: String, Sendable, Equatable, CaseIterable {
+    case ipv4, ipv6, dual
+
+    /// The families this policy covers, IPv4 first.
+    public var families: [AddressFamily] {
+        switch self {
+        case .ipv4: [.ipv4]
+        case .ipv6: [.ipv6]
+        case .dual: [.ipv4, .ipv6]
+        }
+    }
+}
+
+/// A validated IP address literal from the configuration, in its canonical text form.
+public struct BindAddress: Sendable, Hashable, CustomStringConvertible {
+    /// The canonical text (`inet_ntop` form), with `%scope` for a scoped IPv6 address.
+    public var text: String
+    /// The address family.
+    public var family: AddressFamily
+
+    /// Creates an address from already canonical text.
+    public init(text: String, family: AddressFamily) {
+        self.text = text
+        self.family = family
+    }
+
+    public var description: String { text }
+}
+
+/// The `bind:` key: which local addresses a service's sockets are bound to.
+public enum BindPolicy: Sendable, Equatable {
+    /// One socket per family on the wildcard address; replies leave from the request's destination address.
+    case wildcard
+    /// One socket per local address, following addresses as they come and go.
+    case perAddress
+    /// Exactly these addresses.
+    case addresses([BindAddress])
+}
+
+/// A per-source reply rate limit (`rate-limit: {per-source: N/s, burst: N}`).
+public struct RateLimit: Sendable, Equatable {
+    /// Replies per second allowed to one source address.
+    public var perSecond: Int
+    /// How many replies may be sent at once before the rate applies.
+    public var burst: Int
+
+    /// Creates a rate limit.
+    public init(perSecond: Int, burst: Int) {
+        self.perSecond = perSecond
+        self.burst = burst
+    }
+}
+
+/// An address prefix from `allow:` or `deny:`, such as `10.0.0.0/8` or `2001:db8::/32`.
+public struct AddressPrefix: Sendable, Hashable, CustomStringConvertible {
+    /// The network address in canonical text form.
+    public var address: BindAddress
+    /// The prefix length (0...32 for IPv4, 0...128 for IPv6).
+    public var length: Int
+
+    /// Creates a prefix.
+    public init(address: BindAddress, length: Int) {
+        self.address = address
+        self.length = length
+    }
+
+    public var description: String { "\(address.text)/\(length)" }
+}
+
+/// TCP message framing.
+public enum Framing: String, Sendable, Equatable {
+    /// 4-byte big-endian length-prefixed messages (RFC 4120 7.2.2, RFC 3244).
+    case krb5
+}
+
+/// One entry of `services:`.
+public struct ServiceDefinition: Sendable {
+    /// The service's name (`[A-Za-z0-9_.-]+`).
+    public var name: String
+    /// What the service does.
+    public var handler: HandlerKind
+    /// UDP ports, in file order, without duplicates.
+    public var udpPorts: [UInt16]
+    /// TCP ports, in file order, without duplicates.
+    public var tcpPorts: [UInt16]
+    /// Which local addresses are bound.
+    public var bind: BindPolicy
+    /// Which families are served.
+    public var family: FamilyPolicy
+    /// `interfaces:`; empty means every interface.
+    public var interfaces: [String]
+    /// `freebind:`.
+    public var freebind: Bool
+    /// `workers:`; `nil` means the number of CPUs.
+    public var workers: Int?
+    /// `max-datagram:` in bytes.
+    public var maxDatagram: Int?
+    /// `rate-limit:`.
+    public var rateLimit: RateLimit?
+    /// `allow:`; empty means everyone not denied.
+    public var allow: [AddressPrefix]
+    /// `deny:`.
+    public var deny: [AddressPrefix]
+    /// `max-connections:`.
+    public var maxConnections: Int?
+    /// `max-connections-per-source:`.
+    public var maxConnectionsPerSource: Int?
+    /// `idle-timeout:`.
+    public var idleTimeout: Duration?
+    /// `framing:`.
+    public var framing: Framing?
+    /// `max-message:` in bytes.
+    public var maxMessage: Int?
+    /// `upstream:` (forward only).
+    public var upstream: HostPort?
+    /// `timeout:` (forward and exec).
+    public var timeout: Duration?
+    /// `max-sessions:` (forward).
+    public var maxSessions: Int?
+    /// `command:` (exec only): the program and its arguments.
+    public var command: [String]?
+    /// `max-instances:` (exec).
+    public var maxInstances: Int?
+    /// Where the service's name stands in the file; used to point at the service in later errors.
+    public var position: SourcePosition
+
+    /// Creates a service with the defaults of `INTERFACE.md` for everything not given.
+    public init(
+        name: String,
+        handler: HandlerKind,
+        udpPorts: [UInt16] = [],
+        tcpPorts: [UInt16] = [],
+        bind: BindPolicy = .wildcard,
+        family: FamilyPolicy = .dual,
+        position: SourcePosition = SourcePosition(line: 1, column: 1)
+    ) {
+        self.name = name
+        self.handler = handler
+        self.udpPorts = udpPorts
+        self.tcpPorts = tcpPorts
+        self.bind = bind
+        self.family = family
+        self.interfaces = []
+        self.freebind = false
+        self.workers = nil
+        self.maxDatagram = nil
+        self.rateLimit = nil
+        self.allow = []
+        self.deny = []
+        self.maxConnections = nil
+        self.maxConnectionsPerSource = nil
+        self.idleTimeout = nil
+        self.framing = nil
+        self.maxMessage = nil
+        self.upstream = nil
+        self.timeout = nil
+        self.maxSessions = nil
+        self.command = nil
+        self.maxInstances = nil
+        self.position = position
+    }
+}
+
+extension ServiceDefinition: Equatable {
+    /// Two services are equal when they would behave the same; where they stand in the file does not matter.
+    public static func == (lhs: ServiceDefinition, rhs: ServiceDefinition) -> Bool {
+        var left = lhs
+        left.position = rhs.position
+        return left.isSameSettings(as: rhs)
+    }
+
+    private func isSameSettings(as other: ServiceDefinition) -> Bool {
+        name == other.name && handler == other.handler && udpPorts == other.udpPorts
+            && tcpPorts == other.tcpPorts && bind == other.bind && family == other.family
+            && interfaces == other.interfaces && freebind == other.freebind && workers == other.workers
+            && maxDatagram == other.maxDatagram && rateLimit == other.rateLimit && allow == other.allow
+            && deny == other.deny && maxConnections == other.maxConnections
+            && maxConnectionsPerSource == other.maxConnectionsPerSource && idleTimeout == other.idleTimeout
+            && framing == other.framing && maxMessage == other.maxMessage && upstream == other.upstream
+            && timeout == other.timeout && maxSessions == other.maxSessions && command == other.command
+            && maxInstances == other.maxInstances
+    }
+}

@@ -1,0 +1,1 @@
+// The UDPDControl target; its first files arrive in the next commits.

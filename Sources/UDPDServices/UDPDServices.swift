@@ -1,0 +1,1 @@
+// The UDPDServices target; its first files arrive in the next commits.

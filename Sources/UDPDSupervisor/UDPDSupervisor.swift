@@ -1,0 +1,1 @@
+// The UDPDSupervisor target; its first files arrive in the next commits.

@@ -1,0 +1,1 @@
+print("udpctl: not yet built")

@@ -1,0 +1,1 @@
+print("udpd: not yet built")
