@@ -99,6 +99,12 @@ let package = Package(
         ),
 
         // MARK: Tests
+        .target(
+            name: "UDPDTestSupport",
+            dependencies: ["UDPDTransport"],
+            path: "Tests/UDPDTestSupport",
+            swiftSettings: strictSwift
+        ),
         .testTarget(
             name: "UDPDConfigTests",
             dependencies: ["UDPDConfig"],
@@ -106,7 +112,7 @@ let package = Package(
         ),
         .testTarget(
             name: "UDPDTransportTests",
-            dependencies: ["UDPDTransport"],
+            dependencies: ["UDPDTransport", "UDPDTestSupport"],
             swiftSettings: strictSwift
         ),
         .testTarget(
@@ -116,7 +122,7 @@ let package = Package(
         ),
         .testTarget(
             name: "UDPDEndToEndTests",
-            dependencies: ["UDPDTransport", "UDPDControl", "udpd", "udpctl"],
+            dependencies: ["UDPDTransport", "UDPDControl", "UDPDTestSupport", "udpd", "udpctl"],
             swiftSettings: strictSwift
         ),
     ]

@@ -1,6 +1,9 @@
 #include "CUDPD.h"
 
 #include <errno.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <unistd.h>
 #include <netinet/in.h>
 
 struct cmsghdr *cudpd_cmsg_firsthdr(const struct msghdr *msg) { return CMSG_FIRSTHDR(msg); }
@@ -70,4 +73,23 @@ const int cudpd_sock_cloexec = SOCK_CLOEXEC;
 #else
 const int cudpd_sock_cloexec = 0;
 #endif
-const size_t cudpd_in6_pktinfo_size = sizeof(struct in6_pktinfo);
+_Static_assert(sizeof(struct cudpd_in6_pktinfo) == sizeof(struct in6_pktinfo), "cudpd_in6_pktinfo must match");
+
+int cudpd_pthread_setname(const char *name) {
+#if defined(__linux__)
+    return pthread_setname_np(pthread_self(), name);
+#elif defined(__APPLE__)
+    return pthread_setname_np(name);
+#else
+    (void)name;
+    return 0;
+#endif
+}
+
+int cudpd_pipe_cloexec_nonblock(int *fds) {
+#if defined(__linux__)
+    return pipe2(fds, O_CLOEXEC | O_NONBLOCK);
+#else
+    return pipe(fds);
+#endif
+}

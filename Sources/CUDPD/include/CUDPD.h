@@ -33,6 +33,13 @@ struct cudpd_mmsghdr {
 int cudpd_recvmmsg(int fd, struct cudpd_mmsghdr *_Nonnull vector, unsigned int count, int flags);
 int cudpd_sendmmsg(int fd, struct cudpd_mmsghdr *_Nonnull vector, unsigned int count, int flags);
 
+// MARK: - GNU extensions Swift's Glibc module does not show
+
+/// pthread_setname_np on Linux; does nothing elsewhere.
+int cudpd_pthread_setname(const char *_Nonnull name);
+/// pipe2(fds, O_CLOEXEC | O_NONBLOCK) on Linux; pipe() elsewhere (the caller sets the flags).
+int cudpd_pipe_cloexec_nonblock(int *_Nonnull fds);
+
 // MARK: - Destination-address options (0 where the platform has no such option)
 
 /// IP_PKTINFO (Linux, Solaris, NetBSD, macOS), else 0.
@@ -65,7 +72,10 @@ struct cudpd_in_pktinfo {
     struct in_addr ipi_addr;
 };
 
-/// Size of the platform's `struct in6_pktinfo`.
-extern const size_t cudpd_in6_pktinfo_size;
+/// The IPv6 packet-info struct (RFC 3542), identical in layout to the platform's in6_pktinfo.
+struct cudpd_in6_pktinfo {
+    struct in6_addr ipi6_addr;
+    unsigned int ipi6_ifindex;
+};
 
 #endif

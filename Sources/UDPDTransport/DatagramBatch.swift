@@ -1,0 +1,113 @@
+import CUDPD
+
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Musl)
+import Musl
+#elseif canImport(Darwin)
+import Darwin
+#endif
+
+/// The memory of one worker's recvmmsg/sendmmsg batch: per slot a datagram buffer, the peer's address, and a
+/// control buffer each way, all allocated once so that the steady state allocates nothing.
+///
+/// A reply is written into the slot's own buffer and sent from it. Not `Sendable`: one worker thread owns it.
+final class DatagramBatch {
+    let capacity: Int
+    let bufferSize: Int
+    private let buffers: UnsafeMutableRawPointer
+    private let names: UnsafeMutablePointer<sockaddr_storage>
+    private let receiveControl: UnsafeMutableRawPointer
+    private let sendControl: UnsafeMutableRawPointer
+    private let receiveVectors: UnsafeMutablePointer<iovec>
+    private let sendVectors: UnsafeMutablePointer<iovec>
+    let receiveHeaders: UnsafeMutablePointer<cudpd_mmsghdr>
+    let sendHeaders: UnsafeMutablePointer<cudpd_mmsghdr>
+    private(set) var pendingReplies = 0
+
+    init(capacity: Int, bufferSize: Int) {
+        precondition(capacity > 0 && bufferSize > 0)
+        self.capacity = capacity
+        self.bufferSize = bufferSize
+        let controlSize = DestinationControlMessage.capacity
+        buffers = .allocate(byteCount: capacity * bufferSize, alignment: 16)
+        names = .allocate(capacity: capacity)
+        receiveControl = .allocate(byteCount: capacity * controlSize, alignment: 16)
+        sendControl = .allocate(byteCount: capacity * controlSize, alignment: 16)
+        receiveVectors = .allocate(capacity: capacity)
+        sendVectors = .allocate(capacity: capacity)
+        receiveHeaders = .allocate(capacity: capacity)
+        sendHeaders = .allocate(capacity: capacity)
+        receiveHeaders.initialize(repeating: cudpd_mmsghdr(), count: capacity)
+        sendHeaders.initialize(repeating: cudpd_mmsghdr(), count: capacity)
+        for slot in 0..<capacity {
+            receiveVectors[slot] = iovec(iov_base: buffer(slot).baseAddress, iov_len: bufferSize)
+            receiveHeaders[slot].msg_hdr.msg_iov = receiveVectors + slot
+            receiveHeaders[slot].msg_hdr.msg_iovlen = 1
+            receiveHeaders[slot].msg_hdr.msg_name = UnsafeMutableRawPointer(names + slot)
+            receiveHeaders[slot].msg_hdr.msg_control = receiveControl + slot * controlSize
+        }
+        resetReceiveHeaders(count: capacity)
+    }
+
+    deinit {
+        buffers.deallocate()
+        names.deallocate()
+        receiveControl.deallocate()
+        sendControl.deallocate()
+        receiveVectors.deallocate()
+        sendVectors.deallocate()
+        receiveHeaders.deallocate()
+        sendHeaders.deallocate()
+    }
+
+    /// The whole buffer of `slot`.
+    @inline(__always)
+    func buffer(_ slot: Int) -> UnsafeMutableRawBufferPointer {
+        UnsafeMutableRawBufferPointer(start: buffers + slot * bufferSize, count: bufferSize)
+    }
+
+    /// Restores the lengths the kernel overwrote in the first `count` receive headers.
+    func resetReceiveHeaders(count: Int) {
+        for slot in 0..<count {
+            receiveHeaders[slot].msg_hdr.msg_namelen = socklen_t(MemoryLayout<sockaddr_storage>.size)
+            receiveHeaders[slot].msg_hdr.msg_controllen = numericCast(DestinationControlMessage.capacity)
+            receiveHeaders[slot].msg_hdr.msg_flags = 0
+            receiveHeaders[slot].msg_len = 0
+        }
+    }
+
+    /// The peer of a received slot.
+    @inline(__always)
+    func peer(_ slot: Int) -> IPEndpoint? {
+        IPEndpoint(UnsafeRawPointer(names + slot))
+    }
+
+    /// Queues the first `length` bytes of `slot`'s buffer as a reply to its peer, from `source`.
+    @inline(__always)
+    func queueReply(slot: Int, length: Int, source: DatagramDestination, replySource: ReplySource) {
+        let index = pendingReplies
+        let control = sendControl + index * DestinationControlMessage.capacity
+        let controlLength = DestinationControlMessage.write(source: source, replySource: replySource, into: control)
+        sendVectors[index] = iovec(iov_base: buffer(slot).baseAddress, iov_len: length)
+        sendHeaders[index].msg_hdr.msg_name = UnsafeMutableRawPointer(names + slot)
+        sendHeaders[index].msg_hdr.msg_namelen = receiveHeaders[slot].msg_hdr.msg_namelen
+        sendHeaders[index].msg_hdr.msg_iov = sendVectors + index
+        sendHeaders[index].msg_hdr.msg_iovlen = 1
+        sendHeaders[index].msg_hdr.msg_control = controlLength > 0 ? control : nil
+        sendHeaders[index].msg_hdr.msg_controllen = numericCast(controlLength)
+        sendHeaders[index].msg_hdr.msg_flags = 0
+        sendHeaders[index].msg_len = 0
+        pendingReplies += 1
+    }
+
+    /// Forgets the queued replies after they were sent.
+    func clearReplies() {
+        pendingReplies = 0
+    }
+
+    /// The payload length of queued reply `index`.
+    func replyLength(_ index: Int) -> Int {
+        sendVectors[index].iov_len
+    }
+}

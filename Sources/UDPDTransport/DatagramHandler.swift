@@ -1,0 +1,80 @@
+/// Why a datagram was not answered; each reason has its own counter.
+public enum DropReason: Int, Sendable, CaseIterable, CustomStringConvertible {
+    /// It arrived larger than the receive buffer (MSG_TRUNC).
+    case truncated
+    /// A wildcard socket received it without its destination address, so no correct reply source is known.
+    case noDestination
+    /// sendmsg refused the reply.
+    case sendError
+    /// A built-in service refused to answer a source that would start a loop or a reflection (port 0, a well-known
+    /// UDP service port, a broadcast or multicast address).
+    case reflection
+    /// It is larger than the service's `max-datagram`.
+    case oversize
+    /// Its source is over the service's `rate-limit`.
+    case rateLimited
+    /// Its source is not allowed (`allow`/`deny`).
+    case denied
+    /// The handler could not serve it (an upstream or program failed, a limit was reached).
+    case handlerFailed
+
+    /// The reason as it appears in status and metrics.
+    public var description: String {
+        switch self {
+        case .truncated: "truncated"
+        case .noDestination: "no_destination"
+        case .sendError: "send_error"
+        case .reflection: "reflection"
+        case .oversize: "oversize"
+        case .rateLimited: "rate_limited"
+        case .denied: "denied"
+        case .handlerFailed: "handler_failed"
+        }
+    }
+}
+
+/// Where a datagram was received: the local address the client sent it to, and the interface it came in on.
+public struct DatagramDestination: Sendable, Hashable {
+    /// The local address and port the client asked.
+    public var endpoint: IPEndpoint
+    /// The interface index it arrived on (0 when unknown); needed to answer from an IPv6 link-local address.
+    public var interfaceIndex: UInt32
+
+    /// Creates a destination.
+    public init(endpoint: IPEndpoint, interfaceIndex: UInt32) {
+        self.endpoint = endpoint
+        self.interfaceIndex = interfaceIndex
+    }
+}
+
+/// What a handler decided about one datagram.
+public enum DatagramVerdict: Sendable, Equatable {
+    /// Send the first `length` bytes of the buffer back to the client, from the address it asked.
+    case reply(length: Int)
+    /// Send nothing now (discard, or a handler that answers later through a ``DatagramReplier``).
+    case noReply
+    /// Send nothing and count the datagram as dropped for `reason`.
+    case drop(DropReason)
+}
+
+/// Serves the datagrams of a UDP listener, on the listener's worker thread.
+///
+/// Handlers run on a dedicated thread in a tight loop, so they must not block and should not allocate.
+public protocol DatagramHandler: Sendable {
+    /// Handles one datagram.
+    ///
+    /// - Parameters:
+    ///   - buffer: the whole slot buffer; the request is its first `length` bytes, and a reply is written in place
+    ///     from offset 0 (it may be as long as the buffer).
+    ///   - length: the request's length.
+    ///   - peer: the client's address and port.
+    ///   - destination: the local address the client sent to.
+    ///   - replier: sends replies later, for handlers that answer asynchronously.
+    func handle(
+        _ buffer: UnsafeMutableRawBufferPointer,
+        length: Int,
+        peer: IPEndpoint,
+        destination: DatagramDestination,
+        replier: DatagramReplier
+    ) -> DatagramVerdict
+}

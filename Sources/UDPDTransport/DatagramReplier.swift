@@ -1,0 +1,55 @@
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Musl)
+import Musl
+#elseif canImport(Darwin)
+import Darwin
+#endif
+
+/// Sends a reply on a listener's socket from any thread, from the address the client asked.
+///
+/// Handlers that answer later (forward, exec) keep one with the request. `Sendable`: it holds only the socket, whose
+/// concurrent `sendmsg` calls the kernel serialises, and atomic counters.
+public struct DatagramReplier: Sendable {
+    /// The listener's socket.
+    public let socket: UDPListenerSocket
+    /// The listener's counters; a sent reply counts as sent, a refused one as a send error.
+    public let counters: ListenerCounters
+
+    /// Creates a replier for `socket`.
+    public init(socket: UDPListenerSocket, counters: ListenerCounters) {
+        self.socket = socket
+        self.counters = counters
+    }
+
+    /// Sends `payload` to `peer` from `source`. Returns whether the kernel took it; a failure is counted.
+    @discardableResult
+    public func send(_ payload: UnsafeRawBufferPointer, to peer: IPEndpoint, from source: DatagramDestination) -> Bool {
+        let fd = socket.descriptor.rawValue
+        let replySource = socket.replySource
+        var control = (UInt64(0), UInt64(0), UInt64(0), UInt64(0), UInt64(0), UInt64(0), UInt64(0), UInt64(0))
+        let sent: Int? = withUnsafeMutableBytes(of: &control) { controlBytes in
+            let controlLength = DestinationControlMessage.write(
+                source: source, replySource: replySource, into: controlBytes.baseAddress!)
+            return peer.withSockAddr { address, addressLength in
+                var iov = iovec(iov_base: UnsafeMutableRawPointer(mutating: payload.baseAddress), iov_len: payload.count)
+                return withUnsafeMutablePointer(to: &iov) { iovPointer in
+                    var message = msghdr()
+                    message.msg_name = UnsafeMutableRawPointer(mutating: address)
+                    message.msg_namelen = addressLength
+                    message.msg_iov = iovPointer
+                    message.msg_iovlen = 1
+                    message.msg_control = controlLength > 0 ? controlBytes.baseAddress : nil
+                    message.msg_controllen = numericCast(controlLength)
+                    return try? systemCall("sendmsg") { sendmsg(fd, &message, 0) }
+                }
+            }
+        }
+        guard let sent, sent >= 0 else {
+            counters.addDrop(.sendError)
+            return false
+        }
+        counters.countSent(packets: 1, bytes: UInt64(payload.count))
+        return true
+    }
+}

@@ -1,0 +1,100 @@
+import CUDPD
+import Synchronization
+
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Musl)
+import Musl
+#elseif canImport(Darwin)
+import Darwin
+#endif
+
+/// A socket file descriptor that is closed exactly once.
+///
+/// `Sendable` because the descriptor is an immutable integer and closing is guarded by an atomic flag; the kernel
+/// serialises concurrent `sendmsg` calls on one socket, so several threads may send on it at once.
+public final class SocketDescriptor: Sendable {
+    /// The raw descriptor. Valid until ``close()``.
+    public let rawValue: CInt
+    private let closed = Atomic<Bool>(false)
+
+    /// Takes ownership of `rawValue`.
+    public init(taking rawValue: CInt) {
+        self.rawValue = rawValue
+    }
+
+    /// Opens a socket of `family` and `type` (`SOCK_DGRAM`, `SOCK_STREAM`) that is not inherited by children.
+    public static func open(family: IPFamily, type: CInt, context: String) throws(SystemCallError) -> SocketDescriptor {
+        let fd = try systemCall("socket", context: context) { socket(family.socketDomain, type | cudpd_sock_cloexec, 0) }
+        #if !os(Linux)
+        _ = fcntl(fd, F_SETFD, FD_CLOEXEC)
+        #endif
+        return SocketDescriptor(taking: fd)
+    }
+
+    /// Whether ``close()`` has been called.
+    public var isClosed: Bool { closed.load(ordering: .acquiring) }
+
+    /// Closes the descriptor; later calls do nothing.
+    public func close() {
+        guard closed.compareExchange(expected: false, desired: true, ordering: .acquiringAndReleasing).exchanged
+        else { return }
+        #if canImport(Glibc)
+        _ = Glibc.close(rawValue)
+        #elseif canImport(Musl)
+        _ = Musl.close(rawValue)
+        #elseif canImport(Darwin)
+        _ = Darwin.close(rawValue)
+        #endif
+    }
+
+    /// Gives up ownership: the caller (for example a SwiftNIO channel) closes the descriptor from now on.
+    public func release() -> CInt {
+        closed.store(true, ordering: .releasing)
+        return rawValue
+    }
+
+    deinit {
+        close()
+    }
+
+    /// Sets an integer socket option.
+    public func setOption(level: CInt, name: CInt, value: CInt, _ call: String) throws(SystemCallError) {
+        var value = value
+        try systemCall("setsockopt", context: call) {
+            setsockopt(rawValue, level, name, &value, socklen_t(MemoryLayout<CInt>.size))
+        }
+    }
+
+    /// Binds to `endpoint`.
+    public func bind(to endpoint: IPEndpoint, context: String) throws(SystemCallError) {
+        let fd = rawValue
+        _ = try endpoint.withSockAddr { (address, length) throws(SystemCallError) in
+            try systemCall("bind", context: context) {
+                #if canImport(Glibc)
+                Glibc.bind(fd, address, length)
+                #elseif canImport(Musl)
+                Musl.bind(fd, address, length)
+                #else
+                Darwin.bind(fd, address, length)
+                #endif
+            }
+        }
+    }
+
+    /// The address the socket is bound to (with the port the kernel chose for port 0).
+    public func localEndpoint(context: String) throws(SystemCallError) -> IPEndpoint {
+        var storage = sockaddr_storage()
+        var length = socklen_t(MemoryLayout<sockaddr_storage>.size)
+        let fd = rawValue
+        _ = try withUnsafeMutablePointer(to: &storage) { (pointer) throws(SystemCallError) in
+            try pointer.withMemoryRebound(to: sockaddr.self, capacity: 1) { (address) throws(SystemCallError) in
+                try systemCall("getsockname", context: context) { getsockname(fd, address, &length) }
+            }
+        }
+        guard let endpoint = withUnsafeBytes(of: &storage, { IPEndpoint($0.baseAddress!) }) else {
+            throw SystemCallError(call: "getsockname", errno: EAFNOSUPPORT, context: context)
+        }
+        return endpoint
+    }
+}

@@ -1,0 +1,127 @@
+import CUDPD
+
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Musl)
+import Musl
+#elseif canImport(Darwin)
+import Darwin
+#endif
+
+/// How a UDP listener's socket is opened.
+public struct UDPSocketOptions: Sendable, Hashable {
+    /// Bind even if the address is not configured on the host (IP_FREEBIND / IPV6_FREEBIND).
+    public var freebind: Bool
+    /// Bind the socket to this network device (SO_BINDTODEVICE), where the platform has it.
+    public var device: String?
+    /// Do not enable IP_PKTINFO / IP_RECVDSTADDR / IPV6_RECVPKTINFO: a testing aid that reproduces a platform
+    /// without them, so that the `kernel` reply source and its fallbacks can be exercised.
+    public var withoutDestinationInfo: Bool
+
+    /// Creates options; the defaults are what every listener wants.
+    public init(freebind: Bool = false, device: String? = nil, withoutDestinationInfo: Bool = false) {
+        self.freebind = freebind
+        self.device = device
+        self.withoutDestinationInfo = withoutDestinationInfo
+    }
+}
+
+/// A bound UDP socket of one listener, and how its replies find their source address.
+///
+/// On a wildcard address the socket asks the kernel for each datagram's destination address (IP_PKTINFO,
+/// IP_RECVDSTADDR or IPV6_RECVPKTINFO) so that every reply can name it as its source. Whether that is needed is
+/// decided once, here, rather than with a `getsockname` per request.
+public final class UDPListenerSocket: Sendable {
+    /// The socket.
+    public let descriptor: SocketDescriptor
+    /// The address and port the socket is bound to (the real port when 0 was asked for).
+    public let localEndpoint: IPEndpoint
+    /// How replies leave from the right address.
+    public let replySource: ReplySource
+
+    private init(descriptor: SocketDescriptor, localEndpoint: IPEndpoint, replySource: ReplySource) {
+        self.descriptor = descriptor
+        self.localEndpoint = localEndpoint
+        self.replySource = replySource
+    }
+
+    /// Opens a UDP socket bound to `endpoint`.
+    ///
+    /// Neither SO_REUSEADDR nor SO_REUSEPORT is set, so a port that any other socket holds fails with
+    /// ``BindError/Code/addressInUse`` instead of being silently shared.
+    public static func bind(_ endpoint: IPEndpoint, options: UDPSocketOptions = UDPSocketOptions())
+        throws(BindError) -> UDPListenerSocket
+    {
+        let context = "udp \(endpoint)"
+        do {
+            let socket = try SocketDescriptor.open(family: endpoint.family, type: CInt(SOCK_DGRAM.rawValue),
+                                                   context: context)
+            if endpoint.family == .ipv6 {
+                try socket.setOption(level: CInt(IPPROTO_IPV6), name: IPV6_V6ONLY, value: 1,
+                                     "IPV6_V6ONLY \(context)")
+            }
+            try applyCommon(options, to: socket, family: endpoint.family, context: context)
+            let replySource = try enableDestinationInfo(on: socket, for: endpoint, options: options, context: context)
+            try socket.bind(to: endpoint, context: context)
+            let local = try socket.localEndpoint(context: context)
+            return UDPListenerSocket(descriptor: socket, localEndpoint: local, replySource: replySource)
+        } catch {
+            throw BindError(proto: "udp", endpoint: endpoint, underlying: error)
+        }
+    }
+
+    /// Closes the socket.
+    public func close() {
+        descriptor.close()
+    }
+
+    static func applyCommon(
+        _ options: UDPSocketOptions,
+        to socket: SocketDescriptor,
+        family: IPFamily,
+        context: String
+    ) throws(SystemCallError) {
+        if options.freebind {
+            let name = family == .ipv4 ? cudpd_ip_freebind : cudpd_ipv6_freebind
+            let level = family == .ipv4 ? CInt(IPPROTO_IP) : CInt(IPPROTO_IPV6)
+            guard name != 0 else { throw SystemCallError(call: "setsockopt(FREEBIND)", errno: ENOPROTOOPT, context: context) }
+            try socket.setOption(level: level, name: name, value: 1, "FREEBIND \(context)")
+        }
+        if let device = options.device {
+            guard cudpd_so_bindtodevice != 0 else {
+                throw SystemCallError(call: "setsockopt(SO_BINDTODEVICE)", errno: ENOPROTOOPT, context: context)
+            }
+            let fd = socket.rawValue
+            try systemCall("setsockopt", context: "SO_BINDTODEVICE \(device) \(context)") {
+                device.withCString { setsockopt(fd, SOL_SOCKET, cudpd_so_bindtodevice, $0, socklen_t(strlen($0) + 1)) }
+            }
+        }
+    }
+
+    private static func enableDestinationInfo(
+        on socket: SocketDescriptor,
+        for endpoint: IPEndpoint,
+        options: UDPSocketOptions,
+        context: String
+    ) throws(SystemCallError) -> ReplySource {
+        guard endpoint.isWildcard else { return .bound }
+        guard !options.withoutDestinationInfo else { return .kernel }
+        switch endpoint.family {
+        case .ipv4:
+            if cudpd_ip_pktinfo != 0 {
+                try socket.setOption(level: CInt(IPPROTO_IP), name: cudpd_ip_pktinfo, value: 1, "IP_PKTINFO \(context)")
+                return .pktinfo
+            }
+            if cudpd_ip_recvdstaddr != 0 && cudpd_ip_sendsrcaddr != 0 {
+                try socket.setOption(level: CInt(IPPROTO_IP), name: cudpd_ip_recvdstaddr, value: 1,
+                                     "IP_RECVDSTADDR \(context)")
+                return .recvdstaddr
+            }
+            return .kernel
+        case .ipv6:
+            try socket.setOption(level: CInt(IPPROTO_IPV6), name: cudpd_ipv6_recvpktinfo, value: 1,
+                                 "IPV6_RECVPKTINFO \(context)")
+            return .pktinfo
+        }
+    }
+}
