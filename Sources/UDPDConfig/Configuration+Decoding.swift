@@ -8,7 +8,10 @@ extension Diagnostics {
     mutating func configuration(root: YAMLNode?) -> (Configuration, [DecodedService]) {
         var configuration = Configuration(file: file)
         guard let root, !root.isNull else {
-            error("the file defines no services (expected a 'services:' mapping)", at: SourcePosition(line: 1, column: 1))
+            error(
+                "the file defines no services (expected a 'services:' mapping)",
+                at: SourcePosition(line: 1, column: 1)
+            )
             return (configuration, [])
         }
         guard let keys = mapping(root, named: "the top level", validKeys: Self.topLevelKeys) else {

@@ -76,8 +76,12 @@ extension Diagnostics {
                 for (family, scope) in scopes {
                     claims.append(
                         Claim(
-                            service: index, proto: proto, port: port, position: position,
-                            family: family, scope: scope
+                            service: index,
+                            proto: proto,
+                            port: port,
+                            position: position,
+                            family: family,
+                            scope: scope
                         )
                     )
                 }

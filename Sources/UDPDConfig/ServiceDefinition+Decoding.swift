@@ -115,8 +115,11 @@ extension Diagnostics {
         service.maxInstances = keys["max-instances"].flatMap { positiveInteger($0, named: "'max-instances'") }
         if let node = keys["command"], let argv = textList(node, named: "'command'", nonEmpty: true) {
             if case .sequence(let items) = node.content, let program = argv.first, !program.hasPrefix("/") {
-                error("the program in 'command' must be an absolute path (no shell, no PATH search), "
-                    + "found '\(program)'", at: items[0])
+                error(
+                    "the program in 'command' must be an absolute path (no shell, no PATH search), "
+                        + "found '\(program)'",
+                    at: items[0]
+                )
             } else {
                 service.command = argv
             }

@@ -58,7 +58,9 @@ enum YAMLParser {
             case YAML_DOCUMENT_START_EVENT:
                 documents += 1
                 if documents > 1 {
-                    outcome.problems.append((position, "a configuration file holds one YAML document; a second starts here"))
+                    outcome.problems.append(
+                        (position, "a configuration file holds one YAML document; a second starts here")
+                    )
                     outcome.root = nil
                     return outcome
                 }
@@ -68,9 +70,10 @@ enum YAMLParser {
                 completed = YAMLNode(content: .scalar("", .plain), position: position)
             case YAML_SCALAR_EVENT:
                 let scalar = event.data.scalar
-                let text = scalar.value.map { pointer in
-                    String(decoding: UnsafeBufferPointer(start: pointer, count: scalar.length), as: UTF8.self)
-                } ?? ""
+                let text =
+                    scalar.value.map { pointer in
+                        String(decoding: UnsafeBufferPointer(start: pointer, count: scalar.length), as: UTF8.self)
+                    } ?? ""
                 var style: YAMLNode.ScalarStyle = scalar.style == YAML_PLAIN_SCALAR_STYLE ? .plain : .quoted
                 if let tag = string(scalar.tag) {
                     if tag == "tag:yaml.org,2002:str" {

@@ -90,7 +90,10 @@ import Testing
     @Test func upstreamWithoutPort() {
         #expect(
             errorLines(service("upstream: \"[::1]\"", handler: "forward"))
-                == ["t.yaml:5:15: error: 'upstream' must be HOST:PORT or [IPV6]:PORT; '[::1]': missing ':PORT' after ']'"]
+                == [
+                    "t.yaml:5:15: error: 'upstream' must be HOST:PORT or [IPV6]:PORT; '[::1]': "
+                        + "missing ':PORT' after ']'"
+                ]
         )
     }
 

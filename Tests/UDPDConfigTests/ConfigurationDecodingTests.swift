@@ -44,13 +44,19 @@ import Testing
             ]
         )
         #expect(configuration == expected)
-        #expect(configuration.services.map(\.position) == [
-            SourcePosition(line: 7, column: 3), SourcePosition(line: 13, column: 3), SourcePosition(line: 18, column: 3),
-        ])
+        #expect(
+            configuration.services.map(\.position) == [
+                SourcePosition(line: 7, column: 3), SourcePosition(line: 13, column: 3),
+                SourcePosition(line: 18, column: 3),
+            ]
+        )
     }
 
     @Test func defaultsApplyWhenSectionsAreAbsent() throws {
-        let configuration = try ConfigurationLoader.parse(text: "services:\n  d: {handler: discard, udp: 9}\n", file: "f")
+        let configuration = try ConfigurationLoader.parse(
+            text: "services:\n  d: {handler: discard, udp: 9}\n",
+            file: "f"
+        )
         #expect(configuration.control == ControlSettings())
         #expect(configuration.log.level == .info)
         #expect(configuration.services[0].bind == .wildcard)
@@ -78,7 +84,10 @@ import Testing
         #expect(a.udpPorts == [9, 1009, 65535])
         #expect(a.family == .ipv6)
         #expect(
-            a.bind == .addresses([BindAddress(text: "::1", family: .ipv6), BindAddress(text: "fe80::1%eth0", family: .ipv6)])
+            a.bind
+                == .addresses([
+                    BindAddress(text: "::1", family: .ipv6), BindAddress(text: "fe80::1%eth0", family: .ipv6),
+                ])
         )
         #expect(configuration.services[1].bind == .addresses([BindAddress(text: "127.0.0.1", family: .ipv4)]))
     }

@@ -9,7 +9,9 @@ import Testing
         let whole = ConfigurationError(file: "a.yaml", position: nil, message: "m")
         #expect(positioned.description == "a.yaml:7:11: error: m")
         #expect(whole.description == "a.yaml: error: m")
-        #expect(ConfigurationErrors(errors: [positioned, whole]).description == "a.yaml:7:11: error: m\na.yaml: error: m")
+        #expect(
+            ConfigurationErrors(errors: [positioned, whole]).description == "a.yaml:7:11: error: m\na.yaml: error: m"
+        )
     }
 
     @Test func threeErrorsAreAllReportedInFileOrder() {
@@ -68,7 +70,9 @@ import Testing
     }
 
     @Test func duplicateKeyInsideAServiceIsReported() {
-        #expect(errorLines(service("handler: discard")) == ["t.yaml:5:5: error: duplicate key 'handler' (first at 3:5)"])
+        #expect(
+            errorLines(service("handler: discard")) == ["t.yaml:5:5: error: duplicate key 'handler' (first at 3:5)"]
+        )
     }
 
     @Test func invalidServiceName() {
@@ -204,7 +208,9 @@ import Testing
     @Test func execWithoutCommand() {
         #expect(
             errorLines(service(handler: "exec", ports: "tcp: 7070"))
-                == ["t.yaml:2:3: error: service 's' has handler 'exec' but no 'command' (the program and its arguments)"]
+                == [
+                    "t.yaml:2:3: error: service 's' has handler 'exec' but no 'command' (the program and its arguments)"
+                ]
         )
     }
 
@@ -236,16 +242,20 @@ import Testing
     @Test func controlModeMustBeOctal() {
         #expect(
             errorLines("control:\n  mode: \"0999\"\nservices: {}\n")
-                == ["t.yaml:2:9: error: 'mode' must be octal permissions such as \"0660\" (at most 0777), "
-                    + "found the string \"0999\""]
+                == [
+                    "t.yaml:2:9: error: 'mode' must be octal permissions such as \"0660\" (at most 0777), "
+                        + "found the string \"0999\""
+                ]
         )
     }
 
     @Test func controlModeAboveMaximum() {
         #expect(
             errorLines("control:\n  mode: \"1777\"\nservices: {}\n")
-                == ["t.yaml:2:9: error: 'mode' must be octal permissions such as \"0660\" (at most 0777), "
-                    + "found the string \"1777\""]
+                == [
+                    "t.yaml:2:9: error: 'mode' must be octal permissions such as \"0660\" (at most 0777), "
+                        + "found the string \"1777\""
+                ]
         )
     }
 
@@ -297,5 +307,24 @@ import Testing
     @Test func everyFurtherServiceKeyIsListedAsUnimplemented() {
         #expect(ConfigurationLoader.unimplementedServiceKeys.count == 15)
         #expect(ConfigurationLoader.unimplementedServiceKeys.isSubset(of: Diagnostics.serviceKeys))
+    }
+
+    // MARK: Keys in nested mappings
+
+    @Test func duplicateKeyInANestedMapping() {
+        #expect(
+            errorLines(service("rate-limit: {per-source: 1/s, per-source: 2/s}")) == [
+                "t.yaml:5:5: error: 'rate-limit' is recognised but not implemented in this version of udpd",
+                "t.yaml:5:35: error: duplicate key 'per-source' (first at 5:18)",
+            ]
+        )
+    }
+
+    @Test func nonTextKeyIsAnError() {
+        #expect(errorLines("services:\n  ? [a]\n  : 1\n") == ["t.yaml:2:5: error: keys must be text, found a list"])
+    }
+
+    @Test func emptyServicesValueIsAnError() {
+        #expect(errorLines("services:\n") == ["t.yaml:1:10: error: 'services' must be a mapping, found an empty value"])
     }
 }

@@ -1,11 +1,12 @@
+import Testing
+
+@testable import UDPDConfig
+
 #if canImport(Glibc)
 import Glibc
 #elseif canImport(Darwin)
 import Darwin
 #endif
-import Testing
-
-@testable import UDPDConfig
 
 /// `load(path:)`: reading real files.
 @Suite struct ConfigurationFileTests {

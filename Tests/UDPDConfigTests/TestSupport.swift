@@ -24,5 +24,6 @@ func decodeIgnoringErrors(_ yaml: String) -> (Configuration, [String]) {
 /// `extra` starts on line 5.
 func service(_ extra: String = "", handler: String = "echo", ports: String = "udp: 7") -> String {
     let lines = extra.split(separator: "\n", omittingEmptySubsequences: false).map { "    " + $0 }
-    return "services:\n  s:\n    handler: \(handler)\n    \(ports)\n" + (extra.isEmpty ? "" : lines.joined(separator: "\n") + "\n")
+    return "services:\n  s:\n    handler: \(handler)\n    \(ports)\n"
+        + (extra.isEmpty ? "" : lines.joined(separator: "\n") + "\n")
 }
