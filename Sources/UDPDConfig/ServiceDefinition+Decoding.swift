@@ -143,7 +143,9 @@ extension Diagnostics {
         if let key = keys.keyNode("max-message"), keys["framing"] == nil {
             error("'max-message' applies only to framed messages; add 'framing: krb5'", at: key)
         }
-        if let key = keys.keyNode("freebind"), service.freebind, keys["bind"]?.scalarText != nil {
+        // Checked on the node, not the decoded policy: an invalid list is still a list, reported once already.
+        let bindIsList = keys["bind"].map { if case .sequence = $0.content { true } else { false } } ?? false
+        if let key = keys.keyNode("freebind"), service.freebind, !bindIsList {
             error("'freebind' applies only when 'bind' lists addresses", at: key)
         }
     }

@@ -94,6 +94,15 @@ import Testing
         )
     }
 
+    @Test func freebindWithoutAddressList() {
+        #expect(
+            errorLines(service("freebind: true")) == [
+                "t.yaml:5:5: error: 'freebind' is recognised but not implemented in this version of udpd",
+                "t.yaml:5:5: error: 'freebind' applies only when 'bind' lists addresses",
+            ]
+        )
+    }
+
     @Test func nearestKey() {
         #expect(NearestKey.suggestion(for: "upsteam", among: Diagnostics.serviceKeys) == "upstream")
         #expect(NearestKey.suggestion(for: "ucp", among: Diagnostics.serviceKeys) == "udp")
