@@ -203,7 +203,7 @@ public struct AddressPrefix: Sendable, Hashable, CustomStringConvertible {
 }
 
 /// TCP message framing.
-public enum Framing: String, Sendable, Equatable {
+public enum Framing: String, Sendable, Equatable, CaseIterable {
     /// 4-byte big-endian length-prefixed messages (RFC 4120 7.2.2, RFC 3244).
     case krb5
 }

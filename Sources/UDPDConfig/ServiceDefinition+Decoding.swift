@@ -1,0 +1,168 @@
+/// A service as decoded, with what the checks across services need besides the definition itself.
+struct DecodedService {
+    /// The definition; meaningful when `isComplete`.
+    var definition: ServiceDefinition
+    /// Whether the handler was known (otherwise `definition.handler` is a placeholder).
+    var isComplete: Bool
+    /// The valid UDP ports with the positions of their nodes.
+    var udpPorts: [(port: UInt16, position: SourcePosition)]
+    /// The valid TCP ports with the positions of their nodes.
+    var tcpPorts: [(port: UInt16, position: SourcePosition)]
+    /// Whether `bind` and `family` were valid, so that `definition.bind` may take part in the overlap check.
+    var bindIsValid: Bool
+}
+
+extension Diagnostics {
+    /// The keys a service may have, in the order `INTERFACE.md` documents them.
+    static let serviceKeys = [
+        "handler", "udp", "tcp", "bind", "family", "interfaces", "freebind", "workers", "max-datagram",
+        "rate-limit", "allow", "deny", "max-connections", "max-connections-per-source", "idle-timeout",
+        "framing", "max-message", "upstream", "timeout", "max-sessions", "command", "max-instances",
+    ]
+
+    /// Keys that only some handlers take.
+    static let handlerKeys: [String: [HandlerKind]] = [
+        "upstream": [.forward], "max-sessions": [.forward], "timeout": [.forward, .exec],
+        "command": [.exec], "max-instances": [.exec],
+    ]
+
+    /// Keys that only make sense with UDP ports.
+    static let udpOnlyKeys: Set<String> = ["workers", "max-datagram", "rate-limit"]
+
+    /// Keys that only make sense with TCP ports.
+    static let tcpOnlyKeys: Set<String> = [
+        "max-connections", "max-connections-per-source", "idle-timeout", "framing", "max-message",
+    ]
+
+    /// Decodes one entry of `services:`; `nil` when the body is not even a mapping.
+    mutating func service(named keyNode: YAMLNode, body: YAMLNode) -> DecodedService? {
+        let name = keyNode.scalarText ?? ""
+        if name.isEmpty || !name.allSatisfy({ $0.isASCII && ($0.isLetter || $0.isNumber || "_.-".contains($0)) }) {
+            error("service name '\(name)' may contain only letters, digits, '_', '.' and '-'", at: keyNode)
+        }
+        guard let keys = mapping(body, named: "service '\(name)'", validKeys: Self.serviceKeys) else { return nil }
+        var service = ServiceDefinition(name: name, handler: .echo, position: keyNode.position)
+        for entry in keys.entries where ConfigurationLoader.unimplementedServiceKeys.contains(entry.name) {
+            error(ConfigurationLoader.notImplemented("'\(entry.name)'"), at: entry.key)
+        }
+
+        var handler: HandlerKind?
+        if let node = keys["handler"] {
+            handler = choice(node, named: "handler", as: HandlerKind.self)
+        } else {
+            let valid = HandlerKind.allCases.map(\.rawValue).joined(separator: ", ")
+            error("service '\(name)' has no 'handler' (expected one of: \(valid))", at: keyNode)
+        }
+        let udp = keys["udp"].map { ports($0, key: "udp") } ?? []
+        let tcp = keys["tcp"].map { ports($0, key: "tcp") } ?? []
+        if keys["udp"] == nil, keys["tcp"] == nil {
+            error("service '\(name)' has neither 'udp' nor 'tcp' ports", at: keyNode)
+        }
+        service.udpPorts = udp.map(\.port)
+        service.tcpPorts = tcp.map(\.port)
+        var familyIsValid = true
+        if let node = keys["family"] {
+            if let family = choice(node, named: "family", as: FamilyPolicy.self) {
+                service.family = family
+            } else {
+                familyIsValid = false
+            }
+        }
+        let bind = keys["bind"].map { bindPolicy($0, family: familyIsValid ? service.family : .dual) }
+        if let bind { service.bind = bind ?? .wildcard }
+
+        decodeFurtherKeys(keys, into: &service)
+        checkPlacement(keys, handler: handler, service: service)
+        if let handler {
+            service.handler = handler
+            checkRequiredKeys(keys, handler: handler, keyNode: keyNode, service: service)
+        }
+        return DecodedService(
+            definition: service,
+            isComplete: handler != nil,
+            udpPorts: udp,
+            tcpPorts: tcp,
+            bindIsValid: familyIsValid && bind != .some(nil)
+        )
+    }
+
+    /// The optional keys of the "Further keys" table, each decoded on its own.
+    private mutating func decodeFurtherKeys(_ keys: KeyedNodes, into service: inout ServiceDefinition) {
+        if let node = keys["interfaces"], let names = textList(node, named: "'interfaces'", nonEmpty: true) {
+            service.interfaces = names
+            if case .sequence(let items) = node.content {
+                for (item, name) in zip(items, names) where name.utf8.count > 15 {
+                    error("interface name '\(name)' is longer than 15 bytes", at: item)
+                }
+            }
+        }
+        service.freebind = keys["freebind"].flatMap { boolean($0, named: "'freebind'") } ?? false
+        service.workers = keys["workers"].flatMap { positiveInteger($0, named: "'workers'") }
+        service.maxDatagram = keys["max-datagram"].flatMap { size($0, named: "'max-datagram'") }
+        service.rateLimit = keys["rate-limit"].flatMap { rateLimit($0) }
+        service.allow = keys["allow"].map { prefixes($0, named: "'allow'") } ?? []
+        service.deny = keys["deny"].map { prefixes($0, named: "'deny'") } ?? []
+        service.maxConnections = keys["max-connections"].flatMap { positiveInteger($0, named: "'max-connections'") }
+        service.maxConnectionsPerSource = keys["max-connections-per-source"].flatMap {
+            positiveInteger($0, named: "'max-connections-per-source'")
+        }
+        service.idleTimeout = keys["idle-timeout"].flatMap { duration($0, named: "'idle-timeout'") }
+        service.framing = keys["framing"].flatMap { choice($0, named: "framing", as: Framing.self) }
+        service.maxMessage = keys["max-message"].flatMap { size($0, named: "'max-message'") }
+        service.upstream = keys["upstream"].flatMap { hostPort($0, named: "'upstream'") }
+        service.timeout = keys["timeout"].flatMap { duration($0, named: "'timeout'") }
+        service.maxSessions = keys["max-sessions"].flatMap { positiveInteger($0, named: "'max-sessions'") }
+        service.maxInstances = keys["max-instances"].flatMap { positiveInteger($0, named: "'max-instances'") }
+        if let node = keys["command"], let argv = textList(node, named: "'command'", nonEmpty: true) {
+            if case .sequence(let items) = node.content, let program = argv.first, !program.hasPrefix("/") {
+                error(
+                    "the program in 'command' must be an absolute path (no shell, no PATH search), "
+                        + "found '\(program)'",
+                    at: items[0]
+                )
+            } else {
+                service.command = argv
+            }
+        }
+    }
+
+    /// Keys that belong to another handler, to a protocol the service does not serve, or to a setting it lacks.
+    private mutating func checkPlacement(_ keys: KeyedNodes, handler: HandlerKind?, service: ServiceDefinition) {
+        for entry in keys.entries {
+            if let handler, let owners = Self.handlerKeys[entry.name], !owners.contains(handler) {
+                let names = owners.map { "'\($0.rawValue)'" }.joined(separator: " and ")
+                error("'\(entry.name)' is only valid for handler\(owners.count > 1 ? "s" : "") \(names)", at: entry.key)
+            }
+            if Self.udpOnlyKeys.contains(entry.name), keys["udp"] == nil {
+                error("'\(entry.name)' applies only to UDP, and this service has no 'udp' ports", at: entry.key)
+            }
+            if Self.tcpOnlyKeys.contains(entry.name), keys["tcp"] == nil {
+                error("'\(entry.name)' applies only to TCP, and this service has no 'tcp' ports", at: entry.key)
+            }
+        }
+        if let key = keys.keyNode("max-message"), keys["framing"] == nil {
+            error("'max-message' applies only to framed messages; add 'framing: krb5'", at: key)
+        }
+        // Checked on the node, not the decoded policy: an invalid list is still a list, reported once already.
+        let bindIsList = keys["bind"].map { if case .sequence = $0.content { true } else { false } } ?? false
+        if let key = keys.keyNode("freebind"), service.freebind, !bindIsList {
+            error("'freebind' applies only when 'bind' lists addresses", at: key)
+        }
+    }
+
+    /// What a handler cannot run without.
+    private mutating func checkRequiredKeys(
+        _ keys: KeyedNodes,
+        handler: HandlerKind,
+        keyNode: YAMLNode,
+        service: ServiceDefinition
+    ) {
+        let name = service.name
+        if handler == .forward, keys["upstream"] == nil {
+            error("service '\(name)' has handler 'forward' but no 'upstream' (HOST:PORT)", at: keyNode)
+        }
+        if handler == .exec, keys["command"] == nil {
+            error("service '\(name)' has handler 'exec' but no 'command' (the program and its arguments)", at: keyNode)
+        }
+    }
+}
