@@ -229,3 +229,21 @@ extension IPEndpoint {
         return nil
     }
 }
+
+extension IPEndpoint {
+    /// Whether the address is multicast (`224.0.0.0/4`, `ff00::/8`).
+    public var isMulticast: Bool {
+        switch storage {
+        case .v4(let sin): (UInt32(bigEndian: sin.sin_addr.s_addr) >> 28) == 0xe
+        case .v6(let sin6): withUnsafeBytes(of: sin6.sin6_addr) { $0[0] == 0xff }
+        }
+    }
+
+    /// Whether the address is `255.255.255.255` or `0.0.0.0` (never a real unicast source).
+    public var isBroadcastOrUnspecified: Bool {
+        switch storage {
+        case .v4(let sin): sin.sin_addr.s_addr == UInt32.max || sin.sin_addr.s_addr == 0
+        case .v6: isWildcard
+        }
+    }
+}

@@ -1,0 +1,135 @@
+import NIOCore
+import NIOPosix
+import Synchronization
+import UDPDTransport
+
+/// Builds the channel handlers of one accepted connection; a reload swaps it so that new connections get the new
+/// settings while open ones keep theirs.
+///
+/// `Sendable`: the factory is behind a mutex.
+public final class StreamHandlerSlot: Sendable {
+    /// Makes the handlers of a new connection, on its event loop.
+    public typealias Factory = @Sendable () -> [any ChannelHandler & Sendable]
+
+    private let factory: Mutex<Factory>
+
+    /// Creates a slot with `factory`.
+    public init(_ factory: @escaping Factory) {
+        self.factory = Mutex(factory)
+    }
+
+    /// Puts `factory` in place for connections accepted from now on.
+    public func replace(with factory: @escaping Factory) {
+        self.factory.withLock { $0 = factory }
+    }
+
+    /// The handlers for a new connection.
+    public func makeHandlers() -> [any ChannelHandler & Sendable] {
+        factory.withLock { $0 }()
+    }
+}
+
+/// A TCP listener served on SwiftNIO: it adopts a socket udpd bound itself, accepts connections, and keeps track
+/// of them so that a removed listener can let them finish within a grace period.
+///
+/// `Sendable`: the channel is thread-safe and the connection registry is behind a mutex.
+public final class TCPListener: Sendable {
+    /// The address and port listened on.
+    public let localEndpoint: IPEndpoint
+    private let serverChannel: any Channel
+    private let connections: ConnectionRegistry
+
+    private init(localEndpoint: IPEndpoint, serverChannel: any Channel, connections: ConnectionRegistry) {
+        self.localEndpoint = localEndpoint
+        self.serverChannel = serverChannel
+        self.connections = connections
+    }
+
+    /// Starts accepting on `socket`, which the listener owns from now on.
+    public static func start(
+        socket: TCPListenerSocket,
+        group: any EventLoopGroup,
+        slot: StreamHandlerSlot,
+        counters: ListenerCounters
+    ) async throws -> TCPListener {
+        let connections = ConnectionRegistry()
+        let bootstrap = ServerBootstrap(group: group)
+            .childChannelOption(.allowRemoteHalfClosure, value: true)
+            .childChannelInitializer { channel in
+                connections.add(channel, counters: counters)
+                return channel.eventLoop.makeCompletedFuture {
+                    try channel.pipeline.syncOperations.addHandler(ByteCountingHandler(counters: counters))
+                    for handler in slot.makeHandlers() {
+                        try channel.pipeline.syncOperations.addHandler(handler)
+                    }
+                }
+            }
+        let descriptor = socket.descriptor.release()
+        let channel = try await bootstrap.withBoundSocket(descriptor).get()
+        return TCPListener(localEndpoint: socket.localEndpoint, serverChannel: channel, connections: connections)
+    }
+
+    /// Connections open now.
+    public var openConnections: Int { connections.count }
+
+    /// Stops accepting and closes the listening socket, freeing its port; open connections go on.
+    public func stopAccepting() async {
+        try? await serverChannel.close()
+    }
+
+    /// Waits up to `grace` for open connections to end, then closes those that remain.
+    public func closeConnections(after grace: Duration) async {
+        let clock = ContinuousClock()
+        let deadline = clock.now + grace
+        while connections.count > 0 && clock.now < deadline {
+            try? await Task.sleep(for: .milliseconds(50))
+        }
+        for channel in connections.all {
+            try? await channel.close()
+        }
+    }
+}
+
+/// The open connections of one listener.
+///
+/// `Sendable`: the table is behind a mutex.
+private final class ConnectionRegistry: Sendable {
+    private let channels = Mutex<[ObjectIdentifier: any Channel]>([:])
+
+    var count: Int { channels.withLock { $0.count } }
+    var all: [any Channel] { channels.withLock { Array($0.values) } }
+
+    func add(_ channel: any Channel, counters: ListenerCounters) {
+        counters.countConnectionOpened()
+        let key = ObjectIdentifier(channel)
+        channels.withLock { $0[key] = channel }
+        channel.closeFuture.whenComplete { _ in
+            counters.countConnectionClosed()
+            self.channels.withLock { $0[key] = nil }
+        }
+    }
+}
+
+/// Counts a connection's bytes in and out on the listener's counters.
+final class ByteCountingHandler: ChannelDuplexHandler, Sendable {
+    typealias InboundIn = ByteBuffer
+    typealias InboundOut = ByteBuffer
+    typealias OutboundIn = ByteBuffer
+    typealias OutboundOut = ByteBuffer
+
+    private let counters: ListenerCounters
+
+    init(counters: ListenerCounters) {
+        self.counters = counters
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        counters.countReceived(packets: 0, bytes: UInt64(unwrapInboundIn(data).readableBytes))
+        context.fireChannelRead(data)
+    }
+
+    func write(context: ChannelHandlerContext, data: NIOAny, promise: EventLoopPromise<Void>?) {
+        counters.countSent(packets: 0, bytes: UInt64(unwrapOutboundIn(data).readableBytes))
+        context.write(data, promise: promise)
+    }
+}

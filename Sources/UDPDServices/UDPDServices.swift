@@ -1,1 +1,0 @@
-// The UDPDServices target; its first files arrive in the next commits.
