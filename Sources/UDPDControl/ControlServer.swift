@@ -84,14 +84,18 @@ public final class ControlServer: Sendable {
     public func run(handler: @escaping @Sendable (ControlRequest, ControlPeer) async -> ControlResponse) async throws {
         defer { SocketFile.remove(path, ifStill: identity) }
         let logger = self.logger
-        try await channel.executeThenClose { connections in
-            try await withThrowingDiscardingTaskGroup { group in
-                for try await connection in connections {
-                    group.addTask {
-                        await connection.serve(handler: handler, logger: logger)
+        do {
+            try await channel.executeThenClose { connections in
+                try await withThrowingDiscardingTaskGroup { group in
+                    for try await connection in connections {
+                        group.addTask {
+                            await connection.serve(handler: handler, logger: logger)
+                        }
                     }
                 }
             }
+        } catch where Task.isCancelled {
+            // Cancellation is how the server is asked to stop; the stream may report it as an error.
         }
         logger.info("control socket closed", metadata: ["path": "\(path)"])
     }
