@@ -5,9 +5,17 @@
 /// because on a multi-homed host its replies may leave from the wrong address.
 public enum StatusTable {
     /// The column titles.
-    public static let columns = ["SERVICE", "HANDLER", "PROTO", "ADDRESS:PORT", "REPLY-SOURCE", "RX", "TX", "DROPS", "ACTIVE"]
+    public static let columns = [
+        "SERVICE", "HANDLER", "PROTO", "ADDRESS:PORT", "REPLY-SOURCE", "RX", "TX", "DROPS", "ACTIVE",
+    ]
     /// The marker appended to a `kernel` reply source.
     public static let unreliableMarker = " (!)"
+
+    /// The footnote explaining ``unreliableMarker``.
+    public static let kernelFootnote = [
+        "(!) kernel: a wildcard socket without IP_PKTINFO/IP_RECVDSTADDR; the kernel picks the source address of",
+        "    its replies, which on a multi-homed host may not be the address the request was sent to.",
+    ]
 
     /// The whole text, ending with a newline.
     public static func render(_ report: StatusReport) -> String {
@@ -26,10 +34,7 @@ public enum StatusTable {
         }
         if anyUnreliable {
             lines.append("")
-            lines.append(
-                "(!) reply source \"kernel\": a wildcard socket without IP_PKTINFO/IP_RECVDSTADDR; the kernel picks "
-                    + "the source address of replies, which may be the wrong one on a multi-homed host."
-            )
+            lines.append(contentsOf: kernelFootnote)
         }
         return lines.joined(separator: "\n") + "\n"
     }
@@ -88,7 +93,9 @@ public enum StatusTable {
     /// Pads every column to its widest cell, two spaces apart, without trailing blanks.
     private static func align(_ rows: [[String]], rightAligned: Set<Int>) -> [String] {
         let count = rows.map(\.count).max() ?? 0
-        let widths = (0..<count).map { column in rows.map { $0.indices.contains(column) ? $0[column].count : 0 }.max() ?? 0 }
+        let widths = (0..<count).map { column in
+            rows.map { $0.indices.contains(column) ? $0[column].count : 0 }.max() ?? 0
+        }
         return rows.map { row in
             var line = ""
             for (column, cell) in row.enumerated() {
