@@ -1,0 +1,175 @@
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Musl)
+import Musl
+#elseif canImport(Darwin)
+import Darwin
+#endif
+import UDPDTransport
+
+/// The client's side of the control socket: one blocking request and its response, for `udpctl`.
+///
+/// No event loop is involved: the client connects, writes one line, and polls for the answer until a deadline.
+public enum ControlClient {
+    /// The longest response accepted (metrics for very many services are still far below it).
+    public static let maximumResponseSize = 64 * 1024 * 1024
+
+    /// The default time to wait for an answer: 30 seconds for `reload` (the daemon binds and closes sockets
+    /// first), 5 seconds otherwise.
+    public static func defaultTimeout(for command: ControlCommand) -> Duration {
+        command == .reload ? .seconds(30) : .seconds(5)
+    }
+
+    /// Sends `request` to the daemon listening on `path` and returns its response.
+    ///
+    /// - Parameters:
+    ///   - request: what to ask.
+    ///   - path: the control socket's path.
+    ///   - timeout: how long to wait for the whole exchange after connecting.
+    /// - Throws: ``ControlClientError``; ``ControlClientError/isUnreachable`` tells whether any daemon answered.
+    public static func send(
+        _ request: ControlRequest,
+        to path: String,
+        timeout: Duration
+    ) throws(ControlClientError) -> ControlResponse {
+        let line: [UInt8]
+        do {
+            line = try ControlProtocol.encodeLine(request)
+        } catch {
+            throw ControlClientError(.invalidResponse, path: path, detail: "cannot encode the request: \(error)")
+        }
+        let fd = try openConnection(to: path)
+        defer { closeDescriptor(fd) }
+        let deadline = ContinuousClock.now.advanced(by: timeout)
+        let exchange = Exchange(fd: fd, path: path, deadline: deadline, timeout: timeout)
+        try exchange.write(line)
+        let answer = try exchange.readLine()
+        do {
+            return try ControlProtocol.decodeResponse(answer)
+        } catch {
+            throw ControlClientError(.invalidResponse, path: path, detail: error.description)
+        }
+    }
+
+    /// Opens a socket connected to `path`.
+    private static func openConnection(to path: String) throws(ControlClientError) -> Int32 {
+        let fd: Int32
+        do {
+            fd = try makeUnixStreamSocket(context: path)
+        } catch {
+            throw ControlClientError(.unreachable, path: path, systemError: error)
+        }
+        do {
+            #if canImport(Darwin)
+            var one: Int32 = 1
+            try systemCall("setsockopt", context: path) {
+                setsockopt(fd, SOL_SOCKET, SO_NOSIGPIPE, &one, socklen_t(MemoryLayout<Int32>.size))
+            }
+            #endif
+            let connected = try withUnixSocketAddress(path) { (address, length) throws(SystemCallError) in
+                try systemCall("connect", context: path) { connect(fd, address, length) }
+            }
+            guard connected != nil else {
+                closeDescriptor(fd)
+                let limit = maximumUnixSocketPathLength
+                throw ControlClientError(.unreachable, path: path, detail: "the path is longer than \(limit) bytes")
+            }
+            return fd
+        } catch let error as ControlClientError {
+            throw error
+        } catch {
+            closeDescriptor(fd)
+            throw ControlClientError(.unreachable, path: path, systemError: error as? SystemCallError)
+        }
+    }
+}
+
+/// One request's writes and reads on a connected socket, bounded by a deadline.
+private struct Exchange {
+    let fd: Int32
+    let path: String
+    let deadline: ContinuousClock.Instant
+    let timeout: Duration
+
+    /// Writes all of `bytes`.
+    func write(_ bytes: [UInt8]) throws(ControlClientError) {
+        var offset = 0
+        while offset < bytes.count {
+            try wait(for: Int16(POLLOUT))
+            let written: Int
+            do {
+                written = try bytes.withUnsafeBytes { (raw) throws(SystemCallError) -> Int in
+                    try systemCall("send", context: path) {
+                        sendBytes(fd, raw.baseAddress! + offset, raw.count - offset)
+                    }
+                }
+            } catch {
+                throw ControlClientError(.connectionLost, path: path, systemError: error as? SystemCallError)
+            }
+            offset += written
+        }
+    }
+
+    /// Reads up to and without the first newline.
+    func readLine() throws(ControlClientError) -> [UInt8] {
+        var received: [UInt8] = []
+        var chunk = [UInt8](repeating: 0, count: 64 * 1024)
+        while true {
+            try wait(for: Int16(POLLIN))
+            let count: Int
+            do {
+                count = try chunk.withUnsafeMutableBytes { (raw) throws(SystemCallError) -> Int in
+                    try systemCall("read", context: path) { read(fd, raw.baseAddress!, raw.count) }
+                }
+            } catch {
+                throw ControlClientError(.connectionLost, path: path, systemError: error as? SystemCallError)
+            }
+            guard count > 0 else {
+                throw ControlClientError(.connectionLost, path: path, detail: "the daemon closed the connection")
+            }
+            let searchFrom = received.count
+            received.append(contentsOf: chunk[0..<count])
+            if let newline = received[searchFrom...].firstIndex(of: UInt8(ascii: "\n")) {
+                return Array(received[..<newline])
+            }
+            guard received.count <= ControlClient.maximumResponseSize else {
+                throw ControlClientError(
+                    .invalidResponse,
+                    path: path,
+                    detail: "no end of line within \(ControlClient.maximumResponseSize) bytes"
+                )
+            }
+        }
+    }
+
+    /// Polls until `events` are ready on the socket, or throws once the deadline has passed.
+    private func wait(for events: Int16) throws(ControlClientError) {
+        while true {
+            let remaining = ContinuousClock.now.duration(to: deadline)
+            guard remaining > .zero else {
+                throw ControlClientError(.timedOut, path: path, detail: "\(timeout)")
+            }
+            let (seconds, attoseconds) = remaining.components
+            let milliseconds = Int32(clamping: seconds * 1000 + attoseconds / 1_000_000_000_000_000 + 1)
+            var descriptor = pollfd(fd: fd, events: events, revents: 0)
+            let ready: Int32
+            do {
+                ready = try systemCall("poll", context: path) { poll(&descriptor, 1, milliseconds) }
+            } catch {
+                throw ControlClientError(.connectionLost, path: path, systemError: error)
+            }
+            if ready > 0 { return }
+        }
+    }
+}
+
+/// `send(2)` without `SIGPIPE` when the daemon has gone away (Darwin uses `SO_NOSIGPIPE` instead).
+private func sendBytes(_ fd: Int32, _ pointer: UnsafeRawPointer, _ count: Int) -> Int {
+    #if canImport(Glibc)
+    return send(fd, pointer, count, Int32(MSG_NOSIGNAL))
+    #elseif canImport(Musl)
+    return send(fd, pointer, count, MSG_NOSIGNAL)
+    #else
+    return send(fd, pointer, count, 0)
+    #endif
+}

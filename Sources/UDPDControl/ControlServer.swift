@@ -1,0 +1,102 @@
+import Logging
+import NIOCore
+import NIOPosix
+import UDPDTransport
+
+/// The daemon's side of the control socket: accepts connections and answers each request line with the handler's
+/// response.
+///
+/// Every connection is served by its own child task, so clients are answered concurrently; a connection may carry
+/// several requests in sequence. A connection that sends no complete request within ``requestTimeout`` is closed,
+/// and a request line over ``ControlProtocol/maximumRequestSize`` bytes is answered with an error, then closed.
+/// Malformed requests get an error response (`ok: false`) and the connection stays open.
+public final class ControlServer: Sendable {
+    /// How long a connection may take to send a request line before it is closed.
+    public static let requestTimeout: TimeAmount = .seconds(5)
+
+    /// The socket's path.
+    public let path: String
+    private let channel: NIOAsyncChannel<ControlConnection, Never>
+    private let identity: SocketFileIdentity
+    private let logger: Logger
+
+    private init(
+        path: String,
+        channel: NIOAsyncChannel<ControlConnection, Never>,
+        identity: SocketFileIdentity,
+        logger: Logger
+    ) {
+        self.path = path
+        self.channel = channel
+        self.identity = identity
+        self.logger = logger
+    }
+
+    /// Prepares and binds the control socket at `path`.
+    ///
+    /// Creates the socket's directory when missing (mode 0700 inside `$XDG_RUNTIME_DIR` or `/tmp`, 0755 elsewhere);
+    /// throws ``ControlServerError/Code/alreadyRunning`` when a live daemon answers on `path`; replaces a stale
+    /// socket file (one that refuses connections); refuses to replace anything that is not a socket; binds; and sets
+    /// the socket file's mode to `mode`. Call ``run(handler:)`` next: it serves and removes the file when done.
+    ///
+    /// - Parameters:
+    ///   - path: the socket path, at most 107 bytes on Linux (103 on Darwin).
+    ///   - mode: the socket file's permission bits; who may connect is who may write to it.
+    ///   - group: the event loops connections are served on.
+    ///   - logger: where requests and connection problems are logged.
+    public static func bind(
+        path: String,
+        mode: UInt32 = 0o600,
+        group: any EventLoopGroup,
+        logger: Logger
+    ) async throws -> ControlServer {
+        try SocketFile.prepare(path)
+        let channel: NIOAsyncChannel<ControlConnection, Never>
+        do {
+            channel = try await ServerBootstrap(group: group)
+                .serverChannelOption(.backlog, value: 128)
+                .bind(unixDomainSocketPath: path) { child in
+                    ControlConnection.setUp(child, timeout: requestTimeout, logger: logger)
+                }
+        } catch let error as IOError {
+            let systemError = SystemCallError(call: "bind", errno: error.errnoCode, context: path)
+            throw ControlServerError(.bind, path: path, systemError: systemError)
+        } catch {
+            throw ControlServerError(.bind, path: path, detail: "\(error)")
+        }
+        do {
+            let identity = try SocketFile.finish(path, mode: mode)
+            logger.info("control socket ready", metadata: ["path": "\(path)", "mode": "\(String(mode, radix: 8))"])
+            return ControlServer(path: path, channel: channel, identity: identity, logger: logger)
+        } catch {
+            try? await channel.channel.close()
+            if let identity = SocketFile.identity(of: path) { SocketFile.remove(path, ifStill: identity) }
+            throw error
+        }
+    }
+
+    /// Serves connections until the calling task is cancelled, then closes the socket and removes its file (if it is
+    /// still the one this server bound).
+    ///
+    /// Call it once. In-flight requests are cancelled with the task; the handler should return promptly then.
+    ///
+    /// - Parameter handler: answers one request from one peer; it runs concurrently for different connections.
+    public func run(handler: @escaping @Sendable (ControlRequest, ControlPeer) async -> ControlResponse) async throws {
+        defer { SocketFile.remove(path, ifStill: identity) }
+        let logger = self.logger
+        do {
+            try await channel.executeThenClose { connections in
+                try await withThrowingDiscardingTaskGroup { group in
+                    for try await connection in connections {
+                        group.addTask {
+                            await connection.serve(handler: handler, logger: logger)
+                        }
+                    }
+                }
+            }
+        } catch where Task.isCancelled {
+            // Cancellation is how the server is asked to stop; the stream may report it as an error.
+        }
+        logger.info("control socket closed", metadata: ["path": "\(path)"])
+    }
+}

@@ -1,0 +1,22 @@
+extension ReloadReport {
+    /// What `udpctl reload` prints, ending with a newline.
+    ///
+    /// Applied: `reload applied: generation N`, then one line per service added, removed or changed and per
+    /// listener added or removed, then `kept N listeners`. Rejected: `reload rejected; the old configuration keeps
+    /// running:` and each error on its own line, unindented, so `FILE:LINE:COLUMN: error:` stays parseable.
+    public var text: String {
+        guard ok else {
+            var lines = ["reload rejected; the old configuration keeps running:"]
+            lines.append(contentsOf: errors.isEmpty ? ["(the daemon gave no reason)"] : errors)
+            return lines.joined(separator: "\n") + "\n"
+        }
+        var lines = ["reload applied: generation \(generation)"]
+        lines.append(contentsOf: servicesAdded.map { "added service \($0)" })
+        lines.append(contentsOf: servicesRemoved.map { "removed service \($0)" })
+        lines.append(contentsOf: servicesChanged.map { "changed service \($0)" })
+        lines.append(contentsOf: listenersAdded.map { "added listener \($0)" })
+        lines.append(contentsOf: listenersRemoved.map { "removed listener \($0)" })
+        lines.append("kept \(listenersKept.count) listener\(listenersKept.count == 1 ? "" : "s")")
+        return lines.joined(separator: "\n") + "\n"
+    }
+}

@@ -1,0 +1,206 @@
+/// The daemon's state, as `udpctl status --json` prints it (the fields of `INTERFACE.md`, plus a few more).
+public struct StatusReport: Codable, Sendable, Equatable {
+    /// How many configurations have been applied, starting at 1.
+    public var generation: Int
+    /// The configuration file's path.
+    public var config: String
+    /// The daemon's process id.
+    public var pid: Int32
+    /// The daemon's version.
+    public var version: String
+    /// When the daemon started, ISO 8601 in UTC (`2026-11-26T12:00:00Z`).
+    public var startedAt: String
+    /// Seconds since the daemon started.
+    public var uptimeSeconds: Double
+    /// The outcome of the latest reload; `nil` (JSON `null`, never omitted) until the first reload.
+    public var lastReload: ReloadOutcome?
+    /// The services, in configuration order.
+    public var services: [ServiceStatus]
+
+    /// Creates a report.
+    public init(
+        generation: Int,
+        config: String,
+        pid: Int32,
+        version: String,
+        startedAt: String,
+        uptimeSeconds: Double,
+        lastReload: ReloadOutcome?,
+        services: [ServiceStatus]
+    ) {
+        self.generation = generation
+        self.config = config
+        self.pid = pid
+        self.version = version
+        self.startedAt = startedAt
+        self.uptimeSeconds = uptimeSeconds
+        self.lastReload = lastReload
+        self.services = services
+    }
+
+    private enum CodingKeys: String, CodingKey {
+        case generation
+        case config
+        case pid
+        case version
+        case startedAt = "started_at"
+        case uptimeSeconds = "uptime_seconds"
+        case lastReload = "last_reload"
+        case services
+    }
+
+    /// Encodes every field; `last_reload` is written as `null` rather than left out, as `INTERFACE.md` requires.
+    public func encode(to encoder: any Encoder) throws {
+        var container = encoder.container(keyedBy: CodingKeys.self)
+        try container.encode(generation, forKey: .generation)
+        try container.encode(config, forKey: .config)
+        try container.encode(pid, forKey: .pid)
+        try container.encode(version, forKey: .version)
+        try container.encode(startedAt, forKey: .startedAt)
+        try container.encode(uptimeSeconds, forKey: .uptimeSeconds)
+        try container.encode(lastReload, forKey: .lastReload)
+        try container.encode(services, forKey: .services)
+    }
+}
+
+/// How the latest reload went.
+public struct ReloadOutcome: Codable, Sendable, Equatable {
+    /// Whether the new configuration was applied.
+    public var ok: Bool
+    /// When the reload happened, ISO 8601 in UTC.
+    public var at: String
+    /// Why it was rejected, one `FILE:LINE:COLUMN: error: MESSAGE` line each; empty when it was applied.
+    public var errors: [String]
+
+    /// Creates an outcome.
+    public init(ok: Bool, at: String, errors: [String] = []) {
+        self.ok = ok
+        self.at = at
+        self.errors = errors
+    }
+
+    private enum CodingKeys: String, CodingKey {
+        case ok
+        case at
+        case errors
+    }
+}
+
+/// One service: its handler, its listeners and its counters.
+public struct ServiceStatus: Codable, Sendable, Equatable {
+    /// The service's name from the configuration.
+    public var name: String
+    /// The handler's name (`echo`, `discard`, `forward`, `exec`).
+    public var handler: String
+    /// One entry per (protocol, address, port), however many workers serve it.
+    public var listeners: [ListenerStatus]
+    /// The service's counters, summed over its listeners.
+    public var counters: ServiceCounters
+
+    /// Creates a service's status.
+    public init(name: String, handler: String, listeners: [ListenerStatus], counters: ServiceCounters) {
+        self.name = name
+        self.handler = handler
+        self.listeners = listeners
+        self.counters = counters
+    }
+
+    private enum CodingKeys: String, CodingKey {
+        case name
+        case handler
+        case listeners
+        case counters
+    }
+}
+
+/// One listening socket (or one group of workers on the same protocol, address and port).
+public struct ListenerStatus: Codable, Sendable, Equatable {
+    /// `udp` or `tcp`.
+    public var proto: String
+    /// The local address, without brackets (`0.0.0.0`, `::`, `fe80::1%eth0`).
+    public var address: String
+    /// The local port.
+    public var port: Int
+    /// How replies leave from the right address: `pktinfo`, `recvdstaddr`, `bound`, `kernel` or `connection`.
+    public var replySource: String
+
+    /// Creates a listener's status.
+    public init(proto: String, address: String, port: Int, replySource: String) {
+        self.proto = proto
+        self.address = address
+        self.port = port
+        self.replySource = replySource
+    }
+
+    /// `address:port`, with an IPv6 address in brackets (`[::1]:7`).
+    public var endpoint: String {
+        address.contains(":") ? "[\(address)]:\(port)" : "\(address):\(port)"
+    }
+
+    /// Whether replies' source address is left to the kernel: wrong on multi-homed hosts.
+    public var replySourceIsUnreliable: Bool { replySource == "kernel" }
+
+    private enum CodingKeys: String, CodingKey {
+        case proto
+        case address
+        case port
+        case replySource = "reply_source"
+    }
+}
+
+/// A service's traffic counters.
+public struct ServiceCounters: Codable, Sendable, Equatable {
+    /// Datagrams and TCP messages received.
+    public var rxPackets: UInt64
+    /// Datagrams and TCP messages sent.
+    public var txPackets: UInt64
+    /// Bytes received.
+    public var rxBytes: UInt64
+    /// Bytes sent.
+    public var txBytes: UInt64
+    /// Everything dropped, whatever the reason; the sum of ``drops``.
+    public var dropped: UInt64
+    /// TCP connections accepted.
+    public var tcpAccepted: UInt64
+    /// TCP connections open now.
+    public var tcpActive: UInt64
+    /// TCP connections closed.
+    public var tcpClosed: UInt64
+    /// Drops by reason, such as `truncated`, `send_error`, `reflection`, `rate_limit`.
+    public var drops: [String: UInt64]
+
+    /// Creates counters; all zero unless given.
+    public init(
+        rxPackets: UInt64 = 0,
+        txPackets: UInt64 = 0,
+        rxBytes: UInt64 = 0,
+        txBytes: UInt64 = 0,
+        dropped: UInt64 = 0,
+        tcpAccepted: UInt64 = 0,
+        tcpActive: UInt64 = 0,
+        tcpClosed: UInt64 = 0,
+        drops: [String: UInt64] = [:]
+    ) {
+        self.rxPackets = rxPackets
+        self.txPackets = txPackets
+        self.rxBytes = rxBytes
+        self.txBytes = txBytes
+        self.dropped = dropped
+        self.tcpAccepted = tcpAccepted
+        self.tcpActive = tcpActive
+        self.tcpClosed = tcpClosed
+        self.drops = drops
+    }
+
+    private enum CodingKeys: String, CodingKey {
+        case rxPackets = "rx_packets"
+        case txPackets = "tx_packets"
+        case rxBytes = "rx_bytes"
+        case txBytes = "tx_bytes"
+        case dropped
+        case tcpAccepted = "tcp_accepted"
+        case tcpActive = "tcp_active"
+        case tcpClosed = "tcp_closed"
+        case drops
+    }
+}

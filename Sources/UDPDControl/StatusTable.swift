@@ -1,0 +1,110 @@
+/// Renders a ``StatusReport`` as the table `udpctl status` prints: a few header lines, then one row per listener.
+///
+/// A service's counters stand on its first row only, so a glance down the RX column adds up per service. A
+/// listener whose replies' source address is left to the kernel is marked ` (!)` and explained in a footnote,
+/// because on a multi-homed host its replies may leave from the wrong address.
+public enum StatusTable {
+    /// The column titles.
+    public static let columns = [
+        "SERVICE", "HANDLER", "PROTO", "ADDRESS:PORT", "REPLY-SOURCE", "RX", "TX", "DROPS", "ACTIVE",
+    ]
+    /// The marker appended to a `kernel` reply source.
+    public static let unreliableMarker = " (!)"
+
+    /// The footnote explaining ``unreliableMarker``.
+    public static let kernelFootnote = [
+        "(!) kernel: a wildcard socket without IP_PKTINFO/IP_RECVDSTADDR; the kernel picks the source address of",
+        "    its replies, which on a multi-homed host may not be the address the request was sent to.",
+    ]
+
+    /// The whole text, ending with a newline.
+    public static func render(_ report: StatusReport) -> String {
+        var lines = header(report)
+        lines.append("")
+        var rows = [columns]
+        var anyUnreliable = false
+        for service in report.services {
+            rows.append(contentsOf: self.rows(for: service))
+            anyUnreliable = anyUnreliable || service.listeners.contains(where: \.replySourceIsUnreliable)
+        }
+        if report.services.isEmpty {
+            lines.append("no services configured")
+        } else {
+            lines.append(contentsOf: align(rows, rightAligned: [5, 6, 7, 8]))
+        }
+        if anyUnreliable {
+            lines.append("")
+            lines.append(contentsOf: kernelFootnote)
+        }
+        return lines.joined(separator: "\n") + "\n"
+    }
+
+    /// `3h12m`-style text for a number of seconds: the two largest units, or seconds alone under a minute.
+    public static func duration(seconds: Double) -> String {
+        guard seconds.isFinite, seconds > 0 else { return "0s" }
+        let total = Int(seconds)
+        let days = total / 86_400
+        let hours = total % 86_400 / 3600
+        let minutes = total % 3600 / 60
+        let secs = total % 60
+        if days > 0 { return "\(days)d\(hours)h" }
+        if hours > 0 { return "\(hours)h\(minutes)m" }
+        if minutes > 0 { return "\(minutes)m\(secs)s" }
+        return "\(secs)s"
+    }
+
+    private static func header(_ report: StatusReport) -> [String] {
+        var lines = [
+            "generation:  \(report.generation)",
+            "config:      \(report.config)",
+            "pid:         \(report.pid) (udpd \(report.version))",
+            "uptime:      \(duration(seconds: report.uptimeSeconds)) (since \(report.startedAt))",
+        ]
+        switch report.lastReload {
+        case nil:
+            lines.append("last reload: never")
+        case let outcome? where outcome.ok:
+            lines.append("last reload: ok at \(outcome.at)")
+        case let outcome?:
+            lines.append("last reload: FAILED at \(outcome.at); the previous configuration keeps running")
+            lines.append(contentsOf: outcome.errors.map { "  \($0)" })
+        }
+        return lines
+    }
+
+    private static func rows(for service: ServiceStatus) -> [[String]] {
+        let counters = service.counters
+        let hasTCP = service.listeners.contains { $0.proto == "tcp" }
+        let figures = [
+            "\(counters.rxPackets)", "\(counters.txPackets)", "\(counters.dropped)",
+            hasTCP ? "\(counters.tcpActive)" : "-",
+        ]
+        guard !service.listeners.isEmpty else {
+            return [[service.name, service.handler, "-", "-", "-"] + figures]
+        }
+        return service.listeners.enumerated().map { index, listener in
+            let replySource = listener.replySource + (listener.replySourceIsUnreliable ? unreliableMarker : "")
+            let first = index == 0
+            return [first ? service.name : "", first ? service.handler : "", listener.proto, listener.endpoint,
+                replySource] + (first ? figures : ["", "", "", ""])
+        }
+    }
+
+    /// Pads every column to its widest cell, two spaces apart, without trailing blanks.
+    private static func align(_ rows: [[String]], rightAligned: Set<Int>) -> [String] {
+        let count = rows.map(\.count).max() ?? 0
+        let widths = (0..<count).map { column in
+            rows.map { $0.indices.contains(column) ? $0[column].count : 0 }.max() ?? 0
+        }
+        return rows.map { row in
+            var line = ""
+            for (column, cell) in row.enumerated() {
+                let padding = String(repeating: " ", count: widths[column] - cell.count)
+                if column > 0 { line += "  " }
+                line += rightAligned.contains(column) ? padding + cell : cell + padding
+            }
+            while line.hasSuffix(" ") { line.removeLast() }
+            return line
+        }
+    }
+}

@@ -1,1 +1,0 @@
-// The UDPDControl target; its first files arrive in the next commits.

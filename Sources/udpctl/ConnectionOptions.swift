@@ -1,0 +1,81 @@
+import ArgumentParser
+import Foundation
+import UDPDConfig
+import UDPDControl
+
+/// How to find the daemon: `-s PATH`, `-c FILE` or the default path; shared by the root command and subcommands.
+struct ConnectionOptions: ParsableArguments {
+    @Option(name: [.customShort("s"), .long], help: ArgumentHelp("The control socket's path.", valueName: "path"))
+    var socket: String?
+
+    @Option(
+        name: [.customShort("c"), .long],
+        help: ArgumentHelp(
+            "Read the control socket's path from this udpd configuration file (control.socket).",
+            discussion: "An invalid file prints its errors and exits with status 2.",
+            valueName: "file"
+        )
+    )
+    var config: String?
+
+    @Option(
+        help: ArgumentHelp(
+            "Seconds to wait for the answer (default: 30 for reload, 5 otherwise).",
+            valueName: "seconds"
+        )
+    )
+    var timeout: Double?
+
+    func validate() throws {
+        if socket != nil && config != nil {
+            throw ValidationError("-s/--socket and -c/--config are alternatives; give one of them.")
+        }
+        if let timeout, !(timeout > 0) {
+            throw ValidationError("--timeout must be a positive number of seconds.")
+        }
+    }
+
+    /// The socket path: `-s`, else `control.socket` of `-c FILE`, else the default for this user.
+    func socketPath() throws -> String {
+        if let socket { return socket }
+        if let config { return try socketPath(fromConfig: config) }
+        return ControlSocketPath.defaultPath()
+    }
+
+    /// `control.socket` of the configuration at `file`, or the default path when it sets none; an invalid file
+    /// prints its errors (one `FILE:LINE:COLUMN: error: MESSAGE` line each) and exits 2.
+    func socketPath(fromConfig file: String) throws -> String {
+        do {
+            let configuration = try ConfigurationLoader.load(path: file)
+            return configuration.control.socket ?? ControlSocketPath.defaultPath()
+        } catch {
+            printError("\(error)")
+            throw ExitCode(2)
+        }
+    }
+
+    /// Sends `command` to the daemon; exits 2 when it cannot be reached and 1 when its answer is unusable.
+    func send(_ command: ControlCommand) throws -> ControlResponse {
+        let path = try socketPath()
+        let wait = timeout.map { Duration.milliseconds(Int64($0 * 1000)) } ?? ControlClient.defaultTimeout(for: command)
+        do {
+            return try ControlClient.send(ControlRequest(command: command), to: path, timeout: wait)
+        } catch {
+            printError("udpctl: \(error)")
+            throw ExitCode(error.isUnreachable ? 2 : 1)
+        }
+    }
+}
+
+/// Writes `message` and a newline to standard error.
+func printError(_ message: String) {
+    FileHandle.standardError.write(Data((message + "\n").utf8))
+}
+
+/// Exits 1 with the daemon's error when `response` is a failure without a more specific report.
+func requireSuccess(_ response: ControlResponse) throws {
+    guard response.ok else {
+        printError("udpctl: the daemon refused: \(response.error ?? "no reason given")")
+        throw ExitCode(1)
+    }
+}

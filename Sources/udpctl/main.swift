@@ -1,1 +1,0 @@
-print("udpctl: not yet built")
