@@ -1,0 +1,126 @@
+import Logging
+import ServiceLifecycle
+import UDPDConfig
+import UDPDControl
+import UDPDServices
+import UnixSignals
+
+/// The running daemon as a swift-service-lifecycle service: it answers the control socket, turns SIGHUP and
+/// `udpctl reload` into one queue of reloads, drains the connections of removed TCP listeners, and on graceful
+/// shutdown (SIGTERM, SIGINT) stops every listener within the grace period.
+///
+/// `Sendable`: every stored property is immutable and `Sendable`.
+public struct Daemon: Service {
+    /// One reload request, and who waits for its outcome (nobody, for SIGHUP).
+    struct ReloadTicket: Sendable {
+        var reply: CheckedContinuation<ReloadReport, Never>?
+    }
+
+    let supervisor: Supervisor
+    let controlServer: ControlServer
+    let hangups: UnixSignalsSequence
+    let notifier: SystemdNotifier
+    let logLevel: DaemonLogLevel
+    let logger: Logger
+    let grace: Duration
+
+    /// Creates the daemon around a started supervisor and a bound control socket.
+    ///
+    /// `hangups` must be created before the control socket answers, so that a SIGHUP sent as soon as udpd looks
+    /// ready reloads instead of killing it.
+    public init(
+        supervisor: Supervisor,
+        controlServer: ControlServer,
+        hangups: UnixSignalsSequence,
+        notifier: SystemdNotifier,
+        logLevel: DaemonLogLevel,
+        logger: Logger,
+        grace: Duration = .seconds(10)
+    ) {
+        self.supervisor = supervisor
+        self.controlServer = controlServer
+        self.hangups = hangups
+        self.notifier = notifier
+        self.logLevel = logLevel
+        self.logger = logger
+        self.grace = grace
+    }
+
+    public func run() async throws {
+        let (reloads, requestReload) = AsyncStream.makeStream(of: ReloadTicket.self)
+        notifier.ready()
+        logger.notice("udpd is serving", metadata: ["generation": "1"])
+        await withDiscardingTaskGroup { group in
+            group.addTask {
+                try? await controlServer.run { request, peer in
+                    await answer(request, from: peer, requestReload: requestReload)
+                }
+            }
+            group.addTask {
+                for await _ in hangups {
+                    logger.notice("SIGHUP: reloading")
+                    requestReload.yield(ReloadTicket(reply: nil))
+                }
+            }
+            group.addTask {
+                for await ticket in reloads {
+                    let report = await performReload()
+                    ticket.reply?.resume(returning: report)
+                }
+            }
+            group.addTask {
+                await withDiscardingTaskGroup { drains in
+                    for await listener in supervisor.drainQueue {
+                        drains.addTask { await listener.closeConnections(after: grace) }
+                    }
+                }
+            }
+            try? await gracefulShutdown()
+            logger.notice("shutting down", metadata: ["grace": "\(grace)"])
+            notifier.stopping()
+            requestReload.finish()
+            await supervisor.stopAll(grace: grace)
+            group.cancelAll()
+        }
+        logger.notice("udpd stopped")
+    }
+
+    private func performReload() async -> ReloadReport {
+        notifier.reloading()
+        let report = await supervisor.reload()
+        if report.ok {
+            logLevel.level = Logger.Level(await supervisor.runningConfiguration.log.level)
+        }
+        notifier.ready()
+        return report
+    }
+
+    private func answer(
+        _ request: ControlRequest,
+        from peer: ControlPeer,
+        requestReload: AsyncStream<ReloadTicket>.Continuation
+    ) async -> ControlResponse {
+        switch request.command {
+        case .status:
+            return ControlResponse(ok: true, status: await supervisor.status())
+        case .metrics:
+            return ControlResponse(ok: true, metrics: PrometheusExposition.render(await supervisor.status()))
+        case .reload:
+            logger.notice("reload requested over the control socket", metadata: ["uid": "\(peer.uid.map { "\($0)" } ?? "?")"])
+            let report = await withCheckedContinuation { continuation in
+                if case .terminated = requestReload.yield(ReloadTicket(reply: continuation)) {
+                    continuation.resume(returning: ReloadReport(ok: false, generation: 0,
+                                                                errors: ["udpd is shutting down"]))
+                }
+            }
+            return ControlResponse(ok: report.ok, error: report.ok ? nil : "reload rejected", reload: report)
+        }
+    }
+}
+
+extension Logger.Level {
+    /// The swift-log level of a configured log level.
+    public init(_ level: LogLevel) {
+        self = Logger.Level(rawValue: level.rawValue) ?? .info
+    }
+}

@@ -1,0 +1,59 @@
+import Foundation
+import Logging
+import Synchronization
+
+/// The log level the daemon runs at; a reload that changes `log.level` changes it for every logger at once.
+///
+/// `Sendable`: the level is an atomic.
+public final class DaemonLogLevel: Sendable {
+    private let raw: Atomic<Int>
+
+    /// Creates the shared level.
+    public init(_ level: Logger.Level) {
+        raw = Atomic(Self.index(of: level))
+    }
+
+    /// The level now.
+    public var level: Logger.Level {
+        get { Logger.Level.allCases[raw.load(ordering: .relaxed)] }
+        set { raw.store(Self.index(of: newValue), ordering: .relaxed) }
+    }
+
+    private static func index(of level: Logger.Level) -> Int {
+        Logger.Level.allCases.firstIndex(of: level) ?? 2
+    }
+}
+
+/// Writes one line per event to standard error: `udpd[PID]: LEVEL: message key=value ...`.
+///
+/// No timestamp: under systemd the journal adds one, and in a terminal the order is what matters.
+public struct DaemonLogHandler: LogHandler {
+    /// The shared level; the handler's own `logLevel` setter writes through to it.
+    public let sharedLevel: DaemonLogLevel
+    /// Metadata attached to every line of this logger.
+    public var metadata: Logger.Metadata = [:]
+    private let label: String
+
+    /// Creates a handler for `label` that follows `sharedLevel`.
+    public init(label: String, level: DaemonLogLevel) {
+        self.label = label
+        self.sharedLevel = level
+    }
+
+    public var logLevel: Logger.Level {
+        get { sharedLevel.level }
+        set { sharedLevel.level = newValue }
+    }
+
+    public subscript(metadataKey key: String) -> Logger.Metadata.Value? {
+        get { metadata[key] }
+        set { metadata[key] = newValue }
+    }
+
+    public func log(event: LogEvent) {
+        let merged = metadata.merging(event.metadata ?? [:]) { _, new in new }
+        let fields = merged.keys.sorted().map { "\($0)=\(merged[$0]!)" }.joined(separator: " ")
+        let line = "udpd[\(getpid())]: \(event.level): \(event.message)\(fields.isEmpty ? "" : " " + fields)\n"
+        FileHandle.standardError.write(Data(line.utf8))
+    }
+}

@@ -1,0 +1,111 @@
+import Foundation
+import Logging
+import UDPDConfig
+import UDPDControl
+import UDPDTransport
+
+extension Supervisor {
+    /// Reads the configuration file again and applies it, or changes nothing and says why.
+    ///
+    /// Everything that can fail happens before anything changes: reading and validating the whole file, building
+    /// every handler, binding every new socket. Then listeners whose (protocol, address, port) stays keep their
+    /// sockets and only swap handlers, new ones start, and removed ones close, their TCP connections drained for
+    /// `grace`.
+    public func reload() async -> ReloadReport {
+        let at = Self.timestamp(Date())
+        let newConfiguration: Configuration
+        do throws(ConfigurationErrors) {
+            newConfiguration = try ConfigurationLoader.load(path: configPath)
+        } catch {
+            return reject(error.errors.map(\.description), at: at)
+        }
+        let newHandlers: [String: ServiceHandlerSet]
+        do throws(SupervisorError) {
+            newHandlers = try Self.buildHandlers(for: newConfiguration)
+        } catch {
+            return reject(error.messages, at: at)
+        }
+
+        let planned = newConfiguration.plannedListeners(withoutDestinationInfo: withoutDestinationInfo)
+        let plannedKeys = Set(planned.map(\.key))
+        let added = planned.filter { listeners[$0.key] == nil }
+        let bound: [(PlannedListener, BoundSocket)]
+        do throws(SupervisorError) {
+            bound = try bindAll(added)
+        } catch {
+            return reject(error.messages, at: at)
+        }
+
+        // Nothing can fail from here on that would leave the old configuration half-replaced.
+        let oldServices = Dictionary(configuration.services.map { ($0.name, $0) }, uniquingKeysWith: { a, _ in a })
+        let newServices = Dictionary(newConfiguration.services.map { ($0.name, $0) }, uniquingKeysWith: { a, _ in a })
+        let changedServices = Set(newServices.keys.filter { name in
+            oldServices[name].map { $0 != newServices[name]! } ?? false
+        })
+        handlers = newHandlers
+        configuration = newConfiguration
+
+        var report = ReloadReport(ok: true, generation: generation + 1)
+        for key in listeners.keys.sorted() where !plannedKeys.contains(key) {
+            guard let entry = listeners.removeValue(forKey: key) else { continue }
+            retire(entry)
+            if let tcp = await entry.listener.stop() { draining.yield(tcp) }
+            report.listenersRemoved.append("\(entry.service) \(key)")
+            logger.info("listener removed", metadata: ["service": "\(entry.service)", "listener": "\(key)"])
+        }
+        for plan in planned {
+            guard var entry = listeners[plan.key] else { continue }
+            if entry.service != plan.service || changedServices.contains(plan.service) {
+                entry.listener.replaceHandlers(with: newHandlers[plan.service]!)
+                entry.service = plan.service
+                listeners[plan.key] = entry
+            }
+            report.listenersKept.append("\(plan.service) \(plan.key)")
+        }
+        for (plan, socket) in bound {
+            do {
+                try await startListener(plan, socket: socket)
+                report.listenersAdded.append("\(plan.service) \(plan.key)")
+            } catch {
+                socket.close()
+                report.errors.append("service '\(plan.service)': cannot serve \(plan.key): \(error)")
+                logger.error("cannot serve a new listener", metadata: ["listener": "\(plan.key)", "error": "\(error)"])
+            }
+        }
+        report.servicesAdded = newConfiguration.services.map(\.name).filter { oldServices[$0] == nil }
+        report.servicesRemoved = oldServices.keys.sorted().filter { newServices[$0] == nil }
+        report.servicesChanged = newConfiguration.services.map(\.name).filter { changedServices.contains($0) }
+        for name in report.servicesRemoved { retiredCounters[name] = nil }
+
+        generation += 1
+        report.generation = generation
+        lastReload = ReloadOutcome(ok: true, at: at, errors: report.errors)
+        logger.notice("reload applied", metadata: [
+            "generation": "\(generation)", "added": "\(report.listenersAdded.count)",
+            "removed": "\(report.listenersRemoved.count)", "kept": "\(report.listenersKept.count)",
+            "changed_services": "\(report.servicesChanged.joined(separator: ","))",
+        ])
+        return report
+    }
+
+    /// Keeps the old configuration, records why, and says so.
+    private func reject(_ errors: [String], at: String) -> ReloadReport {
+        lastReload = ReloadOutcome(ok: false, at: at, errors: errors)
+        logger.error("reload rejected; the old configuration keeps running", metadata: ["errors": "\(errors.count)"])
+        for line in errors { logger.error("\(line)") }
+        return ReloadReport(ok: false, generation: generation, errors: errors)
+    }
+
+    /// Folds a removed listener's counters into its service's totals.
+    /// Its connections still draining are no longer counted as active.
+    private func retire(_ entry: Entry) {
+        var snapshot = entry.listener.counters.snapshot()
+        snapshot.tcpActive = 0
+        retiredCounters[entry.service] = retiredCounters[entry.service, default: ListenerCountersSnapshot()] + snapshot
+    }
+
+    /// `2026-11-26T12:00:00Z`.
+    static func timestamp(_ date: Date) -> String {
+        date.formatted(Date.ISO8601FormatStyle(includingFractionalSeconds: false))
+    }
+}

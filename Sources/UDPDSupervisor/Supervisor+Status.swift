@@ -1,0 +1,60 @@
+import Foundation
+import UDPDConfig
+import UDPDControl
+import UDPDTransport
+
+extension Supervisor {
+    /// The version udpd reports in status.
+    public static let version = "0.1.0"
+
+    /// The daemon's state now, as `udpctl status` shows it.
+    public func status() -> StatusReport {
+        let byService = Dictionary(grouping: listeners.values, by: \.service)
+        let services = configuration.services.map { service -> ServiceStatus in
+            let entries = (byService[service.name] ?? []).sorted { $0.listener.key < $1.listener.key }
+            let total = entries.reduce(retiredCounters[service.name] ?? ListenerCountersSnapshot()) {
+                $0 + $1.listener.counters.snapshot()
+            }
+            return ServiceStatus(
+                name: service.name,
+                handler: service.handler.rawValue,
+                listeners: entries.map { entry in
+                    ListenerStatus(
+                        proto: entry.listener.key.proto.rawValue,
+                        address: entry.listener.key.endpoint.addressText,
+                        port: Int(entry.listener.key.endpoint.port),
+                        replySource: entry.listener.replySource.rawValue
+                    )
+                },
+                counters: ServiceCounters(total)
+            )
+        }
+        return StatusReport(
+            generation: generation,
+            config: configPath,
+            pid: getpid(),
+            version: Self.version,
+            startedAt: Self.timestamp(startedAt),
+            uptimeSeconds: Double((ContinuousClock.now - startedInstant).components.seconds),
+            lastReload: lastReload,
+            services: services
+        )
+    }
+}
+
+extension ServiceCounters {
+    /// The status form of a service's summed listener counters.
+    init(_ snapshot: ListenerCountersSnapshot) {
+        self.init(
+            rxPackets: snapshot.receivedPackets,
+            txPackets: snapshot.sentPackets,
+            rxBytes: snapshot.receivedBytes,
+            txBytes: snapshot.sentBytes,
+            dropped: snapshot.totalDrops,
+            tcpAccepted: snapshot.tcpAccepted,
+            tcpActive: snapshot.tcpActive,
+            tcpClosed: snapshot.tcpClosed,
+            drops: Dictionary(uniqueKeysWithValues: snapshot.drops.filter { $0.value > 0 }.map { ($0.key.description, $0.value) })
+        )
+    }
+}

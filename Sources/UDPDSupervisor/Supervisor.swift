@@ -1,0 +1,167 @@
+import Foundation
+import Logging
+import NIOCore
+import UDPDConfig
+import UDPDControl
+import UDPDServices
+import UDPDTransport
+
+/// Why the supervisor could not start, with everything an operator needs to fix it.
+public struct SupervisorError: Error, Sendable, CustomStringConvertible {
+    /// One line per problem: config errors as `FILE:LINE:COLUMN: error: MESSAGE`, bind failures naming the
+    /// service, protocol, address and port.
+    public var messages: [String]
+
+    /// Creates an error.
+    public init(messages: [String]) {
+        self.messages = messages
+    }
+
+    public var description: String { messages.joined(separator: "\n") }
+}
+
+/// Owns every listener of the running configuration: binds them, serves them, reloads them and reports on them.
+///
+/// An actor: status requests and reloads arrive from the control socket and from signals at any time. Reloads are
+/// queued by the ``Daemon`` so that only one runs at a time; status may run while a reload waits.
+public actor Supervisor {
+    /// A listener that serves a service now.
+    struct Entry {
+        var service: String
+        var listener: RunningListener
+    }
+
+    let configPath: String
+    let group: any EventLoopGroup
+    let logger: Logger
+    let withoutDestinationInfo: Bool
+    let startedAt = Date()
+    let startedInstant = ContinuousClock.now
+
+    var configuration: Configuration
+    var generation = 0
+    var listeners: [ListenerKey: Entry] = [:]
+    var handlers: [String: ServiceHandlerSet] = [:]
+    /// Counters of listeners that were removed, kept so that a service's totals never go backwards.
+    var retiredCounters: [String: ListenerCountersSnapshot] = [:]
+    var lastReload: ReloadOutcome?
+    /// Connections of removed TCP listeners, waiting out their grace period.
+    let draining: AsyncStream<TCPListener>.Continuation
+    /// What the ``Daemon`` drains.
+    nonisolated let drainQueue: AsyncStream<TCPListener>
+
+    /// Creates a supervisor for `configuration`, which was read from `configPath`; nothing is bound yet.
+    public init(
+        configuration: Configuration,
+        configPath: String,
+        group: any EventLoopGroup,
+        logger: Logger,
+        withoutDestinationInfo: Bool = false
+    ) {
+        self.configuration = configuration
+        self.configPath = configPath
+        self.group = group
+        self.logger = logger
+        self.withoutDestinationInfo = withoutDestinationInfo
+        (drainQueue, draining) = AsyncStream.makeStream(of: TCPListener.self)
+    }
+
+    /// The configuration running now.
+    public var runningConfiguration: Configuration { configuration }
+
+    /// Binds and starts every listener of the initial configuration; on any failure closes what it opened and
+    /// throws, naming each service, protocol, address and port that failed.
+    public func start() async throws(SupervisorError) {
+        let handlers = try Self.buildHandlers(for: configuration)
+        let planned = configuration.plannedListeners(withoutDestinationInfo: withoutDestinationInfo)
+        let bound = try bindAll(planned)
+        self.handlers = handlers
+        do {
+            for (plan, socket) in bound {
+                try await startListener(plan, socket: socket)
+            }
+        } catch {
+            for (_, socket) in bound { socket.close() }
+            await stopAll(grace: .zero)
+            throw SupervisorError(messages: ["cannot start listeners: \(error)"])
+        }
+        generation = 1
+    }
+
+    /// Builds every service's handlers, or reports every service whose handlers cannot be built.
+    static func buildHandlers(for configuration: Configuration) throws(SupervisorError) -> [String: ServiceHandlerSet] {
+        var handlers: [String: ServiceHandlerSet] = [:]
+        var problems: [String] = []
+        for service in configuration.services {
+            do {
+                handlers[service.name] = ServiceHandlerSet(
+                    datagram: try ServiceHandlers.datagramHandler(for: service),
+                    stream: try ServiceHandlers.streamFactory(for: service)
+                )
+            } catch {
+                problems.append("\(configuration.file):\(service.position): error: \(error)")
+            }
+        }
+        guard problems.isEmpty else { throw SupervisorError(messages: problems) }
+        return handlers
+    }
+
+    /// Binds every planned listener, or none: on the first failure the sockets already bound are closed.
+    ///
+    /// A family the host does not support (EAFNOSUPPORT) is skipped with a log line, as long as the service has
+    /// other listeners.
+    func bindAll(_ planned: [PlannedListener]) throws(SupervisorError) -> [(PlannedListener, BoundSocket)] {
+        var bound: [(PlannedListener, BoundSocket)] = []
+        var failures: [String] = []
+        for plan in planned {
+            do {
+                bound.append((plan, try BoundSocket.bind(plan)))
+            } catch where error.code == .familyNotSupported && plan.key.endpoint.isWildcard {
+                logger.notice("skipping a listener: the host does not support its address family",
+                              metadata: ["service": "\(plan.service)", "listener": "\(plan.key)"])
+            } catch {
+                failures.append("service '\(plan.service)': \(error)")
+            }
+        }
+        guard failures.isEmpty else {
+            for (_, socket) in bound { socket.close() }
+            throw SupervisorError(messages: failures)
+        }
+        return bound
+    }
+
+    /// Starts serving one bound socket and records it.
+    func startListener(_ plan: PlannedListener, socket: BoundSocket) async throws {
+        guard let handlers = handlers[plan.service] else { return }
+        let listener = try await RunningListener.start(socket, key: plan.key, service: plan.service,
+                                                       handlers: handlers, group: group)
+        listeners[plan.key] = Entry(service: plan.service, listener: listener)
+        logger.info("listening", metadata: [
+            "service": "\(plan.service)", "proto": "\(plan.key.proto.rawValue)",
+            "address": "\(plan.key.endpoint.addressText)", "port": "\(plan.key.endpoint.port)",
+            "reply_source": "\(listener.replySource.rawValue)",
+        ])
+        if listener.replySource == .kernel {
+            logger.warning("""
+                this wildcard socket has neither IP_PKTINFO nor IP_RECVDSTADDR: the kernel picks the source \
+                address of its replies, which is wrong on multi-homed hosts
+                """,
+                metadata: ["service": "\(plan.service)", "listener": "\(plan.key)"])
+        }
+    }
+
+    /// Stops every listener; TCP connections get `grace` to finish.
+    public func stopAll(grace: Duration) async {
+        var tcp: [TCPListener] = []
+        for entry in listeners.values {
+            if let listener = await entry.listener.stop() { tcp.append(listener) }
+        }
+        listeners = [:]
+        draining.finish()
+        await withTaskGroup(of: Void.self) { group in
+            for listener in tcp {
+                group.addTask { await listener.closeConnections(after: grace) }
+            }
+        }
+    }
+}

@@ -1,1 +1,0 @@
-// The UDPDSupervisor target; its first files arrive in the next commits.

@@ -1,0 +1,104 @@
+import ArgumentParser
+import Foundation
+import Logging
+import NIOPosix
+import ServiceLifecycle
+import UDPDConfig
+import UDPDControl
+import UDPDSupervisor
+import UnixSignals
+
+/// `udpd`: the command line of the daemon. Everything it does lives in UDPDSupervisor; this file only parses
+/// arguments, sets up logging and maps outcomes to exit codes.
+@main
+struct UDPD: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "udpd",
+        abstract: "Serve the UDP and TCP services of a YAML file, answering every datagram from the address it was sent to.",
+        discussion: """
+            udpd runs in the foreground and logs to standard error. SIGHUP (or `udpctl reload`) reloads the \
+            configuration: the whole file is validated and every new socket bound before anything changes, \
+            unchanged listeners keep their sockets, and on any error the old configuration keeps running. \
+            SIGTERM and SIGINT stop it: listeners close, TCP connections get 10 seconds to finish, exit status 0.
+
+            Exit status: 0 after a clean shutdown or a valid --check; 1 when the configuration is invalid or a \
+            listener cannot be bound.
+
+            Environment: UDPD_TESTING_WITHOUT_PKTINFO=1 opens wildcard UDP sockets without IP_PKTINFO, \
+            IP_RECVDSTADDR and IPV6_RECVPKTINFO, reproducing a platform that lacks them (a testing aid). \
+            NOTIFY_SOCKET is honoured as systemd sets it.
+            """,
+        version: Supervisor.version
+    )
+
+    @Option(name: [.customShort("c"), .customLong("config")], help: ArgumentHelp(
+        "The YAML configuration file.", valueName: "file"))
+    var config: String
+
+    @Flag(name: .long, help: "Validate the configuration (syntax, schema, conflicts), bind nothing, and exit.")
+    var check = false
+
+    @Option(name: .long, help: ArgumentHelp(
+        "The control socket's path, overriding control.socket.", valueName: "path"))
+    var controlSocket: String?
+
+    func run() async throws {
+        let configuration: Configuration
+        do throws(ConfigurationErrors) {
+            configuration = try ConfigurationLoader.load(path: config)
+        } catch {
+            for line in error.errors { printError(line.description) }
+            throw ExitCode(1)
+        }
+        if check {
+            print("\(config): configuration is valid (\(configuration.services.count) services)")
+            return
+        }
+
+        let logLevel = DaemonLogLevel(Logger.Level(configuration.log.level))
+        LoggingSystem.bootstrap { label in DaemonLogHandler(label: label, level: logLevel) }
+        let logger = Logger(label: "udpd")
+        let hangups = await UnixSignalsSequence(trapping: .sighup)
+        let environment = ProcessInfo.processInfo.environment
+        let group = MultiThreadedEventLoopGroup.singleton
+
+        let supervisor = Supervisor(
+            configuration: configuration,
+            configPath: config,
+            group: group,
+            logger: logger,
+            withoutDestinationInfo: environment["UDPD_TESTING_WITHOUT_PKTINFO"] == "1"
+        )
+        do throws(SupervisorError) {
+            try await supervisor.start()
+        } catch {
+            for line in error.messages { printError("udpd: \(line)") }
+            throw ExitCode(1)
+        }
+
+        let socketPath = controlSocket ?? configuration.control.socket ?? ControlSocketPath.defaultPath()
+        let controlServer: ControlServer
+        do {
+            controlServer = try await ControlServer.bind(path: socketPath, mode: configuration.control.mode ?? 0o600,
+                                                         group: group, logger: logger)
+        } catch {
+            printError("udpd: control socket \(socketPath): \(error)")
+            await supervisor.stopAll(grace: .zero)
+            throw ExitCode(1)
+        }
+
+        let daemon = Daemon(supervisor: supervisor, controlServer: controlServer, hangups: hangups,
+                            notifier: SystemdNotifier(), logLevel: logLevel, logger: logger)
+        let serviceGroup = ServiceGroup(configuration: ServiceGroupConfiguration(
+            services: [ServiceGroupConfiguration.ServiceConfiguration(service: daemon)],
+            gracefulShutdownSignals: [.sigterm, .sigint],
+            logger: logger
+        ))
+        try await serviceGroup.run()
+    }
+}
+
+/// Writes one line to standard error.
+func printError(_ line: String) {
+    FileHandle.standardError.write(Data((line + "\n").utf8))
+}

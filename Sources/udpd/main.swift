@@ -1,1 +1,0 @@
-print("udpd: not yet built")
