@@ -101,7 +101,7 @@ let package = Package(
         // MARK: Tests
         .target(
             name: "UDPDTestSupport",
-            dependencies: ["UDPDTransport"],
+            dependencies: ["UDPDTransport", "UDPDControl"],
             path: "Tests/UDPDTestSupport",
             swiftSettings: strictSwift
         ),

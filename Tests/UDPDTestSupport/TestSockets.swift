@@ -97,3 +97,101 @@ public var hasSecondLoopbackAddress: Bool {
 public var hasIPv6Loopback: Bool {
     (try? UDPListenerSocket.bind(IPEndpoint(address: "::1", port: 0)!))?.close() != nil
 }
+
+/// A blocking TCP client for tests.
+public final class TCPTestClient {
+    /// The socket.
+    public let descriptor: SocketDescriptor
+
+    /// Connects to `server`; reads wait at most `timeoutMilliseconds`.
+    public init(to server: IPEndpoint, timeoutMilliseconds: Int = 2000) throws {
+        descriptor = try SocketDescriptor.open(family: server.family, type: CInt(SOCK_STREAM.rawValue), context: "tcp client")
+        var timeout = timeval(tv_sec: timeoutMilliseconds / 1000, tv_usec: Int((timeoutMilliseconds % 1000) * 1000))
+        setsockopt(descriptor.rawValue, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
+        let fd = descriptor.rawValue
+        _ = try server.withSockAddr { (address, length) throws(SystemCallError) in
+            try systemCall("connect", context: "tcp client \(server)") { connect(fd, address, length) }
+        }
+    }
+
+    /// Writes all of `bytes`.
+    public func send(_ bytes: [UInt8]) throws {
+        let fd = descriptor.rawValue
+        var offset = 0
+        while offset < bytes.count {
+            let written = try systemCall("send") {
+                bytes.withUnsafeBytes { Glibc.send(fd, $0.baseAddress! + offset, $0.count - offset, Int32(MSG_NOSIGNAL)) }
+            }
+            offset += written
+        }
+    }
+
+    /// Writes a string.
+    public func send(_ text: String) throws { try send(Array(text.utf8)) }
+
+    /// Reads until `count` bytes arrived, the peer closed, or the timeout passed.
+    public func receive(count: Int) -> [UInt8] {
+        var result: [UInt8] = []
+        var buffer = [UInt8](repeating: 0, count: 65_536)
+        let fd = descriptor.rawValue
+        while result.count < count {
+            let got = buffer.withUnsafeMutableBytes { recv(fd, $0.baseAddress, min($0.count, count - result.count), 0) }
+            if got <= 0 { break }
+            result.append(contentsOf: buffer[0..<got])
+        }
+        return result
+    }
+
+    /// Whether the peer closed the connection (a read returns end of file within the timeout).
+    public func readsEndOfFile() -> Bool {
+        var byte: UInt8 = 0
+        return recv(descriptor.rawValue, &byte, 1, 0) == 0
+    }
+
+    /// Closes the writing half (the server sees end of input).
+    public func shutdownWrite() {
+        shutdown(descriptor.rawValue, Int32(SHUT_WR))
+    }
+}
+
+/// Whether anything accepts TCP connections or holds UDP `port` on `address` right now.
+public func isPortFree(_ address: String, _ port: UInt16, proto: String) -> Bool {
+    let endpoint = IPEndpoint(address: address, port: port)!
+    if proto == "tcp" {
+        guard let socket = try? TCPListenerSocket.bind(endpoint) else { return false }
+        socket.close()
+        return true
+    }
+    guard let socket = try? UDPListenerSocket.bind(endpoint) else { return false }
+    socket.close()
+    return true
+}
+
+/// A Unix datagram socket that plays systemd's NOTIFY_SOCKET.
+public final class UnixDatagramListener {
+    private let fd: CInt
+
+    /// Binds `path`; reads wait at most `timeoutMilliseconds`.
+    public init(path: String, timeoutMilliseconds: Int = 5000) throws {
+        fd = socket(AF_UNIX, CInt(SOCK_DGRAM.rawValue), 0)
+        var address = sockaddr_un()
+        address.sun_family = sa_family_t(AF_UNIX)
+        withUnsafeMutableBytes(of: &address.sun_path) { $0.copyBytes(from: Array(path.utf8)) }
+        let result = withUnsafePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) }
+        }
+        guard result == 0 else { throw TestFailure("cannot bind \(path)") }
+        var timeout = timeval(tv_sec: timeoutMilliseconds / 1000, tv_usec: Int((timeoutMilliseconds % 1000) * 1000))
+        setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
+    }
+
+    /// The next datagram as text, or `nil` after the timeout.
+    public func receive() -> String? {
+        var buffer = [UInt8](repeating: 0, count: 4096)
+        let count = buffer.withUnsafeMutableBytes { recv(fd, $0.baseAddress, $0.count, 0) }
+        guard count >= 0 else { return nil }
+        return String(decoding: buffer[0..<count], as: UTF8.self)
+    }
+
+    deinit { close(fd) }
+}

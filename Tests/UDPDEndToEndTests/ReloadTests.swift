@@ -1,0 +1,195 @@
+import Foundation
+import Synchronization
+import Testing
+import UDPDControl
+import UDPDTestSupport
+import UDPDTransport
+
+/// An echo service on `port` (and optionally a second service) as YAML.
+func echoYAML(_ services: [(name: String, handler: String, port: UInt16)], level: String = "info") -> String {
+    var yaml = "log:\n  level: \(level)\nservices:\n"
+    for service in services {
+        yaml += "  \(service.name):\n    handler: \(service.handler)\n    udp: \(service.port)\n    tcp: \(service.port)\n"
+    }
+    return yaml
+}
+
+/// Sends one datagram to 127.0.0.1:`port` from a connected socket and returns the answer, if any.
+func ask(_ port: UInt16, _ text: String, timeoutMilliseconds: Int = 1000) throws -> String? {
+    let client = try ConnectedUDPClient(from: "127.0.0.1", to: IPEndpoint(address: "127.0.0.1", port: port)!,
+                                        timeoutMilliseconds: timeoutMilliseconds)
+    try client.send(text)
+    return client.receiveText()
+}
+
+@Suite("Reload: validate first, bind new sockets first, keep unchanged ones", .serialized)
+struct ReloadTests {
+    @Test("reload adds a service, removes one, and moves one to another port")
+    func addRemoveMove() throws {
+        let (a, b, c, d) = (try probeFreePort(), try probeFreePort(), try probeFreePort(), try probeFreePort())
+        let udpd = try UDPDProcess(config: echoYAML([("alpha", "echo", a), ("beta", "echo", b), ("gamma", "echo", c)]))
+        try udpd.waitUntilReady()
+        #expect(try ask(a, "a") == "a")
+
+        // beta removed, gamma moved from c to d, delta added on b's old port's neighbour... use b for delta later.
+        try udpd.rewriteConfig(echoYAML([("alpha", "echo", a), ("gamma", "echo", d)]))
+        let result = try udpd.udpctl(["reload"])
+        #expect(result.status == 0, "\(result.standardOutput)\(result.standardError)")
+        #expect(result.standardOutput.contains("generation 2"))
+        #expect(try ask(d, "moved") == "moved")
+        #expect(try ask(a, "kept") == "kept")
+        #expect(isPortFree("0.0.0.0", b, proto: "udp") && isPortFree("0.0.0.0", b, proto: "tcp"), "beta's port is free")
+        #expect(isPortFree("0.0.0.0", c, proto: "udp") && isPortFree("0.0.0.0", c, proto: "tcp"), "gamma's old port is free")
+
+        try udpd.rewriteConfig(echoYAML([("alpha", "echo", a), ("gamma", "echo", d), ("delta", "echo", b)]))
+        #expect(try udpd.udpctl(["reload"]).status == 0)
+        #expect(try ask(b, "added") == "added")
+        let status = try udpd.status()
+        #expect(status.generation == 3)
+        #expect(status.services.map(\.name) == ["alpha", "gamma", "delta"])
+        #expect(status.lastReload?.ok == true)
+        // alpha's counters continued across both reloads.
+        #expect(status.services.first { $0.name == "alpha" }?.counters.rxPackets == 2)
+    }
+
+    @Test("a broken file is rejected with FILE:LINE:COLUMN; the old services keep answering")
+    func brokenFileIsRejected() throws {
+        let a = try probeFreePort()
+        let udpd = try UDPDProcess(config: echoYAML([("alpha", "echo", a)]))
+        try udpd.waitUntilReady()
+        try udpd.rewriteConfig("services:\n  alpha:\n    handler: echo\n    udp: 70000\n")
+        let result = try udpd.udpctl(["reload"])
+        #expect(result.status == 1)
+        #expect((result.standardOutput + result.standardError).contains("\(udpd.configPath):4:10: error:"),
+                "\(result.standardOutput)\(result.standardError)")
+        #expect(try ask(a, "still") == "still")
+        let status = try udpd.status()
+        #expect(status.generation == 1)
+        #expect(status.lastReload?.ok == false)
+        #expect(status.lastReload?.errors.first?.hasPrefix("\(udpd.configPath):4:10: error:") == true)
+    }
+
+    @Test("a reload whose new port is held by another process is rolled back and changes nothing")
+    func bindFailureRollsBack() throws {
+        let (a, b, held) = (try probeFreePort(), try probeFreePort(), try probeFreePort())
+        let holder = try TCPListenerSocket.bind(IPEndpoint(address: "0.0.0.0", port: held)!)
+        defer { holder.close() }
+        let udpd = try UDPDProcess(config: echoYAML([("alpha", "echo", a), ("beta", "echo", b)]))
+        try udpd.waitUntilReady()
+        // beta would move to the held port, and a new service would open b: neither may happen.
+        try udpd.rewriteConfig(echoYAML([("alpha", "discard", a), ("beta", "echo", held)]))
+        let result = try udpd.udpctl(["reload"])
+        #expect(result.status == 1)
+        #expect((result.standardOutput + result.standardError).contains("service 'beta': cannot bind tcp 0.0.0.0:\(held)"))
+        #expect(try ask(a, "alpha is still echo") == "alpha is still echo")
+        #expect(try ask(b, "beta is still here") == "beta is still here")
+        #expect(isPortFree("0.0.0.0", held, proto: "udp"), "the UDP socket bound for the failed reload was closed")
+        #expect(try udpd.status().generation == 1)
+    }
+
+    @Test("SIGHUP reloads exactly like udpctl reload")
+    func sighupReloads() throws {
+        let (a, b) = (try probeFreePort(), try probeFreePort())
+        let udpd = try UDPDProcess(config: echoYAML([("alpha", "echo", a)]))
+        try udpd.waitUntilReady()
+        try udpd.rewriteConfig(echoYAML([("alpha", "echo", a), ("beta", "echo", b)]))
+        udpd.send(signal: SIGHUP)
+        let deadline = ContinuousClock.now + .seconds(10)
+        while ContinuousClock.now < deadline, try udpd.status().generation < 2 { usleep(20_000) }
+        #expect(try udpd.status().generation == 2)
+        #expect(try ask(b, "hup") == "hup")
+        try udpd.rewriteConfig("services: [")
+        udpd.send(signal: SIGHUP)
+        while ContinuousClock.now < deadline, try udpd.status().lastReload?.ok != false { usleep(20_000) }
+        #expect(try udpd.status().lastReload?.ok == false)
+        #expect(udpd.isRunning)
+        #expect(try ask(a, "alive") == "alive")
+    }
+
+    @Test("a changed handler applies in place on the same socket; an unchanged reload changes nothing")
+    func handlerChangesInPlace() throws {
+        let a = try probeFreePort()
+        let udpd = try UDPDProcess(config: echoYAML([("alpha", "echo", a)]))
+        try udpd.waitUntilReady()
+        #expect(try udpd.udpctl(["reload"]).status == 0)
+        #expect(try ask(a, "same") == "same")
+        try udpd.rewriteConfig(echoYAML([("alpha", "discard", a)]))
+        let result = try udpd.udpctl(["reload"])
+        #expect(result.status == 0)
+        #expect(result.standardOutput.contains("alpha"))
+        #expect(try ask(a, "gone", timeoutMilliseconds: 300) == nil)
+        let status = try udpd.status()
+        #expect(status.services.first?.handler == "discard")
+        #expect(status.services.first?.counters.rxPackets == 2)
+    }
+
+    @Test("zero loss: a steady stream to an unchanged service while 50 reloads alternate two configurations")
+    func zeroLossDuringReloads() async throws {
+        let (a, b) = (try probeFreePort(), try probeFreePort())
+        let first = echoYAML([("steady", "echo", a)])
+        let second = echoYAML([("steady", "echo", a), ("other", "discard", b)])
+        let udpd = try UDPDProcess(config: first)
+        try udpd.waitUntilReady()
+        let reloadsDone = DoneFlag()
+        async let traffic = Task.detached {
+            try steadyTraffic(port: a, minimum: 20_000, maximum: 400_000, window: 32, until: reloadsDone)
+        }.value
+        var applied = 0
+        for round in 0..<50 {
+            try udpd.rewriteConfig(round % 2 == 0 ? second : first)
+            if try udpd.udpctl(["reload"]).status == 0 { applied += 1 }
+        }
+        reloadsDone.set()
+        let result = try await traffic
+        #expect(applied == 50)
+        #expect(result.sent >= 20_000)
+        #expect(result.lost == 0, "\(result.lost) of \(result.sent) datagrams lost")
+        #expect(result.answered == result.sent)
+        #expect(result.sentDuringReloads >= 1_000, "the stream overlapped the reloads")
+        let steady = try #require(try udpd.status().services.first { $0.name == "steady" })
+        #expect(steady.counters.dropped == 0)
+        #expect(steady.counters.rxPackets == UInt64(result.sent))
+    }
+}
+
+/// Set once, read from another thread.
+final class DoneFlag: Sendable {
+    private let done = Atomic<Bool>(false)
+    func set() { done.store(true, ordering: .releasing) }
+    var isSet: Bool { done.load(ordering: .acquiring) }
+}
+
+/// What a steady stream saw.
+struct TrafficResult: Sendable {
+    var sent = 0
+    var answered = 0
+    var lost = 0
+    var sentDuringReloads = 0
+}
+
+/// Sends numbered datagrams from one connected socket with at most `window` unanswered, until `until` is set and at
+/// least `minimum` were sent (never more than `maximum`, never longer than 120 seconds), and counts the answers. A
+/// datagram unanswered within 2 seconds is lost.
+func steadyTraffic(port: UInt16, minimum: Int, maximum: Int, window: Int, until done: DoneFlag) throws -> TrafficResult {
+    let client = try ConnectedUDPClient(from: "127.0.0.1", to: IPEndpoint(address: "127.0.0.1", port: port)!,
+                                        timeoutMilliseconds: 2000)
+    var result = TrafficResult()
+    let deadline = ContinuousClock.now + .seconds(120)
+    while ContinuousClock.now < deadline {
+        let finished = done.isSet && result.sent >= minimum
+        if !finished && result.sent < maximum {
+            while result.sent < maximum && result.sent - result.answered - result.lost < window {
+                try client.send("\(result.sent)")
+                result.sent += 1
+                if !done.isSet { result.sentDuringReloads += 1 }
+            }
+        }
+        let outstanding = result.sent - result.answered - result.lost
+        if outstanding == 0 {
+            if finished || result.sent >= maximum { break }
+            continue
+        }
+        if client.receive(maximum: 64) != nil { result.answered += 1 } else { result.lost += outstanding }
+    }
+    return result
+}
