@@ -35,6 +35,7 @@ public struct ControlClientError: Error, Sendable, Equatable, CustomStringConver
     /// misbehaved.
     public var isUnreachable: Bool { code == .unreachable || code == .timedOut }
 
+    /// One line for an operator: what failed, on which socket, and why.
     public var description: String {
         let reason = systemError?.reason ?? detail
         switch code {

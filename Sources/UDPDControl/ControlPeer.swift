@@ -23,6 +23,7 @@ public struct ControlPeer: Sendable, Equatable, CustomStringConvertible {
         self.pid = pid
     }
 
+    /// `uid U pid P`, with `?` for what is unknown.
     public var description: String {
         "uid \(uid.map(String.init) ?? "?") pid \(pid.map(String.init) ?? "?")"
     }

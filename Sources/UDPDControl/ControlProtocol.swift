@@ -112,6 +112,7 @@ public struct ControlProtocolError: Error, Sendable, Equatable, CustomStringConv
         self.detail = detail
     }
 
+    /// `KIND: DETAIL`, as sent back in the response's `error`.
     public var description: String { "\(code.rawValue): \(detail)" }
 }
 

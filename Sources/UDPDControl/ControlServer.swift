@@ -55,6 +55,8 @@ public final class ControlServer: Sendable {
         do {
             channel = try await ServerBootstrap(group: group)
                 .serverChannelOption(.backlog, value: 128)
+                // `socat` and `nc -N` shut down their sending side after the request; still answer them.
+                .childChannelOption(.allowRemoteHalfClosure, value: true)
                 .bind(unixDomainSocketPath: path) { child in
                     ControlConnection.setUp(child, timeout: requestTimeout, logger: logger)
                 }

@@ -42,6 +42,7 @@ public struct ControlServerError: Error, Sendable, Equatable, CustomStringConver
         ControlServerError(.alreadyRunning, path: path)
     }
 
+    /// One line for an operator: what failed, on which path, and the system's reason.
     public var description: String {
         var text: String
         switch code {

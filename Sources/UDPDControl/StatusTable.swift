@@ -85,8 +85,8 @@ public enum StatusTable {
         return service.listeners.enumerated().map { index, listener in
             let replySource = listener.replySource + (listener.replySourceIsUnreliable ? unreliableMarker : "")
             let first = index == 0
-            return [first ? service.name : "", first ? service.handler : "", listener.proto, listener.endpoint,
-                replySource] + (first ? figures : ["", "", "", ""])
+            let identity = first ? [service.name, service.handler] : ["", ""]
+            return identity + [listener.proto, listener.endpoint, replySource] + (first ? figures : ["", "", "", ""])
         }
     }
 

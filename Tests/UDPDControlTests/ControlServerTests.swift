@@ -29,6 +29,21 @@ struct ControlServerTests {
         }
     }
 
+    @Test("a client that shuts down its sending side after the request still gets the answer")
+    func halfClosedClient() async throws {
+        try await withControlServer { path in
+            let raw = try RawConnection(path: path)
+            let (line, closed) = try await onThread {
+                try raw.write("{\"version\":1,\"command\":\"metrics\"}\n")
+                try raw.shutdownWrite()
+                return (try raw.readLine(), raw.readsEndOfStream(timeout: 5))
+            }
+            let response = try ControlProtocol.decodeResponse(Array(try #require(line).utf8))
+            #expect(response.metrics == "udpd_generation 3\n")
+            #expect(closed)
+        }
+    }
+
     @Test("metrics and reload carry their payloads")
     func metricsAndReload() async throws {
         try await withControlServer { path in

@@ -12,7 +12,7 @@ import UDPDTransport
 
 @Suite("The control socket file")
 struct ControlSocketFileTests {
-    private static func bind(_ path: String, mode: UInt32 = 0o600) async throws -> ControlServer {
+    private static func bindServer(_ path: String, mode: UInt32 = 0o600) async throws -> ControlServer {
         try await ControlServer.bind(
             path: path,
             mode: mode,
@@ -64,7 +64,7 @@ struct ControlSocketFileTests {
         let directory = try TemporaryDirectory()
         defer { directory.remove() }
         let path = directory.file("control.sock")
-        let stale = try Self.bind(stale: path)
+        let stale = try Self.makeStaleSocket(path)
         close(stale)
         #expect(FileManager.default.fileExists(atPath: path))
         try await withControlServer(path: path) { path in
@@ -77,7 +77,7 @@ struct ControlSocketFileTests {
     func alreadyRunning() async throws {
         try await withControlServer { path in
             await #expect {
-                _ = try await Self.bind(path)
+                _ = try await Self.bindServer(path)
             } throws: { error in
                 guard let error = error as? ControlServerError else { return false }
                 return error.code == .alreadyRunning && error.path == path
@@ -94,7 +94,7 @@ struct ControlSocketFileTests {
         let path = directory.file("control.sock")
         try Data("precious".utf8).write(to: URL(fileURLWithPath: path))
         await #expect {
-            _ = try await Self.bind(path)
+            _ = try await Self.bindServer(path)
         } throws: { error in
             (error as? ControlServerError)?.code == .notASocket
         }
@@ -105,7 +105,7 @@ struct ControlSocketFileTests {
     func pathTooLong() async throws {
         let path = "/tmp/" + String(repeating: "x", count: 120) + "/control.sock"
         await #expect {
-            _ = try await Self.bind(path)
+            _ = try await Self.bindServer(path)
         } throws: { error in
             (error as? ControlServerError)?.code == .pathTooLong
         }
@@ -122,14 +122,14 @@ struct ControlSocketFileTests {
     }
 
     /// Binds and listens on `path` with a raw socket, leaving the file behind when closed: a crashed daemon's socket.
-    private static func bind(stale path: String) throws -> Int32 {
+    private static func makeStaleSocket(_ path: String) throws -> Int32 {
         let fd = try systemCall("socket") { socket(AF_UNIX, Int32(SOCK_STREAM.rawValue), 0) }
         var address = sockaddr_un()
         address.sun_family = sa_family_t(AF_UNIX)
         withUnsafeMutableBytes(of: &address.sun_path) { $0.copyBytes(from: Array(path.utf8) + [0]) }
         _ = try withUnsafePointer(to: &address) { pointer in
             try pointer.withMemoryRebound(to: sockaddr.self, capacity: 1) { raw in
-                try systemCall("bind") { Glibc.bind(fd, raw, socklen_t(MemoryLayout<sockaddr_un>.size)) }
+                try systemCall("bind") { bind(fd, raw, socklen_t(MemoryLayout<sockaddr_un>.size)) }
             }
         }
         try systemCall("listen") { listen(fd, 1) }

@@ -146,6 +146,11 @@ final class RawConnection: @unchecked Sendable {  // used by one thread at a tim
         }
     }
 
+    /// Shuts down the sending side, as `socat` does after its input ends.
+    func shutdownWrite() throws {
+        try systemCall("shutdown") { shutdown(fd, Int32(SHUT_WR)) }
+    }
+
     /// The next line without its newline, or `nil` at end of stream; throws after `timeout` seconds of silence.
     func readLine(timeout: Int32 = 10) throws -> String? {
         var line: [UInt8] = []
