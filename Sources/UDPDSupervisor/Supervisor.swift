@@ -72,7 +72,7 @@ public actor Supervisor {
     /// Binds and starts every listener of the initial configuration; on any failure closes what it opened and
     /// throws, naming each service, protocol, address and port that failed.
     public func start() async throws(SupervisorError) {
-        let handlers = try Self.buildHandlers(for: configuration)
+        let handlers = try buildHandlers(for: configuration)
         let planned = configuration.plannedListeners(withoutDestinationInfo: withoutDestinationInfo)
         let bound = try bindAll(planned)
         self.handlers = handlers
@@ -89,15 +89,14 @@ public actor Supervisor {
     }
 
     /// Builds every service's handlers, or reports every service whose handlers cannot be built.
-    static func buildHandlers(for configuration: Configuration) throws(SupervisorError) -> [String: ServiceHandlerSet] {
+    func buildHandlers(for configuration: Configuration) throws(SupervisorError) -> [String: ServiceHandlerSet] {
         var handlers: [String: ServiceHandlerSet] = [:]
         var problems: [String] = []
+        let context = ServiceContext(group: group, logger: logger)
         for service in configuration.services {
             do {
-                handlers[service.name] = ServiceHandlerSet(
-                    datagram: try ServiceHandlers.datagramHandler(for: service),
-                    stream: try ServiceHandlers.streamFactory(for: service)
-                )
+                let pair = try ServiceHandlers.handlers(for: service, context: context)
+                handlers[service.name] = ServiceHandlerSet(datagram: pair.datagram, stream: pair.stream)
             } catch {
                 problems.append("\(configuration.file):\(service.position): error: \(error)")
             }
