@@ -23,7 +23,8 @@ extension Supervisor {
                         proto: entry.listener.key.proto.rawValue,
                         address: entry.listener.key.endpoint.addressText,
                         port: Int(entry.listener.key.endpoint.port),
-                        replySource: entry.listener.replySource.rawValue
+                        replySource: entry.listener.replySource.rawValue,
+                        counters: ServiceCounters(entry.listener.counters.snapshot())
                     )
                 },
                 counters: ServiceCounters(total)

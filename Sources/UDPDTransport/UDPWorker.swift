@@ -96,7 +96,9 @@ private struct UDPWorkerLoop {
         let replier = DatagramReplier(socket: socket, counters: counters)
         let fd = socket.descriptor.rawValue
         var useBatchCalls = true
-        while waitReadable(fd) {
+        let pollSet = UnsafeMutablePointer<pollfd>.allocate(capacity: 2)
+        defer { pollSet.deallocate() }
+        while waitReadable(fd, pollSet) {
             while true {
                 let received = receive(fd, batch, &useBatchCalls)
                 guard received > 0 else { break }
@@ -109,13 +111,11 @@ private struct UDPWorkerLoop {
     }
 
     /// Blocks until the socket is readable (true) or the worker is told to stop (false).
-    private func waitReadable(_ fd: CInt) -> Bool {
-        var fds = [
-            pollfd(fd: fd, events: Int16(POLLIN), revents: 0),
-            pollfd(fd: wakeup.readDescriptor, events: Int16(POLLIN), revents: 0),
-        ]
+    private func waitReadable(_ fd: CInt, _ fds: UnsafeMutablePointer<pollfd>) -> Bool {
+        fds[0] = pollfd(fd: fd, events: Int16(POLLIN), revents: 0)
+        fds[1] = pollfd(fd: wakeup.readDescriptor, events: Int16(POLLIN), revents: 0)
         while true {
-            guard (try? systemCall("poll") { poll(&fds, 2, -1) }) != nil else { return false }
+            guard (try? systemCall("poll") { poll(fds, 2, -1) }) != nil else { return false }
             if fds[1].revents != 0 { return false }
             if fds[0].revents & Int16(POLLNVAL) != 0 { return false }
             if fds[0].revents != 0 { return true }
