@@ -33,6 +33,7 @@ public actor Supervisor {
 
     let configPath: String
     let group: any EventLoopGroup
+    let pool: UDPWorkerPool
     let logger: Logger
     let withoutDestinationInfo: Bool
     let startedAt = Date()
@@ -55,12 +56,14 @@ public actor Supervisor {
         configuration: Configuration,
         configPath: String,
         group: any EventLoopGroup,
+        pool: UDPWorkerPool,
         logger: Logger,
         withoutDestinationInfo: Bool = false
     ) {
         self.configuration = configuration
         self.configPath = configPath
         self.group = group
+        self.pool = pool
         self.logger = logger
         self.withoutDestinationInfo = withoutDestinationInfo
         (drainQueue, draining) = AsyncStream.makeStream(of: TCPListener.self)
@@ -134,12 +137,12 @@ public actor Supervisor {
     func startListener(_ plan: PlannedListener, socket: BoundSocket) async throws {
         guard let handlers = handlers[plan.service] else { return }
         let listener = try await RunningListener.start(socket, key: plan.key, service: plan.service,
-                                                       handlers: handlers, group: group)
+                                                       handlers: handlers, group: group, pool: pool)
         listeners[plan.key] = Entry(service: plan.service, listener: listener)
         logger.info("listening", metadata: [
             "service": "\(plan.service)", "proto": "\(plan.key.proto.rawValue)",
             "address": "\(plan.key.endpoint.addressText)", "port": "\(plan.key.endpoint.port)",
-            "reply_source": "\(listener.replySource.rawValue)",
+            "reply_source": "\(listener.replySource.rawValue)", "workers": "\(listener.workerCount)",
         ])
         if listener.replySource == .kernel {
             logger.warning("""
@@ -154,9 +157,10 @@ public actor Supervisor {
     public func stopAll(grace: Duration) async {
         var tcp: [TCPListener] = []
         for entry in listeners.values {
-            if let listener = await entry.listener.stop() { tcp.append(listener) }
+            if let listener = await entry.listener.stop(pool: pool) { tcp.append(listener) }
         }
         listeners = [:]
+        pool.shutdown()
         draining.finish()
         await withTaskGroup(of: Void.self) { group in
             for listener in tcp {

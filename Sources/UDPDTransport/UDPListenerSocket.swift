@@ -52,10 +52,42 @@ public final class UDPListenerSocket: Sendable {
     public static func bind(_ endpoint: IPEndpoint, options: UDPSocketOptions = UDPSocketOptions())
         throws(BindError) -> UDPListenerSocket
     {
+        try bind(endpoint, options: options, reusePort: false)
+    }
+
+    /// Opens `count` UDP sockets on the same address and port, one per worker thread.
+    ///
+    /// With more than one, they form a SO_REUSEPORT group so that the kernel spreads datagrams over them. So that
+    /// the group never silently shares the port with another process, the port is first bound without
+    /// SO_REUSEPORT: if anyone holds it, that fails with ``BindError/Code/addressInUse`` as a single socket would.
+    public static func bindGroup(_ endpoint: IPEndpoint, count: Int, options: UDPSocketOptions = UDPSocketOptions())
+        throws(BindError) -> [UDPListenerSocket]
+    {
+        let first = try bind(endpoint, options: options, reusePort: false)
+        guard count > 1 else { return [first] }
+        var local = endpoint
+        local.port = first.localEndpoint.port
+        first.close()
+        var group: [UDPListenerSocket] = []
+        do {
+            for _ in 0..<count { group.append(try bind(local, options: options, reusePort: true)) }
+        } catch {
+            group.forEach { $0.close() }
+            throw error
+        }
+        return group
+    }
+
+    private static func bind(_ endpoint: IPEndpoint, options: UDPSocketOptions, reusePort: Bool)
+        throws(BindError) -> UDPListenerSocket
+    {
         let context = "udp \(endpoint)"
         do {
             let socket = try SocketDescriptor.open(family: endpoint.family, type: CInt(SOCK_DGRAM.rawValue),
                                                    context: context)
+            if reusePort {
+                try socket.setOption(level: SOL_SOCKET, name: SO_REUSEPORT, value: 1, "SO_REUSEPORT \(context)")
+            }
             if endpoint.family == .ipv6 {
                 try socket.setOption(level: CInt(IPPROTO_IPV6), name: IPV6_V6ONLY, value: 1,
                                      "IPV6_V6ONLY \(context)")

@@ -12,6 +12,7 @@ struct ControlSocketTests {
         let udpd = try UDPDProcess(config: echoYAML([("echo", "echo", a)]))
         try udpd.waitUntilReady()
         #expect(try ask(a, "x") == "x")
+        #expect(try eventually { try udpd.status().services.first?.counters.txBytes == 1 })
         let result = try udpd.udpctl(["status", "--json"])
         #expect(result.status == 0)
         let json = try #require(
