@@ -31,7 +31,8 @@ extension Supervisor {
         let added = planned.filter { listeners[$0.key] == nil }
         let bound: [(PlannedListener, BoundSocket)]
         do throws(SupervisorError) {
-            bound = try bindAll(added)
+            let keptServices = Set(planned.filter { listeners[$0.key] != nil }.map(\.service))
+            bound = try bindAll(added, serving: keptServices)
         } catch {
             return reject(error.messages, at: at)
         }

@@ -113,7 +113,11 @@ public actor Supervisor {
     ///
     /// A family the host does not support (EAFNOSUPPORT) is skipped with a log line, as long as the service has
     /// other listeners.
-    func bindAll(_ planned: [PlannedListener]) throws(SupervisorError) -> [(PlannedListener, BoundSocket)] {
+    /// `serving` names services that keep listeners of the running configuration.
+    func bindAll(
+        _ planned: [PlannedListener],
+        serving: Set<String> = []
+    ) throws(SupervisorError) -> [(PlannedListener, BoundSocket)] {
         var bound: [(PlannedListener, BoundSocket)] = []
         var failures: [String] = []
         for plan in planned {
@@ -125,6 +129,11 @@ public actor Supervisor {
             } catch {
                 failures.append("service '\(plan.service)': \(error)")
             }
+        }
+        // A family the host lacks may be skipped, but a service left with no listener at all has failed.
+        let servedServices = Set(bound.map(\.0.service)).union(serving)
+        for service in Set(planned.map(\.service)).subtracting(servedServices).sorted() where failures.isEmpty {
+            failures.append("service '\(service)': none of its listeners could be opened on this host")
         }
         guard failures.isEmpty else {
             for (_, socket) in bound { socket.close() }
