@@ -5,7 +5,7 @@ import UDPDTransport
 
 extension Supervisor {
     /// The version udpd reports in status.
-    public static let version = "0.1.0"
+    public static let version = UDPDVersion.string
 
     /// The daemon's state now, as `udpctl status` shows it.
     public func status() -> StatusReport {
