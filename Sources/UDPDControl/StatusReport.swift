@@ -123,13 +123,16 @@ public struct ListenerStatus: Codable, Sendable, Equatable {
     public var port: Int
     /// How replies leave from the right address: `pktinfo`, `recvdstaddr`, `bound`, `kernel` or `connection`.
     public var replySource: String
+    /// This listener's own counters (a service's `counters` add up its listeners, past and present).
+    public var counters: ServiceCounters?
 
     /// Creates a listener's status.
-    public init(proto: String, address: String, port: Int, replySource: String) {
+    public init(proto: String, address: String, port: Int, replySource: String, counters: ServiceCounters? = nil) {
         self.proto = proto
         self.address = address
         self.port = port
         self.replySource = replySource
+        self.counters = counters
     }
 
     /// `address:port`, with an IPv6 address in brackets (`[::1]:7`).
@@ -145,6 +148,7 @@ public struct ListenerStatus: Codable, Sendable, Equatable {
         case address
         case port
         case replySource = "reply_source"
+        case counters
     }
 }
 

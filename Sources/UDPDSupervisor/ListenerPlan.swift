@@ -38,6 +38,8 @@ struct PlannedListener: Sendable {
     var key: ListenerKey
     var service: String
     var options: UDPSocketOptions
+    /// UDP sockets (and worker threads) serving the port; 1 for TCP.
+    var workers: Int
 }
 
 extension Configuration {
@@ -49,18 +51,19 @@ extension Configuration {
         for service in services {
             let options = UDPSocketOptions(freebind: service.freebind, device: nil,
                                            withoutDestinationInfo: withoutDestinationInfo)
+            let workers = service.workers ?? UDPWorkerPool.defaultThreadCount
             for address in service.listenAddresses {
                 for port in service.udpPorts {
                     var endpoint = address
                     endpoint.port = port
                     planned.append(PlannedListener(key: ListenerKey(proto: .udp, endpoint: endpoint),
-                                                   service: service.name, options: options))
+                                                   service: service.name, options: options, workers: workers))
                 }
                 for port in service.tcpPorts {
                     var endpoint = address
                     endpoint.port = port
                     planned.append(PlannedListener(key: ListenerKey(proto: .tcp, endpoint: endpoint),
-                                                   service: service.name, options: options))
+                                                   service: service.name, options: options, workers: 1))
                 }
             }
         }

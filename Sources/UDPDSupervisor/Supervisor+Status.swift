@@ -5,7 +5,7 @@ import UDPDTransport
 
 extension Supervisor {
     /// The version udpd reports in status.
-    public static let version = "0.1.0"
+    public static let version = UDPDVersion.string
 
     /// The daemon's state now, as `udpctl status` shows it.
     public func status() -> StatusReport {
@@ -23,7 +23,8 @@ extension Supervisor {
                         proto: entry.listener.key.proto.rawValue,
                         address: entry.listener.key.endpoint.addressText,
                         port: Int(entry.listener.key.endpoint.port),
-                        replySource: entry.listener.replySource.rawValue
+                        replySource: entry.listener.replySource.rawValue,
+                        counters: ServiceCounters(entry.listener.counters.snapshot())
                     )
                 },
                 counters: ServiceCounters(total)

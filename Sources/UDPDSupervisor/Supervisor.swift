@@ -33,6 +33,7 @@ public actor Supervisor {
 
     let configPath: String
     let group: any EventLoopGroup
+    let pool: UDPWorkerPool
     let logger: Logger
     let withoutDestinationInfo: Bool
     let startedAt = Date()
@@ -55,12 +56,14 @@ public actor Supervisor {
         configuration: Configuration,
         configPath: String,
         group: any EventLoopGroup,
+        pool: UDPWorkerPool,
         logger: Logger,
         withoutDestinationInfo: Bool = false
     ) {
         self.configuration = configuration
         self.configPath = configPath
         self.group = group
+        self.pool = pool
         self.logger = logger
         self.withoutDestinationInfo = withoutDestinationInfo
         (drainQueue, draining) = AsyncStream.makeStream(of: TCPListener.self)
@@ -109,7 +112,11 @@ public actor Supervisor {
     ///
     /// A family the host does not support (EAFNOSUPPORT) is skipped with a log line, as long as the service has
     /// other listeners.
-    func bindAll(_ planned: [PlannedListener]) throws(SupervisorError) -> [(PlannedListener, BoundSocket)] {
+    /// `serving` names services that keep listeners of the running configuration.
+    func bindAll(
+        _ planned: [PlannedListener],
+        serving: Set<String> = []
+    ) throws(SupervisorError) -> [(PlannedListener, BoundSocket)] {
         var bound: [(PlannedListener, BoundSocket)] = []
         var failures: [String] = []
         for plan in planned {
@@ -122,6 +129,11 @@ public actor Supervisor {
                 failures.append("service '\(plan.service)': \(error)")
             }
         }
+        // A family the host lacks may be skipped, but a service left with no listener at all has failed.
+        let servedServices = Set(bound.map(\.0.service)).union(serving)
+        for service in Set(planned.map(\.service)).subtracting(servedServices).sorted() where failures.isEmpty {
+            failures.append("service '\(service)': none of its listeners could be opened on this host")
+        }
         guard failures.isEmpty else {
             for (_, socket) in bound { socket.close() }
             throw SupervisorError(messages: failures)
@@ -133,12 +145,12 @@ public actor Supervisor {
     func startListener(_ plan: PlannedListener, socket: BoundSocket) async throws {
         guard let handlers = handlers[plan.service] else { return }
         let listener = try await RunningListener.start(socket, key: plan.key, service: plan.service,
-                                                       handlers: handlers, group: group)
+                                                       handlers: handlers, group: group, pool: pool)
         listeners[plan.key] = Entry(service: plan.service, listener: listener)
         logger.info("listening", metadata: [
             "service": "\(plan.service)", "proto": "\(plan.key.proto.rawValue)",
             "address": "\(plan.key.endpoint.addressText)", "port": "\(plan.key.endpoint.port)",
-            "reply_source": "\(listener.replySource.rawValue)",
+            "reply_source": "\(listener.replySource.rawValue)", "workers": "\(listener.workerCount)",
         ])
         if listener.replySource == .kernel {
             logger.warning("""
@@ -153,9 +165,10 @@ public actor Supervisor {
     public func stopAll(grace: Duration) async {
         var tcp: [TCPListener] = []
         for entry in listeners.values {
-            if let listener = await entry.listener.stop() { tcp.append(listener) }
+            if let listener = await entry.listener.stop(pool: pool) { tcp.append(listener) }
         }
         listeners = [:]
+        pool.shutdown()
         draining.finish()
         await withTaskGroup(of: Void.self) { group in
             for listener in tcp {

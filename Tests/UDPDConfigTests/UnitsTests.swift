@@ -51,7 +51,6 @@ import Testing
     @Test func workersMustBePositive() {
         #expect(
             errorLines(service("workers: 0")) == [
-                "t.yaml:5:5: error: 'workers' is recognised but not implemented in this version of udpd",
                 "t.yaml:5:14: error: 'workers' must be a positive integer, found '0'",
             ]
         )
@@ -61,6 +60,15 @@ import Testing
         #expect(
             errorLines(service("framing: krb5")) == [
                 "t.yaml:5:5: error: 'framing' applies only to TCP, and this service has no 'tcp' ports",
+            ]
+        )
+    }
+
+    @Test func framingOnExecIsRefused() {
+        // An exec program owns its connection's socket, so udpd could not check its frames.
+        #expect(
+            errorLines(service("command: [/bin/cat]\nframing: krb5", handler: "exec", ports: "tcp: 88")) == [
+                "t.yaml:6:5: error: 'framing' is only valid for handlers 'echo', 'discard' and 'forward'",
             ]
         )
     }
@@ -76,7 +84,6 @@ import Testing
     @Test func workersOnAServiceWithoutUDP() {
         #expect(
             errorLines(service("workers: 2", ports: "tcp: 7")) == [
-                "t.yaml:5:5: error: 'workers' is recognised but not implemented in this version of udpd",
                 "t.yaml:5:5: error: 'workers' applies only to UDP, and this service has no 'udp' ports",
             ]
         )

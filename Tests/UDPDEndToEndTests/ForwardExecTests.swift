@@ -18,16 +18,6 @@ private func counters(_ udpd: UDPDProcess, _ service: String) throws -> ServiceC
     try #require(try udpd.status().services.first { $0.name == service }).counters
 }
 
-/// Polls `condition` every 50 ms for at most `timeout`.
-private func eventually(_ timeout: Duration = .seconds(5), _ condition: () throws -> Bool) rethrows -> Bool {
-    let deadline = ContinuousClock.now + timeout
-    while ContinuousClock.now < deadline {
-        if try condition() { return true }
-        usleep(50_000)
-    }
-    return try condition()
-}
-
 @Suite("forward and exec", .serialized)
 struct ForwardExecTests {
     @Test("a connected UDP client gets the forward's replies from the address it asked; max-sessions evicts the oldest")

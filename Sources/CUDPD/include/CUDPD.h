@@ -12,6 +12,7 @@
 #include <net/if.h>
 #include <spawn.h>
 #ifdef __linux__
+#include <sys/epoll.h>
 #include <linux/netlink.h>
 #include <linux/rtnetlink.h>
 #endif
