@@ -23,10 +23,12 @@ extension Supervisor {
                         proto: entry.listener.key.proto.rawValue,
                         address: entry.listener.key.endpoint.addressText,
                         port: Int(entry.listener.key.endpoint.port),
-                        replySource: entry.listener.replySource.rawValue
+                        replySource: entry.listener.replySource.rawValue,
+                        interface: entry.listener.key.device
                     )
                 },
-                counters: ServiceCounters(total)
+                counters: ServiceCounters(total),
+                bindFallback: service.fallsBack(on: host) ? true : nil
             )
         }
         return StatusReport(

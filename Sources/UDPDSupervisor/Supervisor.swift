@@ -34,7 +34,6 @@ public actor Supervisor {
     let configPath: String
     let group: any EventLoopGroup
     let logger: Logger
-    let withoutDestinationInfo: Bool
     let startedAt = Date()
     let startedInstant = ContinuousClock.now
 
@@ -45,12 +44,26 @@ public actor Supervisor {
     /// Counters of listeners that were removed, kept so that a service's totals never go backwards.
     var retiredCounters: [String: ListenerCountersSnapshot] = [:]
     var lastReload: ReloadOutcome?
+    /// The host's addresses and pktinfo support, which per-address plans expand from.
+    var host: HostBindings
+    /// Watches the kernel's address notifications while udpd runs; `nil` before ``start()`` or where it failed.
+    var addressWatcher: AddressWatcher?
+    /// Until when binds that failed with EADDRNOTAVAIL (tentative IPv6 addresses) are retried; `nil` when none are.
+    var addressRetryDeadline: ContinuousClock.Instant?
+    /// Whether an address update is queued and not yet applied, so that a burst of notifications queues one.
+    var addressUpdateQueued = false
+    /// Address notifications, newest only: the ``Daemon`` turns each into an address update.
+    nonisolated let addressChanges: AsyncStream<AddressChange>
+    let addressChangeSink: AsyncStream<AddressChange>.Continuation
     /// Connections of removed TCP listeners, waiting out their grace period.
     let draining: AsyncStream<TCPListener>.Continuation
     /// What the ``Daemon`` drains.
     nonisolated let drainQueue: AsyncStream<TCPListener>
 
     /// Creates a supervisor for `configuration`, which was read from `configPath`; nothing is bound yet.
+    ///
+    /// `withoutDestinationInfo` is the testing aid that reproduces a platform without pktinfo: wildcard UDP services
+    /// are then served per address, as they would be there.
     public init(
         configuration: Configuration,
         configPath: String,
@@ -62,8 +75,12 @@ public actor Supervisor {
         self.configPath = configPath
         self.group = group
         self.logger = logger
-        self.withoutDestinationInfo = withoutDestinationInfo
+        let families: [IPFamily] = [.ipv4, .ipv6]
+        let capable = withoutDestinationInfo ? [] : families.filter(UDPListenerSocket.destinationInfoIsAvailable)
+        self.host = HostBindings(addresses: [], destinationInfo: Set(capable))
         (drainQueue, draining) = AsyncStream.makeStream(of: TCPListener.self)
+        (addressChanges, addressChangeSink) = AsyncStream.makeStream(of: AddressChange.self,
+                                                                     bufferingPolicy: .bufferingNewest(1))
     }
 
     /// The configuration running now.
@@ -73,7 +90,11 @@ public actor Supervisor {
     /// throws, naming each service, protocol, address and port that failed.
     public func start() async throws(SupervisorError) {
         let handlers = try Self.buildHandlers(for: configuration)
-        let planned = configuration.plannedListeners(withoutDestinationInfo: withoutDestinationInfo)
+        startWatchingAddresses()
+        try refreshAddresses()
+        try checkExplicitAddresses(configuration)
+        let planned = configuration.plannedListeners(on: host)
+        logFallbacks(configuration)
         let bound = try bindAll(planned)
         self.handlers = handlers
         do {
@@ -109,13 +130,15 @@ public actor Supervisor {
     /// Binds every planned listener, or none: on the first failure the sockets already bound are closed.
     ///
     /// A family the host does not support (EAFNOSUPPORT) is skipped with a log line, as long as the service has
-    /// other listeners.
+    /// other listeners; so is an address that cannot be bound yet (a tentative IPv6 address), which is retried.
     func bindAll(_ planned: [PlannedListener]) throws(SupervisorError) -> [(PlannedListener, BoundSocket)] {
         var bound: [(PlannedListener, BoundSocket)] = []
         var failures: [String] = []
         for plan in planned {
             do {
                 bound.append((plan, try BoundSocket.bind(plan)))
+            } catch where error.code == .addressNotAvailable && plan.followsAddresses {
+                noteUnusableAddress(plan, error: error)
             } catch where error.code == .familyNotSupported && plan.key.endpoint.isWildcard {
                 logger.notice("skipping a listener: the host does not support its address family",
                               metadata: ["service": "\(plan.service)", "listener": "\(plan.key)"])
@@ -157,6 +180,9 @@ public actor Supervisor {
             if let listener = await entry.listener.stop() { tcp.append(listener) }
         }
         listeners = [:]
+        addressWatcher?.stop()
+        addressWatcher = nil
+        addressChangeSink.finish()
         draining.finish()
         await withTaskGroup(of: Void.self) { group in
             for listener in tcp {

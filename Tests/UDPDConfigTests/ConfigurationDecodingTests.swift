@@ -141,7 +141,7 @@ import Testing
             """
         let (configuration, errors) = decodeIgnoringErrors(yaml)
         #expect(errors.allSatisfy { $0.hasSuffix("is recognised but not implemented in this version of udpd") })
-        #expect(errors.count == 3 + 14 + 2)  // top level; kdc: all but max-instances; run: timeout, max-instances
+        #expect(errors.count == 3 + 12 + 2)  // top level; kdc: all but interfaces, freebind; run: timeout, max-instances
         #expect(configuration.user == "nobody")
         #expect(configuration.group == "nogroup")
         #expect(configuration.metrics == MetricsSettings(listen: HostPort(host: "::1", port: 9100)))
