@@ -64,10 +64,10 @@ extension Supervisor {
                 }
                 if running.contains(endpoint) { continue }
                 let holders = host.addresses.filter { $0.endpoint == endpoint }
-                if holders.isEmpty {
+                if holders.isEmpty && !InterfaceAddresses.isBindable(endpoint) {
                     problems.append(prefix + "\(address.text) is not configured on this host; add 'freebind: true' "
                         + "to bind it anyway (a failover address, or one that appears after udpd starts)")
-                } else if !service.interfaces.isEmpty,
+                } else if !holders.isEmpty, !service.interfaces.isEmpty,
                     !holders.contains(where: { service.interfaces.contains($0.interface) })
                 {
                     let on = holders.map(\.interface).joined(separator: ", ")

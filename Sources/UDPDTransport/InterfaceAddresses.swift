@@ -54,6 +54,21 @@ public enum InterfaceAddresses {
         return result
     }
 
+    /// Whether the kernel would bind `address` now: `false` only when a trial bind of a UDP socket to it (port 0)
+    /// fails with EADDRNOTAVAIL. This also accepts addresses that local routes make the host's without an
+    /// interface listing them (all of 127.0.0.0/8 on Linux, AnyIP routes).
+    public static func isBindable(_ address: IPEndpoint) -> Bool {
+        var trial = address
+        trial.port = 0
+        do {
+            let socket = try UDPListenerSocket.bind(trial)
+            socket.close()
+            return true
+        } catch {
+            return error.code != .addressNotAvailable
+        }
+    }
+
     /// KAME-derived stacks (the BSDs, macOS) keep the interface index in bytes 2-3 of a link-local address.
     private static func clearingEmbeddedScope(_ address: in6_addr) -> in6_addr {
         #if os(Linux)
