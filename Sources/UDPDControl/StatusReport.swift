@@ -136,14 +136,24 @@ public struct ListenerStatus: Codable, Sendable, Equatable {
     public var replySource: String
     /// The interface a wildcard socket is bound to (`interfaces:` with the wildcard); absent otherwise.
     public var interface: String?
+    /// This listener's own counters (a service's `counters` add up its listeners, past and present).
+    public var counters: ServiceCounters?
 
     /// Creates a listener's status.
-    public init(proto: String, address: String, port: Int, replySource: String, interface: String? = nil) {
+    public init(
+        proto: String,
+        address: String,
+        port: Int,
+        replySource: String,
+        interface: String? = nil,
+        counters: ServiceCounters? = nil
+    ) {
         self.proto = proto
         self.address = address
         self.port = port
         self.replySource = replySource
         self.interface = interface
+        self.counters = counters
     }
 
     /// `address:port`, with an IPv6 address in brackets (`[::1]:7`).
@@ -160,6 +170,7 @@ public struct ListenerStatus: Codable, Sendable, Equatable {
         case port
         case replySource = "reply_source"
         case interface
+        case counters
     }
 }
 

@@ -47,6 +47,8 @@ struct PlannedListener: Sendable {
     var key: ListenerKey
     var service: String
     var options: UDPSocketOptions
+    /// UDP sockets (and worker threads) serving the port; 1 for TCP.
+    var workers: Int
     /// Whether the listener exists because an address is on the host now (`bind: per-address`, or a wildcard
     /// service served per address for want of pktinfo): it comes and goes with its address, and its bind may fail
     /// for a while with EADDRNOTAVAIL (a tentative IPv6 address) without that being an error.
@@ -75,7 +77,9 @@ extension Configuration {
                         endpoint.port = port
                         planned.append(PlannedListener(
                             key: ListenerKey(proto: proto, endpoint: endpoint, device: address.device),
-                            service: service.name, options: options, followsAddresses: address.followsAddresses))
+                            service: service.name, options: options,
+                            workers: proto == .udp ? service.workers ?? UDPWorkerPool.defaultThreadCount : 1,
+                            followsAddresses: address.followsAddresses))
                     }
                 }
             }

@@ -5,21 +5,24 @@ import UDPDTransport
 
 /// A socket bound for a listener but not yet served: what a reload holds while it checks that every bind succeeded.
 enum BoundSocket: Sendable {
-    case udp(UDPListenerSocket)
+    /// A UDP listener's sockets, one per worker.
+    case udp([UDPListenerSocket])
     case tcp(TCPListenerSocket)
 
-    /// Binds the socket a planned listener needs.
+    /// Binds the sockets a planned listener needs.
     static func bind(_ planned: PlannedListener) throws(BindError) -> BoundSocket {
         switch planned.key.proto {
-        case .udp: .udp(try UDPListenerSocket.bind(planned.key.endpoint, options: planned.options))
-        case .tcp: .tcp(try TCPListenerSocket.bind(planned.key.endpoint, options: planned.options))
+        case .udp:
+            .udp(try UDPListenerSocket.bindGroup(planned.key.endpoint, count: planned.workers, options: planned.options))
+        case .tcp:
+            .tcp(try TCPListenerSocket.bind(planned.key.endpoint, options: planned.options))
         }
     }
 
-    /// Closes a socket that will not be served after all.
+    /// Closes sockets that will not be served after all.
     func close() {
         switch self {
-        case .udp(let socket): socket.close()
+        case .udp(let sockets): sockets.forEach { $0.close() }
         case .tcp(let socket): socket.close()
         }
     }
@@ -37,7 +40,7 @@ struct ServiceHandlerSet: Sendable {
 /// `Sendable`: every stored property is immutable and itself `Sendable`.
 final class RunningListener: Sendable {
     enum Serving: Sendable {
-        case udp(UDPListenerSocket, UDPWorker, DatagramHandlerSlot)
+        case udp([UDPListenerSocket], UDPPoolRegistration, DatagramHandlerSlot)
         case tcp(TCPListener, StreamHandlerSlot)
     }
 
@@ -57,14 +60,15 @@ final class RunningListener: Sendable {
         key: ListenerKey,
         service: String,
         handlers: ServiceHandlerSet,
-        group: any EventLoopGroup
+        group: any EventLoopGroup,
+        pool: UDPWorkerPool
     ) async throws -> RunningListener {
         let counters = ListenerCounters()
         switch socket {
-        case .udp(let udp):
+        case .udp(let sockets):
             let slot = DatagramHandlerSlot(handlers.datagram)
-            let worker = try UDPWorker(socket: udp, slot: slot, counters: counters, name: "udp:\(key.endpoint.port)")
-            return RunningListener(key: key, counters: counters, serving: .udp(udp, worker, slot))
+            let registration = try pool.add(sockets, slot: slot, counters: counters)
+            return RunningListener(key: key, counters: counters, serving: .udp(sockets, registration, slot))
         case .tcp(let tcp):
             let slot = StreamHandlerSlot(handlers.stream)
             let listener = try await TCPListener.start(socket: tcp, group: group, slot: slot, counters: counters)
@@ -75,7 +79,7 @@ final class RunningListener: Sendable {
     /// How replies leave from the right address, for status.
     var replySource: ReplySource {
         switch serving {
-        case .udp(let socket, _, _): socket.replySource
+        case .udp(let sockets, _, _): sockets.first?.replySource ?? .kernel
         case .tcp: .connection
         }
     }
@@ -88,13 +92,21 @@ final class RunningListener: Sendable {
         }
     }
 
+    /// UDP sockets (workers) serving the listener; 1 for TCP.
+    var workerCount: Int {
+        switch serving {
+        case .udp(let sockets, _, _): sockets.count
+        case .tcp: 1
+        }
+    }
+
     /// Stops serving and closes the socket, freeing the port; TCP connections still open are returned to the
     /// caller, who closes them after the grace period.
-    func stop() async -> TCPListener? {
+    func stop(pool: UDPWorkerPool) async -> TCPListener? {
         switch serving {
-        case .udp(let socket, let worker, _):
-            worker.stop()
-            socket.close()
+        case .udp(let sockets, let registration, _):
+            pool.remove(registration)
+            sockets.forEach { $0.close() }
             return nil
         case .tcp(let listener, _):
             await listener.stopAccepting()

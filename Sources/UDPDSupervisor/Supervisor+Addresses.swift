@@ -118,7 +118,7 @@ extension Supervisor {
         for key in listeners.keys.sorted() where !plannedKeys.contains(key) {
             guard let entry = listeners.removeValue(forKey: key) else { continue }
             retire(entry)
-            if let tcp = await entry.listener.stop() { draining.yield(tcp) }
+            if let tcp = await entry.listener.stop(pool: pool) { draining.yield(tcp) }
             report.listenersRemoved.append("\(entry.service) \(key)")
             logger.info("listener removed: its address is gone", metadata: [
                 "service": "\(entry.service)", "listener": "\(key)",

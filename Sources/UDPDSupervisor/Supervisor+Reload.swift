@@ -38,7 +38,8 @@ extension Supervisor {
         let added = planned.filter { listeners[$0.key] == nil }
         let bound: [(PlannedListener, BoundSocket)]
         do throws(SupervisorError) {
-            bound = try bindAll(added)
+            let keptServices = Set(planned.filter { listeners[$0.key] != nil }.map(\.service))
+            bound = try bindAll(added, serving: keptServices)
         } catch {
             return reject(error.messages, at: at)
         }
@@ -56,18 +57,26 @@ extension Supervisor {
         for key in listeners.keys.sorted() where !plannedKeys.contains(key) {
             guard let entry = listeners.removeValue(forKey: key) else { continue }
             retire(entry)
-            if let tcp = await entry.listener.stop() { draining.yield(tcp) }
+            if let tcp = await entry.listener.stop(pool: pool) { draining.yield(tcp) }
             report.listenersRemoved.append("\(entry.service) \(key)")
             logger.info("listener removed", metadata: ["service": "\(entry.service)", "listener": "\(key)"])
         }
+        var resized: [PlannedListener] = []
         for plan in planned {
             guard var entry = listeners[plan.key] else { continue }
+            if entry.listener.workerCount != plan.workers {
+                resized.append(plan)
+                continue
+            }
             if entry.service != plan.service || changedServices.contains(plan.service) {
                 entry.listener.replaceHandlers(with: newHandlers[plan.service]!)
                 entry.service = plan.service
                 listeners[plan.key] = entry
             }
             report.listenersKept.append("\(plan.service) \(plan.key)")
+        }
+        for plan in resized {
+            await recreate(plan, report: &report)
         }
         for (plan, socket) in bound {
             do {
@@ -93,6 +102,31 @@ extension Supervisor {
             "changed_services": "\(report.servicesChanged.joined(separator: ","))",
         ])
         return report
+    }
+
+    /// Re-creates a listener whose number of workers changed: its sockets close and new ones bind on the same port
+    /// (the port cannot be bound twice), so datagrams queued on the old sockets at that instant are lost. If the new
+    /// sockets cannot be bound, the old number is bound again and the failure reported.
+    private func recreate(_ plan: PlannedListener, report: inout ReloadReport) async {
+        guard let entry = listeners.removeValue(forKey: plan.key) else { return }
+        retire(entry)
+        _ = await entry.listener.stop(pool: pool)
+        var fallback = plan
+        fallback.workers = entry.listener.workerCount
+        for attempt in [plan, fallback] {
+            do {
+                try await startListener(attempt, socket: try BoundSocket.bind(attempt))
+                if attempt.workers == plan.workers {
+                    report.listenersAdded.append("\(plan.service) \(plan.key) (workers: \(plan.workers))")
+                    report.listenersRemoved.append("\(entry.service) \(plan.key) (workers: \(fallback.workers))")
+                    return
+                }
+                report.errors.append("service '\(plan.service)': \(plan.key) keeps \(fallback.workers) workers")
+                return
+            } catch {
+                report.errors.append("service '\(plan.service)': cannot re-create \(plan.key): \(error)")
+            }
+        }
     }
 
     /// Keeps the old configuration, records why, and says so.

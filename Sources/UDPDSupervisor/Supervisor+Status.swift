@@ -5,7 +5,7 @@ import UDPDTransport
 
 extension Supervisor {
     /// The version udpd reports in status.
-    public static let version = "0.1.0"
+    public static let version = UDPDVersion.string
 
     /// The daemon's state now, as `udpctl status` shows it.
     public func status() -> StatusReport {
@@ -24,7 +24,8 @@ extension Supervisor {
                         address: entry.listener.key.endpoint.addressText,
                         port: Int(entry.listener.key.endpoint.port),
                         replySource: entry.listener.replySource.rawValue,
-                        interface: entry.listener.key.device
+                        interface: entry.listener.key.device,
+                        counters: ServiceCounters(entry.listener.counters.snapshot())
                     )
                 },
                 counters: ServiceCounters(total),

@@ -33,6 +33,7 @@ public actor Supervisor {
 
     let configPath: String
     let group: any EventLoopGroup
+    let pool: UDPWorkerPool
     let logger: Logger
     let startedAt = Date()
     let startedInstant = ContinuousClock.now
@@ -68,12 +69,14 @@ public actor Supervisor {
         configuration: Configuration,
         configPath: String,
         group: any EventLoopGroup,
+        pool: UDPWorkerPool,
         logger: Logger,
         withoutDestinationInfo: Bool = false
     ) {
         self.configuration = configuration
         self.configPath = configPath
         self.group = group
+        self.pool = pool
         self.logger = logger
         let families: [IPFamily] = [.ipv4, .ipv6]
         let capable = withoutDestinationInfo ? [] : families.filter(UDPListenerSocket.destinationInfoIsAvailable)
@@ -131,7 +134,11 @@ public actor Supervisor {
     ///
     /// A family the host does not support (EAFNOSUPPORT) is skipped with a log line, as long as the service has
     /// other listeners; so is an address that cannot be bound yet (a tentative IPv6 address), which is retried.
-    func bindAll(_ planned: [PlannedListener]) throws(SupervisorError) -> [(PlannedListener, BoundSocket)] {
+    /// `serving` names services that keep listeners of the running configuration.
+    func bindAll(
+        _ planned: [PlannedListener],
+        serving: Set<String> = []
+    ) throws(SupervisorError) -> [(PlannedListener, BoundSocket)] {
         var bound: [(PlannedListener, BoundSocket)] = []
         var failures: [String] = []
         for plan in planned {
@@ -146,6 +153,13 @@ public actor Supervisor {
                 failures.append("service '\(plan.service)': \(error)")
             }
         }
+        // A family the host lacks may be skipped, but a service left with no listener at all has failed. Services
+        // that follow addresses may have none yet: their addresses are still tentative, or not there at all.
+        let following = Set(planned.filter(\.followsAddresses).map(\.service))
+        let servedServices = Set(bound.map(\.0.service)).union(serving).union(following)
+        for service in Set(planned.map(\.service)).subtracting(servedServices).sorted() where failures.isEmpty {
+            failures.append("service '\(service)': none of its listeners could be opened on this host")
+        }
         guard failures.isEmpty else {
             for (_, socket) in bound { socket.close() }
             throw SupervisorError(messages: failures)
@@ -157,12 +171,12 @@ public actor Supervisor {
     func startListener(_ plan: PlannedListener, socket: BoundSocket) async throws {
         guard let handlers = handlers[plan.service] else { return }
         let listener = try await RunningListener.start(socket, key: plan.key, service: plan.service,
-                                                       handlers: handlers, group: group)
+                                                       handlers: handlers, group: group, pool: pool)
         listeners[plan.key] = Entry(service: plan.service, listener: listener)
         logger.info("listening", metadata: [
             "service": "\(plan.service)", "proto": "\(plan.key.proto.rawValue)",
             "address": "\(plan.key.endpoint.addressText)", "port": "\(plan.key.endpoint.port)",
-            "reply_source": "\(listener.replySource.rawValue)",
+            "reply_source": "\(listener.replySource.rawValue)", "workers": "\(listener.workerCount)",
         ])
         if listener.replySource == .kernel {
             logger.warning("""
@@ -177,12 +191,13 @@ public actor Supervisor {
     public func stopAll(grace: Duration) async {
         var tcp: [TCPListener] = []
         for entry in listeners.values {
-            if let listener = await entry.listener.stop() { tcp.append(listener) }
+            if let listener = await entry.listener.stop(pool: pool) { tcp.append(listener) }
         }
         listeners = [:]
         addressWatcher?.stop()
         addressWatcher = nil
         addressChangeSink.finish()
+        pool.shutdown()
         draining.finish()
         await withTaskGroup(of: Void.self) { group in
             for listener in tcp {

@@ -52,16 +52,48 @@ public final class UDPListenerSocket: Sendable {
     public static func bind(_ endpoint: IPEndpoint, options: UDPSocketOptions = UDPSocketOptions())
         throws(BindError) -> UDPListenerSocket
     {
+        try bind(endpoint, options: options, reusePort: false)
+    }
+
+    /// Opens `count` UDP sockets on the same address and port, one per worker thread.
+    ///
+    /// With more than one, they form a SO_REUSEPORT group so that the kernel spreads datagrams over them. So that
+    /// the group never silently shares the port with another process, the port is first bound without
+    /// SO_REUSEPORT: if anyone holds it, that fails with ``BindError/Code/addressInUse`` as a single socket would.
+    public static func bindGroup(_ endpoint: IPEndpoint, count: Int, options: UDPSocketOptions = UDPSocketOptions())
+        throws(BindError) -> [UDPListenerSocket]
+    {
+        let first = try bind(endpoint, options: options, reusePort: false)
+        guard count > 1 else { return [first] }
+        var local = endpoint
+        local.port = first.localEndpoint.port
+        first.close()
+        var group: [UDPListenerSocket] = []
+        do {
+            for _ in 0..<count { group.append(try bind(local, options: options, reusePort: true)) }
+        } catch {
+            group.forEach { $0.close() }
+            throw error
+        }
+        return group
+    }
+
+    private static func bind(_ endpoint: IPEndpoint, options: UDPSocketOptions, reusePort: Bool)
+        throws(BindError) -> UDPListenerSocket
+    {
         let context = "udp \(endpoint)"
         do {
             let socket = try SocketDescriptor.open(family: endpoint.family, type: CInt(SOCK_DGRAM.rawValue),
                                                    context: context)
+            if reusePort {
+                try socket.setOption(level: SOL_SOCKET, name: SO_REUSEPORT, value: 1, "SO_REUSEPORT \(context)")
+            }
             if endpoint.family == .ipv6 {
                 try socket.setOption(level: CInt(IPPROTO_IPV6), name: IPV6_V6ONLY, value: 1,
                                      "IPV6_V6ONLY \(context)")
             }
             try applyCommon(options, to: socket, family: endpoint.family, context: context)
-            let replySource = try enableDestinationInfo(on: socket, for: endpoint, options: options, context: context)
+            let replySource = enableDestinationInfo(on: socket, for: endpoint, options: options, context: context)
             try socket.bind(to: endpoint, context: context)
             let local = try socket.localEndpoint(context: context)
             return UDPListenerSocket(descriptor: socket, localEndpoint: local, replySource: replySource)
@@ -84,7 +116,7 @@ public final class UDPListenerSocket: Sendable {
         else { return true }  // the family itself is missing; the bind will say so
         defer { socket.close() }
         let any = IPEndpoint.wildcard(family, port: 0)
-        let source = try? enableDestinationInfo(on: socket, for: any, options: UDPSocketOptions(), context: "probe")
+        let source = enableDestinationInfo(on: socket, for: any, options: UDPSocketOptions(), context: "probe")
         return source == .pktinfo || source == .recvdstaddr
     }
 
@@ -111,30 +143,36 @@ public final class UDPListenerSocket: Sendable {
         }
     }
 
+    /// Enables the destination-address option a wildcard socket needs. When the platform has none, or the kernel
+    /// refuses it (ENOPROTOOPT on an unusual stack), the socket still serves, with the `kernel` reply source that
+    /// status and the log make visible, rather than not at all.
     private static func enableDestinationInfo(
         on socket: SocketDescriptor,
         for endpoint: IPEndpoint,
         options: UDPSocketOptions,
         context: String
-    ) throws(SystemCallError) -> ReplySource {
+    ) -> ReplySource {
         guard endpoint.isWildcard else { return .bound }
         guard !options.withoutDestinationInfo else { return .kernel }
         switch endpoint.family {
         case .ipv4:
-            if cudpd_ip_pktinfo != 0 {
-                try socket.setOption(level: CInt(IPPROTO_IP), name: cudpd_ip_pktinfo, value: 1, "IP_PKTINFO \(context)")
+            if cudpd_ip_pktinfo != 0,
+                (try? socket.setOption(level: CInt(IPPROTO_IP), name: cudpd_ip_pktinfo, value: 1,
+                                       "IP_PKTINFO \(context)")) != nil
+            {
                 return .pktinfo
             }
-            if cudpd_ip_recvdstaddr != 0 && cudpd_ip_sendsrcaddr != 0 {
-                try socket.setOption(level: CInt(IPPROTO_IP), name: cudpd_ip_recvdstaddr, value: 1,
-                                     "IP_RECVDSTADDR \(context)")
+            if cudpd_ip_recvdstaddr != 0 && cudpd_ip_sendsrcaddr != 0,
+                (try? socket.setOption(level: CInt(IPPROTO_IP), name: cudpd_ip_recvdstaddr, value: 1,
+                                       "IP_RECVDSTADDR \(context)")) != nil
+            {
                 return .recvdstaddr
             }
             return .kernel
         case .ipv6:
-            try socket.setOption(level: CInt(IPPROTO_IPV6), name: cudpd_ipv6_recvpktinfo, value: 1,
-                                 "IPV6_RECVPKTINFO \(context)")
-            return .pktinfo
+            let enabled = (try? socket.setOption(level: CInt(IPPROTO_IPV6), name: cudpd_ipv6_recvpktinfo, value: 1,
+                                                 "IPV6_RECVPKTINFO \(context)")) != nil
+            return enabled ? .pktinfo : .kernel
         }
     }
 }

@@ -10,14 +10,14 @@ import Darwin
 
 /// A dedicated OS thread for blocking socket work, which must never run on Swift's cooperative pool.
 ///
-/// Not `Sendable`: the owner that spawned the thread is the one that joins it.
-final class WorkerThread {
+/// `@unchecked Sendable`: the handle never changes after `init`, and ``join()`` must be called once, which every
+/// owner guarantees by taking the thread out of a mutex before joining it.
+final class WorkerThread: @unchecked Sendable {
     #if canImport(Darwin)
     private var handle: pthread_t?
     #else
     private var handle: pthread_t = pthread_t()
     #endif
-    private var joined = false
 
     private final class Box {
         let body: @Sendable () -> Void
@@ -46,10 +46,8 @@ final class WorkerThread {
         }
     }
 
-    /// Waits for the thread to finish.
+    /// Waits for the thread to finish. Call once.
     func join() {
-        guard !joined else { return }
-        joined = true
         #if canImport(Darwin)
         if let handle { pthread_join(handle, nil) }
         #else

@@ -6,6 +6,7 @@ import ServiceLifecycle
 import UDPDConfig
 import UDPDControl
 import UDPDSupervisor
+import UDPDTransport
 import UnixSignals
 
 /// `udpd`: the command line of the daemon. Everything it does lives in UDPDSupervisor; this file only parses
@@ -62,10 +63,18 @@ struct UDPD: AsyncParsableCommand {
         let environment = ProcessInfo.processInfo.environment
         let group = MultiThreadedEventLoopGroup.singleton
 
+        let pool: UDPWorkerPool
+        do {
+            pool = try UDPWorkerPool(threadCount: UDPWorkerPool.defaultThreadCount)
+        } catch {
+            printError("udpd: cannot start UDP worker threads: \(error)")
+            throw ExitCode(1)
+        }
         let supervisor = Supervisor(
             configuration: configuration,
             configPath: config,
             group: group,
+            pool: pool,
             logger: logger,
             withoutDestinationInfo: environment["UDPD_TESTING_WITHOUT_PKTINFO"] == "1"
         )

@@ -12,6 +12,7 @@ struct ControlSocketTests {
         let udpd = try UDPDProcess(config: echoYAML([("echo", "echo", a)]))
         try udpd.waitUntilReady()
         #expect(try ask(a, "x") == "x")
+        #expect(try eventually { try udpd.status().services.first?.counters.txBytes == 1 })
         let result = try udpd.udpctl(["status", "--json"])
         #expect(result.status == 0)
         let json = try #require(
@@ -29,6 +30,9 @@ struct ControlSocketTests {
                 && $0["reply_source"] as? String == "pktinfo"
         })
         #expect(listeners.contains { $0["proto"] as? String == "tcp" && $0["reply_source"] as? String == "connection" })
+        // Each listener carries its own counters too; the IPv4 UDP one received the datagram.
+        let udp4 = try #require(listeners.first { $0["proto"] as? String == "udp" && $0["address"] as? String == "0.0.0.0" })
+        #expect((udp4["counters"] as? [String: Any])?["rx_packets"] as? Int == 1)
         let counters = try #require(echo["counters"] as? [String: Any])
         for key in ["rx_packets", "tx_packets", "rx_bytes", "tx_bytes", "dropped", "tcp_accepted", "tcp_active"] {
             #expect(counters[key] is Int, "counter \(key)")

@@ -123,6 +123,25 @@ struct ReloadTests {
         #expect(status.services.first?.counters.rxPackets == 2)
     }
 
+    @Test("workers: a port served by several threads is one status entry; a reload changes the count")
+    func workersChange() throws {
+        let a = try probeFreePort()
+        let config = { (workers: Int) in
+            "services:\n  multi:\n    handler: echo\n    udp: \(a)\n    family: ipv4\n    workers: \(workers)\n"
+        }
+        let udpd = try UDPDProcess(config: config(3))
+        let status = try udpd.waitUntilReady()
+        #expect(status.services.first?.listeners.count == 1)
+        #expect(udpd.log.contains("workers=3"))
+        for index in 0..<20 { #expect(try ask(a, "n\(index)") == "n\(index)") }
+        try udpd.rewriteConfig(config(1))
+        let result = try udpd.udpctl(["reload"])
+        #expect(result.status == 0, "\(result.standardOutput)\(result.standardError)")
+        #expect(udpd.log.contains("workers=1"))
+        #expect(try ask(a, "after") == "after")
+        #expect(try udpd.status().services.first?.counters.rxPackets == 21)
+    }
+
     @Test("zero loss: a steady stream to an unchanged service while 50 reloads alternate two configurations")
     func zeroLossDuringReloads() async throws {
         let (a, b) = (try probeFreePort(), try probeFreePort())

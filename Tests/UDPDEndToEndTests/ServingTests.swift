@@ -49,6 +49,8 @@ struct ServingTests {
             try client.send("ping \(destination)")
             #expect(client.receiveText() == "ping \(destination)", "no echo from \(destination):\n\(udpd.log)")
         }
+        #expect(try eventually { try udpd.status().services.first { $0.name == "echo" }?.counters.txPackets
+            == UInt64(targets.count) })
         let status = try udpd.status()
         let echo = try #require(status.services.first { $0.name == "echo" })
         #expect(echo.counters.rxPackets == UInt64(targets.count))

@@ -195,3 +195,14 @@ public final class UnixDatagramListener {
 
     deinit { close(fd) }
 }
+
+/// Polls `condition` every 10 ms until it holds or `timeout` passes; returns whether it held. Counters are updated
+/// right after a reply is sent, so a test that just received the reply may see them a moment later.
+public func eventually(timeout: Duration = .seconds(5), _ condition: () throws -> Bool) rethrows -> Bool {
+    let deadline = ContinuousClock.now + timeout
+    while ContinuousClock.now < deadline {
+        if try condition() { return true }
+        usleep(10_000)
+    }
+    return try condition()
+}

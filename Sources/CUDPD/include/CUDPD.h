@@ -11,6 +11,7 @@
 #include <arpa/inet.h>
 #include <net/if.h>
 #ifdef __linux__
+#include <sys/epoll.h>
 #include <linux/netlink.h>
 #include <linux/rtnetlink.h>
 #include <linux/if_addr.h>

@@ -1,0 +1,137 @@
+import CUDPD
+
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Musl)
+import Musl
+#elseif canImport(Darwin)
+import Darwin
+#endif
+
+/// A UDP socket a worker serves, with the handler slot and counters of its listener.
+///
+/// `Sendable`: every property is immutable and `Sendable`.
+final class ServedSocket: Sendable {
+    let socket: UDPListenerSocket
+    let slot: DatagramHandlerSlot
+    let counters: ListenerCounters
+    let replier: DatagramReplier
+
+    init(socket: UDPListenerSocket, slot: DatagramHandlerSlot, counters: ListenerCounters) {
+        self.socket = socket
+        self.slot = slot
+        self.counters = counters
+        self.replier = DatagramReplier(socket: socket, counters: counters)
+    }
+}
+
+extension DatagramBatch {
+    /// Serves `served` until its receive queue is empty or `maximumBatches` batches were handled (so that one busy
+    /// socket cannot starve the others of its worker). Returns whether the queue may still hold datagrams.
+    func drain(_ served: ServedSocket, maximumBatches: Int, useBatchCalls: inout Bool) -> Bool {
+        let fd = served.socket.descriptor.rawValue
+        for _ in 0..<maximumBatches {
+            let received = receive(fd, &useBatchCalls)
+            guard received > 0 else { return false }
+            serve(served, count: received)
+            send(fd, served.counters, &useBatchCalls)
+            resetReceiveHeaders(count: received)
+            if received < capacity { return false }
+        }
+        return true
+    }
+
+    /// Receives up to a batch without blocking; 0 when nothing is waiting.
+    private func receive(_ fd: CInt, _ useBatchCalls: inout Bool) -> Int {
+        if useBatchCalls {
+            do {
+                let count = try nonBlockingSystemCall("recvmmsg") {
+                    cudpd_recvmmsg(fd, receiveHeaders, UInt32(capacity), cudpd_msg_dontwait)
+                }
+                return Int(count ?? 0)
+            } catch where error.errno == ENOSYS {
+                useBatchCalls = false
+            } catch {
+                return 0
+            }
+        }
+        let header = receiveHeaders
+        let length = try? nonBlockingSystemCall("recvmsg") { recvmsg(fd, &header.pointee.msg_hdr, cudpd_msg_dontwait) }
+        guard let length else { return 0 }
+        header.pointee.msg_len = UInt32(length)
+        return 1
+    }
+
+    /// Asks the handler about each received datagram and queues the replies.
+    private func serve(_ served: ServedSocket, count: Int) {
+        let handler = served.slot.handler
+        let counters = served.counters
+        let replySource = served.socket.replySource
+        let localEndpoint = served.socket.localEndpoint
+        var receivedBytes: UInt64 = 0
+        for index in 0..<count {
+            let header = receiveHeaders + index
+            let length = Int(header.pointee.msg_len)
+            receivedBytes &+= UInt64(length)
+            if header.pointee.msg_hdr.msg_flags & cudpd_msg_trunc != 0 {
+                counters.addDrop(.truncated)
+                continue
+            }
+            guard let peer = peer(index) else { continue }
+            let destination: DatagramDestination
+            switch replySource {
+            case .pktinfo, .recvdstaddr:
+                guard let read = DestinationControlMessage.read(from: &header.pointee.msg_hdr,
+                                                                  localPort: localEndpoint.port)
+                else {
+                    counters.addDrop(.noDestination)
+                    continue
+                }
+                destination = read
+            case .bound, .kernel, .connection:
+                destination = DatagramDestination(endpoint: localEndpoint, interfaceIndex: 0)
+            }
+            let verdict = handler.handle(buffer(index), length: length, peer: peer, destination: destination,
+                                         replier: served.replier)
+            switch verdict {
+            case .reply(let replyLength):
+                queueReply(slot: index, length: min(replyLength, bufferSize), source: destination,
+                           replySource: replySource)
+            case .noReply:
+                break
+            case .drop(let reason):
+                counters.addDrop(reason)
+            }
+        }
+        counters.countReceived(packets: UInt64(count), bytes: receivedBytes)
+    }
+
+    /// Sends the queued replies; one that the kernel refuses is counted and skipped.
+    private func send(_ fd: CInt, _ counters: ListenerCounters, _ useBatchCalls: inout Bool) {
+        let total = pendingReplies
+        var next = 0
+        var sentPackets: UInt64 = 0
+        var sentBytes: UInt64 = 0
+        while next < total {
+            var sent = 0
+            if useBatchCalls {
+                let headers = sendHeaders + next
+                sent = (try? systemCall("sendmmsg") { cudpd_sendmmsg(fd, headers, UInt32(total - next), 0) })
+                    .map(Int.init) ?? -1
+            } else {
+                let header = sendHeaders + next
+                sent = (try? systemCall("sendmsg") { sendmsg(fd, &header.pointee.msg_hdr, 0) }) != nil ? 1 : -1
+            }
+            if sent <= 0 {
+                counters.addDrop(.sendError)
+                next += 1
+                continue
+            }
+            for index in next..<(next + sent) { sentBytes &+= UInt64(replyLength(index)) }
+            sentPackets &+= UInt64(sent)
+            next += sent
+        }
+        clearReplies()
+        if sentPackets > 0 { counters.countSent(packets: sentPackets, bytes: sentBytes) }
+    }
+}

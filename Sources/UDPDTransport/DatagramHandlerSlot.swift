@@ -1,0 +1,44 @@
+import CUDPD
+import Synchronization
+
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Musl)
+import Musl
+#elseif canImport(Darwin)
+import Darwin
+#endif
+
+/// The handler a listener currently runs; a reload swaps it in place while the socket and its worker stay.
+///
+/// `Sendable`: the handler is behind a mutex, and workers take it once per batch.
+public final class DatagramHandlerSlot: Sendable {
+    private let current: Mutex<any DatagramHandler>
+
+    /// Creates a slot holding `handler`.
+    public init(_ handler: any DatagramHandler) {
+        current = Mutex(handler)
+    }
+
+    /// The handler now in place.
+    public var handler: any DatagramHandler { current.withLock { $0 } }
+
+    /// Puts `handler` in place; batches that already started finish with the old one.
+    public func replace(with handler: any DatagramHandler) {
+        current.withLock { $0 = handler }
+    }
+}
+
+/// How a worker batches its I/O.
+public struct UDPWorkerSettings: Sendable, Hashable {
+    /// Datagrams taken per recvmmsg and answered per sendmmsg.
+    public var batchSize: Int
+    /// Bytes per datagram buffer; a larger datagram arrives truncated and is dropped.
+    public var bufferSize: Int
+
+    /// Creates settings; the defaults fit every UDP datagram.
+    public init(batchSize: Int = 32, bufferSize: Int = 65_536) {
+        self.batchSize = batchSize
+        self.bufferSize = bufferSize
+    }
+}

@@ -1,0 +1,99 @@
+import Synchronization
+
+/// The threads that serve every UDP listener socket of the daemon.
+///
+/// Threads are few (by default one per CPU) whatever the number of services: each waits on all the sockets given
+/// to it. A listener with `workers: N` has N sockets on the same port (SO_REUSEPORT), each given to a different
+/// thread, so one port is served by N threads in parallel. The pool grows when a configuration asks for more
+/// workers than it has threads; it never shrinks while udpd runs.
+///
+/// `Sendable`: the thread list is behind a mutex; each thread is itself `Sendable`.
+public final class UDPWorkerPool: Sendable {
+    private let settings: UDPWorkerSettings
+    private let threads = Mutex<[UDPWorkerThread]>([])
+    private let nextThread = Atomic<Int>(0)
+
+    /// Starts `threadCount` threads.
+    public init(threadCount: Int, settings: UDPWorkerSettings = UDPWorkerSettings()) throws(SystemCallError) {
+        self.settings = settings
+        try grow(to: threadCount)
+    }
+
+    /// The number of CPUs the process may run on: the default thread count.
+    public static var defaultThreadCount: Int { max(1, SystemInfo.onlineProcessorCount) }
+
+    /// Threads running now.
+    public var threadCount: Int { threads.withLock { $0.count } }
+
+    /// Adds threads until there are `count`.
+    public func grow(to count: Int) throws(SystemCallError) {
+        let current = threadCount
+        guard count > current else { return }
+        var started: [UDPWorkerThread] = []
+        for index in current..<count {
+            started.append(try UDPWorkerThread(name: "udpd-udp-\(index)", settings: settings))
+        }
+        threads.withLock { $0.append(contentsOf: started) }
+    }
+
+    /// Serves `sockets`, the workers of one listener, each on a different thread (as long as there are enough).
+    /// Returns what ``remove(_:)`` needs to stop serving them.
+    public func add(
+        _ sockets: [UDPListenerSocket],
+        slot: DatagramHandlerSlot,
+        counters: ListenerCounters
+    ) throws(SystemCallError) -> UDPPoolRegistration {
+        try grow(to: sockets.count)
+        let all = threads.withLock { $0 }
+        let first = nextThread.wrappingAdd(1, ordering: .relaxed).oldValue
+        var placed: [(UDPWorkerThread, UDPListenerSocket)] = []
+        do {
+            for (offset, socket) in sockets.enumerated() {
+                let thread = all[(first + offset) % all.count]
+                try thread.add(ServedSocket(socket: socket, slot: slot, counters: counters))
+                placed.append((thread, socket))
+            }
+        } catch {
+            for (thread, socket) in placed { thread.remove(socket) }
+            throw error
+        }
+        return UDPPoolRegistration(placements: placed)
+    }
+
+    /// Stops serving a listener's sockets; on return no thread touches them, so they may be closed.
+    public func remove(_ registration: UDPPoolRegistration) {
+        for (thread, socket) in registration.placements { thread.remove(socket) }
+    }
+
+    /// Stops every thread and waits for them.
+    public func shutdown() {
+        let all = threads.withLock { current -> [UDPWorkerThread] in
+            defer { current = [] }
+            return current
+        }
+        for thread in all { thread.stop() }
+    }
+}
+
+/// Which pool threads serve which sockets of one listener.
+///
+/// `Sendable`: immutable, of `Sendable` parts.
+public struct UDPPoolRegistration: Sendable {
+    fileprivate let placements: [(UDPWorkerThread, UDPListenerSocket)]
+}
+
+/// Facts about the machine.
+public enum SystemInfo {
+    /// The number of processors online.
+    public static var onlineProcessorCount: Int {
+        Int(sysconf(Int32(_SC_NPROCESSORS_ONLN)))
+    }
+}
+
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Musl)
+import Musl
+#elseif canImport(Darwin)
+import Darwin
+#endif
