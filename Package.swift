@@ -105,6 +105,12 @@ let package = Package(
             path: "Tests/UDPDTestSupport",
             swiftSettings: strictSwift
         ),
+        .executableTarget(
+            name: "udpd-testclient",
+            dependencies: ["UDPDTransport", "UDPDTestSupport"],
+            path: "Tests/UDPDTestClient",
+            swiftSettings: strictSwift
+        ),
         .testTarget(
             name: "UDPDConfigTests",
             dependencies: ["UDPDConfig"],
@@ -122,7 +128,7 @@ let package = Package(
         ),
         .testTarget(
             name: "UDPDEndToEndTests",
-            dependencies: ["UDPDTransport", "UDPDControl", "UDPDTestSupport", "udpd", "udpctl"],
+            dependencies: ["UDPDTransport", "UDPDControl", "UDPDTestSupport", "udpd", "udpctl", "udpd-testclient"],
             swiftSettings: strictSwift
         ),
     ]

@@ -96,13 +96,23 @@ public struct ServiceStatus: Codable, Sendable, Equatable {
     public var listeners: [ListenerStatus]
     /// The service's counters, summed over its listeners.
     public var counters: ServiceCounters
+    /// `true` when the service asks for the wildcard address but its UDP ports are served per address, because
+    /// wildcard sockets cannot learn destination addresses on this host (no pktinfo); absent otherwise.
+    public var bindFallback: Bool?
 
     /// Creates a service's status.
-    public init(name: String, handler: String, listeners: [ListenerStatus], counters: ServiceCounters) {
+    public init(
+        name: String,
+        handler: String,
+        listeners: [ListenerStatus],
+        counters: ServiceCounters,
+        bindFallback: Bool? = nil
+    ) {
         self.name = name
         self.handler = handler
         self.listeners = listeners
         self.counters = counters
+        self.bindFallback = bindFallback
     }
 
     private enum CodingKeys: String, CodingKey {
@@ -110,6 +120,7 @@ public struct ServiceStatus: Codable, Sendable, Equatable {
         case handler
         case listeners
         case counters
+        case bindFallback = "bind_fallback"
     }
 }
 
@@ -123,15 +134,25 @@ public struct ListenerStatus: Codable, Sendable, Equatable {
     public var port: Int
     /// How replies leave from the right address: `pktinfo`, `recvdstaddr`, `bound`, `kernel` or `connection`.
     public var replySource: String
+    /// The interface a wildcard socket is bound to (`interfaces:` with the wildcard); absent otherwise.
+    public var interface: String?
     /// This listener's own counters (a service's `counters` add up its listeners, past and present).
     public var counters: ServiceCounters?
 
     /// Creates a listener's status.
-    public init(proto: String, address: String, port: Int, replySource: String, counters: ServiceCounters? = nil) {
+    public init(
+        proto: String,
+        address: String,
+        port: Int,
+        replySource: String,
+        interface: String? = nil,
+        counters: ServiceCounters? = nil
+    ) {
         self.proto = proto
         self.address = address
         self.port = port
         self.replySource = replySource
+        self.interface = interface
         self.counters = counters
     }
 
@@ -148,6 +169,7 @@ public struct ListenerStatus: Codable, Sendable, Equatable {
         case address
         case port
         case replySource = "reply_source"
+        case interface
         case counters
     }
 }

@@ -11,9 +11,11 @@ import UnixSignals
 ///
 /// `Sendable`: every stored property is immutable and `Sendable`.
 public struct Daemon: Service {
-    /// One reload request, and who waits for its outcome (nobody, for SIGHUP).
+    /// One reload request, and who waits for its outcome (nobody, for SIGHUP). An address update (the host's
+    /// addresses changed) goes through the same queue so that it never interleaves with a reload.
     struct ReloadTicket: Sendable {
         var reply: CheckedContinuation<ReloadReport, Never>?
+        var addressesOnly = false
     }
 
     let supervisor: Supervisor
@@ -64,10 +66,12 @@ public struct Daemon: Service {
             }
             group.addTask {
                 for await ticket in reloads {
-                    let report = await performReload()
+                    let report = ticket.addressesOnly ? await supervisor.followAddresses() : await performReload()
                     ticket.reply?.resume(returning: report)
                 }
             }
+            group.addTask { await followAddressChanges(requestReload: requestReload) }
+            group.addTask { await retryUnusableAddresses(requestReload: requestReload) }
             group.addTask {
                 await withDiscardingTaskGroup { drains in
                     for await listener in supervisor.drainQueue {

@@ -26,7 +26,14 @@ extension Supervisor {
             return reject(error.messages, at: at)
         }
 
-        let planned = newConfiguration.plannedListeners(withoutDestinationInfo: withoutDestinationInfo)
+        do throws(SupervisorError) {
+            try refreshAddresses()
+            try checkExplicitAddresses(newConfiguration)
+        } catch {
+            return reject(error.messages, at: at)
+        }
+        let planned = newConfiguration.plannedListeners(on: host)
+        logFallbacks(newConfiguration)
         let plannedKeys = Set(planned.map(\.key))
         let added = planned.filter { listeners[$0.key] == nil }
         let bound: [(PlannedListener, BoundSocket)]
@@ -132,7 +139,7 @@ extension Supervisor {
 
     /// Folds a removed listener's counters into its service's totals.
     /// Its connections still draining are no longer counted as active.
-    private func retire(_ entry: Entry) {
+    func retire(_ entry: Entry) {
         var snapshot = entry.listener.counters.snapshot()
         snapshot.tcpActive = 0
         retiredCounters[entry.service] = retiredCounters[entry.service, default: ListenerCountersSnapshot()] + snapshot

@@ -24,10 +24,12 @@ extension Supervisor {
                         address: entry.listener.key.endpoint.addressText,
                         port: Int(entry.listener.key.endpoint.port),
                         replySource: entry.listener.replySource.rawValue,
+                        interface: entry.listener.key.device,
                         counters: ServiceCounters(entry.listener.counters.snapshot())
                     )
                 },
-                counters: ServiceCounters(total)
+                counters: ServiceCounters(total),
+                bindFallback: service.fallsBack(on: host) ? true : nil
             )
         }
         return StatusReport(

@@ -35,7 +35,6 @@ public actor Supervisor {
     let group: any EventLoopGroup
     let pool: UDPWorkerPool
     let logger: Logger
-    let withoutDestinationInfo: Bool
     let startedAt = Date()
     let startedInstant = ContinuousClock.now
 
@@ -46,12 +45,26 @@ public actor Supervisor {
     /// Counters of listeners that were removed, kept so that a service's totals never go backwards.
     var retiredCounters: [String: ListenerCountersSnapshot] = [:]
     var lastReload: ReloadOutcome?
+    /// The host's addresses and pktinfo support, which per-address plans expand from.
+    var host: HostBindings
+    /// Watches the kernel's address notifications while udpd runs; `nil` before ``start()`` or where it failed.
+    var addressWatcher: AddressWatcher?
+    /// Until when binds that failed with EADDRNOTAVAIL (tentative IPv6 addresses) are retried; `nil` when none are.
+    var addressRetryDeadline: ContinuousClock.Instant?
+    /// Whether an address update is queued and not yet applied, so that a burst of notifications queues one.
+    var addressUpdateQueued = false
+    /// Address notifications, newest only: the ``Daemon`` turns each into an address update.
+    nonisolated let addressChanges: AsyncStream<AddressChange>
+    let addressChangeSink: AsyncStream<AddressChange>.Continuation
     /// Connections of removed TCP listeners, waiting out their grace period.
     let draining: AsyncStream<TCPListener>.Continuation
     /// What the ``Daemon`` drains.
     nonisolated let drainQueue: AsyncStream<TCPListener>
 
     /// Creates a supervisor for `configuration`, which was read from `configPath`; nothing is bound yet.
+    ///
+    /// `withoutDestinationInfo` is the testing aid that reproduces a platform without pktinfo: wildcard UDP services
+    /// are then served per address, as they would be there.
     public init(
         configuration: Configuration,
         configPath: String,
@@ -65,8 +78,12 @@ public actor Supervisor {
         self.group = group
         self.pool = pool
         self.logger = logger
-        self.withoutDestinationInfo = withoutDestinationInfo
+        let families: [IPFamily] = [.ipv4, .ipv6]
+        let capable = withoutDestinationInfo ? [] : families.filter(UDPListenerSocket.destinationInfoIsAvailable)
+        self.host = HostBindings(addresses: [], destinationInfo: Set(capable))
         (drainQueue, draining) = AsyncStream.makeStream(of: TCPListener.self)
+        (addressChanges, addressChangeSink) = AsyncStream.makeStream(of: AddressChange.self,
+                                                                     bufferingPolicy: .bufferingNewest(1))
     }
 
     /// The configuration running now.
@@ -76,7 +93,11 @@ public actor Supervisor {
     /// throws, naming each service, protocol, address and port that failed.
     public func start() async throws(SupervisorError) {
         let handlers = try buildHandlers(for: configuration)
-        let planned = configuration.plannedListeners(withoutDestinationInfo: withoutDestinationInfo)
+        startWatchingAddresses()
+        try refreshAddresses()
+        try checkExplicitAddresses(configuration)
+        let planned = configuration.plannedListeners(on: host)
+        logFallbacks(configuration)
         let bound = try bindAll(planned)
         self.handlers = handlers
         do {
@@ -111,7 +132,7 @@ public actor Supervisor {
     /// Binds every planned listener, or none: on the first failure the sockets already bound are closed.
     ///
     /// A family the host does not support (EAFNOSUPPORT) is skipped with a log line, as long as the service has
-    /// other listeners.
+    /// other listeners; so is an address that cannot be bound yet (a tentative IPv6 address), which is retried.
     /// `serving` names services that keep listeners of the running configuration.
     func bindAll(
         _ planned: [PlannedListener],
@@ -122,6 +143,8 @@ public actor Supervisor {
         for plan in planned {
             do {
                 bound.append((plan, try BoundSocket.bind(plan)))
+            } catch where error.code == .addressNotAvailable && plan.followsAddresses {
+                noteUnusableAddress(plan, error: error)
             } catch where error.code == .familyNotSupported && plan.key.endpoint.isWildcard {
                 logger.notice("skipping a listener: the host does not support its address family",
                               metadata: ["service": "\(plan.service)", "listener": "\(plan.key)"])
@@ -129,8 +152,10 @@ public actor Supervisor {
                 failures.append("service '\(plan.service)': \(error)")
             }
         }
-        // A family the host lacks may be skipped, but a service left with no listener at all has failed.
-        let servedServices = Set(bound.map(\.0.service)).union(serving)
+        // A family the host lacks may be skipped, but a service left with no listener at all has failed. Services
+        // that follow addresses may have none yet: their addresses are still tentative, or not there at all.
+        let following = Set(planned.filter(\.followsAddresses).map(\.service))
+        let servedServices = Set(bound.map(\.0.service)).union(serving).union(following)
         for service in Set(planned.map(\.service)).subtracting(servedServices).sorted() where failures.isEmpty {
             failures.append("service '\(service)': none of its listeners could be opened on this host")
         }
@@ -168,6 +193,9 @@ public actor Supervisor {
             if let listener = await entry.listener.stop(pool: pool) { tcp.append(listener) }
         }
         listeners = [:]
+        addressWatcher?.stop()
+        addressWatcher = nil
+        addressChangeSink.finish()
         pool.shutdown()
         draining.finish()
         await withTaskGroup(of: Void.self) { group in

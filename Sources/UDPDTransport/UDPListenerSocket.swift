@@ -107,6 +107,19 @@ public final class UDPListenerSocket: Sendable {
         descriptor.close()
     }
 
+    /// Whether a wildcard socket of `family` can learn each datagram's destination address here (IP_PKTINFO or
+    /// IP_RECVDSTADDR with IP_SENDSRCADDR for IPv4, IPV6_RECVPKTINFO for IPv6): probed on a throwaway unbound
+    /// socket. Where it cannot, a wildcard service is served per address instead.
+    public static func destinationInfoIsAvailable(for family: IPFamily) -> Bool {
+        guard let socket = try? SocketDescriptor.open(family: family, type: CInt(SOCK_DGRAM.rawValue),
+                                                      context: "pktinfo probe")
+        else { return true }  // the family itself is missing; the bind will say so
+        defer { socket.close() }
+        let any = IPEndpoint.wildcard(family, port: 0)
+        let source = enableDestinationInfo(on: socket, for: any, options: UDPSocketOptions(), context: "probe")
+        return source == .pktinfo || source == .recvdstaddr
+    }
+
     static func applyCommon(
         _ options: UDPSocketOptions,
         to socket: SocketDescriptor,

@@ -120,8 +120,7 @@ import Testing
     @Test func freebindMustBeABoolean() {
         #expect(
             errorLines(service("bind: [127.0.0.1]\nfreebind: yes")) == [
-                "t.yaml:6:5: error: 'freebind' is recognised but not implemented in this version of udpd",
-                "t.yaml:6:15: error: 'freebind' must be true or false, found 'yes'",
+                "t.yaml:6:15: error: 'freebind' must be true or false, found 'yes'"
             ]
         )
     }
@@ -287,11 +286,23 @@ import Testing
         )
     }
 
-    @Test func perAddressBindIsNotImplemented() {
-        #expect(
-            errorLines(service("bind: per-address"))
-                == ["t.yaml:5:11: error: bind: per-address is recognised but not implemented in this version of udpd"]
-        )
+    @Test func perAddressBindIsAccepted() throws {
+        let configuration = try ConfigurationLoader.parse(text: service("bind: per-address\ninterfaces: [eth0]"),
+                                                          file: "t.yaml")
+        #expect(configuration.services.first?.bind == .perAddress)
+        #expect(configuration.services.first?.interfaces == ["eth0"])
+    }
+
+    @Test func explicitAddressesKeepTheirPositions() throws {
+        let configuration = try ConfigurationLoader.parse(text: service("bind: [127.0.0.1, \"::1\"]\nfreebind: true"),
+                                                          file: "t.yaml")
+        guard case .addresses(let addresses) = configuration.services.first?.bind else {
+            Issue.record("bind is not a list of addresses")
+            return
+        }
+        #expect(addresses.map(\.position) == [SourcePosition(line: 5, column: 12), SourcePosition(line: 5, column: 23)])
+        #expect(addresses[0] == BindAddress(text: "127.0.0.1", family: .ipv4), "== ignores the position")
+        #expect(configuration.services.first?.freebind == true)
     }
 
     @Test func unimplementedKeyIsStillValidated() {
@@ -305,6 +316,7 @@ import Testing
 
     @Test func everyFurtherServiceKeyIsListedAsUnimplemented() {
         #expect(!ConfigurationLoader.unimplementedServiceKeys.contains("workers"))
+        #expect(ConfigurationLoader.unimplementedServiceKeys.isDisjoint(with: ["interfaces", "freebind"]))
         #expect(ConfigurationLoader.unimplementedServiceKeys.isSubset(of: Diagnostics.serviceKeys))
     }
 

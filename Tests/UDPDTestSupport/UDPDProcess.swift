@@ -13,20 +13,23 @@ public final class UDPDProcess {
     private let logPath: String
 
     /// Writes `config` (YAML) and starts `udpd -c FILE --control-socket SOCK` with `environment` added.
-    /// `socketPath` overrides the control socket (by default one in the temporary directory).
+    /// `socketPath` overrides the control socket (by default one in the temporary directory). `launcher` runs
+    /// udpd through another command that execs it, such as `ip netns exec NS` (the process id stays udpd's).
     public init(
         config: String,
         socketPath: String? = nil,
         environment: [String: String] = [:],
-        arguments: [String] = []
+        arguments: [String] = [],
+        launcher: [String] = []
     ) throws {
         directory = try TemporaryDirectory()
         configPath = try directory.write("services.yaml", config)
         self.socketPath = socketPath ?? directory.file("control.sock")
         logPath = directory.file("udpd.log")
         _ = FileManager.default.createFile(atPath: logPath, contents: nil)
-        process.executableURL = URL(fileURLWithPath: BuiltProducts.path("udpd"))
-        process.arguments = ["-c", configPath, "--control-socket", self.socketPath] + arguments
+        let command = launcher + [BuiltProducts.path("udpd"), "-c", configPath, "--control-socket", self.socketPath]
+        process.executableURL = URL(fileURLWithPath: command[0])
+        process.arguments = Array(command.dropFirst()) + arguments
         process.environment = ProcessInfo.processInfo.environment.merging(environment) { _, new in new }
         process.standardError = FileHandle(forWritingAtPath: logPath)
         process.standardOutput = FileHandle(forWritingAtPath: logPath)

@@ -15,6 +15,9 @@
 #include <sys/epoll.h>
 #include <linux/netlink.h>
 #include <linux/rtnetlink.h>
+#include <linux/if_addr.h>
+#else
+#include <net/route.h>
 #endif
 
 // MARK: - Control messages (CMSG_* are macros)
@@ -91,5 +94,46 @@ struct cudpd_in6_pktinfo {
     struct in6_addr ipi6_addr;
     unsigned int ipi6_ifindex;
 };
+
+// MARK: - Address notifications (rtnetlink on Linux, PF_ROUTE on the BSDs and macOS)
+
+/// The protocol family of the address-notification socket: AF_NETLINK on Linux, PF_ROUTE elsewhere.
+extern const int cudpd_address_socket_domain;
+/// The socket protocol: NETLINK_ROUTE on Linux, 0 (every family) on PF_ROUTE.
+extern const int cudpd_address_socket_protocol;
+/// The multicast groups to join on Linux (RTMGRP_IPV4_IFADDR | RTMGRP_IPV6_IFADDR); 0 elsewhere.
+extern const unsigned int cudpd_address_groups;
+/// RTM_NEWADDR and RTM_DELADDR, as the message type of the platform's notifications.
+extern const int cudpd_rtm_newaddr;
+extern const int cudpd_rtm_deladdr;
+
+#ifdef __linux__
+/// The address netlink messages: a header, then struct ifaddrmsg, then attributes.
+extern const int cudpd_nlmsg_done;
+extern const int cudpd_nlmsg_error;
+extern const int cudpd_nlmsg_overrun;
+/// IFA_ADDRESS, IFA_LOCAL, IFA_LABEL, IFA_FLAGS: attribute types of an address message.
+extern const int cudpd_ifa_address;
+extern const int cudpd_ifa_local;
+extern const int cudpd_ifa_flags;
+/// IFA_F_TENTATIVE: an IPv6 address still in duplicate address detection, which cannot be bound yet.
+extern const unsigned int cudpd_ifa_f_tentative;
+
+/// NLMSG_OK: whether `header` is a whole message within `length` bytes.
+int cudpd_nlmsg_ok(const struct nlmsghdr *_Nonnull header, int length);
+/// NLMSG_NEXT: the message after `header`; `length` is decreased by what was skipped.
+struct nlmsghdr *_Nonnull cudpd_nlmsg_next(struct nlmsghdr *_Nonnull header, int *_Nonnull length);
+/// NLMSG_DATA: the payload after the header.
+void *_Nonnull cudpd_nlmsg_data(struct nlmsghdr *_Nonnull header);
+/// IFA_RTA: the first attribute of an address message.
+struct rtattr *_Nonnull cudpd_ifa_rta(struct ifaddrmsg *_Nonnull message);
+/// IFA_PAYLOAD: the bytes of attributes in an address message.
+int cudpd_ifa_payload(const struct nlmsghdr *_Nonnull header);
+/// RTA_OK, RTA_NEXT, RTA_DATA, RTA_PAYLOAD.
+int cudpd_rta_ok(const struct rtattr *_Nonnull attribute, int length);
+struct rtattr *_Nonnull cudpd_rta_next(struct rtattr *_Nonnull attribute, int *_Nonnull length);
+void *_Nonnull cudpd_rta_data(struct rtattr *_Nonnull attribute);
+int cudpd_rta_payload(const struct rtattr *_Nonnull attribute);
+#endif
 
 #endif
