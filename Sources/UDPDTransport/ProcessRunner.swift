@@ -164,6 +164,7 @@ private struct ProcessRunnerLoop {
                 let input = try Self.pipe()
                 let output = try Self.pipe()
                 toClose += [input.read, output.write]
+                try Self.makeBlocking(input.read, output.write, errors.write)
                 child.standardInput = input.write
                 child.pendingInput = bytes
                 child.standardOutput = output.read
@@ -172,6 +173,7 @@ private struct ProcessRunnerLoop {
                                                  stdin: input.read, stdout: output.write, stderr: errors.write)
             case .socket(let fd):
                 toClose.append(fd)
+                try Self.makeBlocking(fd, errors.write)
                 child.pid = try ChildSpawn.spawn(argv: request.argv, environment: request.environment,
                                                  stdin: fd, stdout: fd, stderr: errors.write)
             }
@@ -185,6 +187,17 @@ private struct ProcessRunnerLoop {
             child.standardInput = -1
         }
         children.append(child)
+    }
+
+    /// Clears O_NONBLOCK on descriptors a program will use as its stdin, stdout and stderr: programs expect
+    /// blocking standard streams, and a `cat` that reads before the datagram is written would otherwise get
+    /// EAGAIN and give up. (For a TCP connection this changes the socket udpd is about to close; SwiftNIO never
+    /// reads it, see ExecStreamHandler.)
+    private static func makeBlocking(_ descriptors: CInt...) throws(SystemCallError) {
+        for fd in descriptors {
+            let flags = try systemCall("fcntl", context: "F_GETFL") { fcntl(fd, F_GETFL) }
+            try systemCall("fcntl", context: "F_SETFL") { fcntl(fd, F_SETFL, flags & ~O_NONBLOCK) }
+        }
     }
 
     private static func pipe() throws(SystemCallError) -> (read: CInt, write: CInt) {
@@ -218,7 +231,20 @@ private struct ProcessRunnerLoop {
     }
 
     /// Moves a child's I/O forward, reaps it when it has exited, and kills it at its deadline.
+    ///
+    /// The child is reaped first: once it has exited, everything it wrote is already in its pipes, so the reads
+    /// below collect all of it before the pipes are closed (reaping after reading could lose a last write).
     private func service(_ child: inout RunningChild) {
+        if child.waitStatus == nil {
+            var status: CInt = 0
+            let pid = child.pid
+            if (try? systemCall("waitpid") { waitpid(pid, &status, WNOHANG) }) == pid {
+                child.waitStatus = status
+            } else if !child.timedOut, clock.now >= child.deadline {
+                child.timedOut = true
+                _ = try? systemCall("kill") { kill(-pid, SIGKILL) }
+            }
+        }
         if child.standardInput >= 0 {
             let fd = child.standardInput
             let written: Int?
@@ -253,16 +279,6 @@ private struct ProcessRunnerLoop {
             }
         }
         if child.standardError >= 0 { readStandardError(&child) }
-        if child.waitStatus == nil {
-            var status: CInt = 0
-            let pid = child.pid
-            if (try? systemCall("waitpid") { waitpid(pid, &status, WNOHANG) }) == pid {
-                child.waitStatus = status
-            } else if !child.timedOut, clock.now >= child.deadline {
-                child.timedOut = true
-                _ = try? systemCall("kill") { kill(-pid, SIGKILL) }
-            }
-        }
         if child.waitStatus != nil, child.pipesOpen {
             // It has exited and its pipes have been drained above; a grandchild that kept them is not waited for.
             for fd in [child.standardInput, child.standardOutput, child.standardError] where fd >= 0 { close(fd) }
