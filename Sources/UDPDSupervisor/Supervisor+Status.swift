@@ -38,7 +38,8 @@ extension Supervisor {
             startedAt: Self.timestamp(startedAt),
             uptimeSeconds: Double((ContinuousClock.now - startedInstant).components.seconds),
             lastReload: lastReload,
-            services: services
+            services: services,
+            reloads: reloadCounts
         )
     }
 }

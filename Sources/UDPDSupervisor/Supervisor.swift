@@ -29,6 +29,8 @@ public actor Supervisor {
     struct Entry {
         var service: String
         var listener: RunningListener
+        /// The workers the configuration asked for; an adopted socket may be served by fewer.
+        var plannedWorkers: Int
     }
 
     let configPath: String
@@ -36,6 +38,8 @@ public actor Supervisor {
     let pool: UDPWorkerPool
     let logger: Logger
     let withoutDestinationInfo: Bool
+    /// Sockets systemd handed over, until ``start()`` adopts or closes them.
+    var inherited: [InheritedSocket]
     let startedAt = Date()
     let startedInstant = ContinuousClock.now
 
@@ -46,19 +50,25 @@ public actor Supervisor {
     /// Counters of listeners that were removed, kept so that a service's totals never go backwards.
     var retiredCounters: [String: ListenerCountersSnapshot] = [:]
     var lastReload: ReloadOutcome?
+    /// Reloads applied and rejected since start, for status and metrics.
+    var reloadCounts = ReloadCounts()
     /// Connections of removed TCP listeners, waiting out their grace period.
     let draining: AsyncStream<TCPListener>.Continuation
     /// What the ``Daemon`` drains.
     nonisolated let drainQueue: AsyncStream<TCPListener>
 
     /// Creates a supervisor for `configuration`, which was read from `configPath`; nothing is bound yet.
+    ///
+    /// `inherited` are the sockets systemd handed over: ``start()`` adopts each for the listener whose protocol,
+    /// address and port it matches, and closes the others.
     public init(
         configuration: Configuration,
         configPath: String,
         group: any EventLoopGroup,
         pool: UDPWorkerPool,
         logger: Logger,
-        withoutDestinationInfo: Bool = false
+        withoutDestinationInfo: Bool = false,
+        inherited: [InheritedSocket] = []
     ) {
         self.configuration = configuration
         self.configPath = configPath
@@ -66,6 +76,7 @@ public actor Supervisor {
         self.pool = pool
         self.logger = logger
         self.withoutDestinationInfo = withoutDestinationInfo
+        self.inherited = inherited
         (drainQueue, draining) = AsyncStream.makeStream(of: TCPListener.self)
     }
 
@@ -77,7 +88,9 @@ public actor Supervisor {
     public func start() async throws(SupervisorError) {
         let handlers = try Self.buildHandlers(for: configuration)
         let planned = configuration.plannedListeners(withoutDestinationInfo: withoutDestinationInfo)
-        let bound = try bindAll(planned)
+        let adoptable = matchInherited(inherited, to: planned)
+        inherited = []
+        let bound = try bindAll(planned, inherited: adoptable)
         self.handlers = handlers
         do {
             for (plan, socket) in bound {
@@ -110,15 +123,23 @@ public actor Supervisor {
     }
 
     /// Binds every planned listener, or none: on the first failure the sockets already bound are closed.
+    /// A listener with a socket in `inherited` adopts it instead of binding.
     ///
     /// A family the host does not support (EAFNOSUPPORT) is skipped with a log line, as long as the service has
     /// other listeners.
-    func bindAll(_ planned: [PlannedListener]) throws(SupervisorError) -> [(PlannedListener, BoundSocket)] {
+    func bindAll(
+        _ planned: [PlannedListener],
+        inherited: [ListenerKey: InheritedSocket] = [:]
+    ) throws(SupervisorError) -> [(PlannedListener, BoundSocket)] {
         var bound: [(PlannedListener, BoundSocket)] = []
         var failures: [String] = []
         for plan in planned {
             do {
-                bound.append((plan, try BoundSocket.bind(plan)))
+                if let socket = inherited[plan.key] {
+                    bound.append((plan, try adopt(socket, for: plan)))
+                } else {
+                    bound.append((plan, try BoundSocket.bind(plan)))
+                }
             } catch where error.code == .familyNotSupported && plan.key.endpoint.isWildcard {
                 logger.notice("skipping a listener: the host does not support its address family",
                               metadata: ["service": "\(plan.service)", "listener": "\(plan.key)"])
@@ -128,6 +149,7 @@ public actor Supervisor {
         }
         guard failures.isEmpty else {
             for (_, socket) in bound { socket.close() }
+            for socket in inherited.values { socket.descriptor.close() }
             throw SupervisorError(messages: failures)
         }
         return bound
@@ -138,7 +160,7 @@ public actor Supervisor {
         guard let handlers = handlers[plan.service] else { return }
         let listener = try await RunningListener.start(socket, key: plan.key, service: plan.service,
                                                        handlers: handlers, group: group, pool: pool)
-        listeners[plan.key] = Entry(service: plan.service, listener: listener)
+        listeners[plan.key] = Entry(service: plan.service, listener: listener, plannedWorkers: plan.workers)
         logger.info("listening", metadata: [
             "service": "\(plan.service)", "proto": "\(plan.key.proto.rawValue)",
             "address": "\(plan.key.endpoint.addressText)", "port": "\(plan.key.endpoint.port)",
