@@ -67,7 +67,8 @@ install: $(BINDIR_SOURCE)/udpd $(BINDIR_SOURCE)/udpctl
 	for example in $(EXAMPLES); do put 0644 "$$example" $(DOCDIR)/examples/$$(basename "$$example"); done; \
 	put 0644 README.md $(DOCDIR)/README.md; \
 	for unit in udpd.service udpd.socket; do \
-	    sed -e 's|/usr/local/sbin/udpd|$(SBINDIR)/udpd|g' -e 's|/etc/udpd/|$(CONFDIR)/|g' "examples/$$unit" \
+	    sed -e 's|/usr/local/sbin/udpd|$(SBINDIR)/udpd|g' -e 's|/usr/local/bin/udpctl|$(BINDIR)/udpctl|g' \
+	        -e 's|/etc/udpd/|$(CONFDIR)/|g' "examples/$$unit" \
 	        > "$(DESTDIR)$(UNITDIR)/$$unit"; chmod 0644 "$(DESTDIR)$(UNITDIR)/$$unit"; echo "file $(UNITDIR)/$$unit" >> "$$staged"; \
 	done; \
 	$(BINDIR_SOURCE)/udpctl --generate-completion-script bash > "$(DESTDIR)$(BASHCOMPDIR)/udpctl"; \

@@ -3,6 +3,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
+#include <spawn.h>
 #include <unistd.h>
 #include <netinet/in.h>
 
@@ -93,3 +94,18 @@ int cudpd_pipe_cloexec_nonblock(int *fds) {
     return pipe(fds);
 #endif
 }
+
+#if defined(__GLIBC__) && (__GLIBC__ > 2 || (__GLIBC__ == 2 && __GLIBC_MINOR__ >= 34))
+int cudpd_spawn_file_actions_addclosefrom(posix_spawn_file_actions_t *actions, int from) {
+    return posix_spawn_file_actions_addclosefrom_np(actions, from);
+}
+#else
+int cudpd_spawn_file_actions_addclosefrom(posix_spawn_file_actions_t *actions, int from) {
+    (void)actions; (void)from;
+    return 0;
+}
+#endif
+
+const short cudpd_spawn_setpgroup = POSIX_SPAWN_SETPGROUP;
+const short cudpd_spawn_setsigmask = POSIX_SPAWN_SETSIGMASK;
+const short cudpd_spawn_setsigdef = POSIX_SPAWN_SETSIGDEF;

@@ -7,8 +7,7 @@ public enum ConfigurationLoader {
     /// operator who writes `rate-limit:` is never silently unprotected. Remove a key here when its feature lands.
     public static let unimplementedServiceKeys: Set<String> = [
         "interfaces", "freebind", "max-datagram", "rate-limit", "allow", "deny", "max-connections",
-        "max-connections-per-source", "idle-timeout", "framing", "max-message", "timeout", "max-sessions",
-        "max-instances",
+        "max-connections-per-source", "idle-timeout",
     ]
 
     /// Top-level keys that are parsed and validated but not yet acted on; using one is an error.

@@ -8,8 +8,9 @@ import UDPDTransport
 ///
 /// `Sendable`: the factory is behind a mutex.
 public final class StreamHandlerSlot: Sendable {
-    /// Makes the handlers of a new connection, on its event loop.
-    public typealias Factory = @Sendable () -> [any ChannelHandler & Sendable]
+    /// Makes the handlers of a new connection, on its event loop, given its listener's counters. The handlers
+    /// need not be `Sendable`: they are made and added on the connection's own event loop.
+    public typealias Factory = @Sendable (ListenerCounters) -> [any ChannelHandler]
 
     private let factory: Mutex<Factory>
 
@@ -23,9 +24,9 @@ public final class StreamHandlerSlot: Sendable {
         self.factory.withLock { $0 = factory }
     }
 
-    /// The handlers for a new connection.
-    public func makeHandlers() -> [any ChannelHandler & Sendable] {
-        factory.withLock { $0 }()
+    /// The handlers for a new connection of a listener counting on `counters`.
+    public func makeHandlers(counters: ListenerCounters) -> [any ChannelHandler] {
+        factory.withLock { $0 }(counters)
     }
 }
 
@@ -59,7 +60,7 @@ public final class TCPListener: Sendable {
                 connections.add(channel, counters: counters)
                 return channel.eventLoop.makeCompletedFuture {
                     try channel.pipeline.syncOperations.addHandler(ByteCountingHandler(counters: counters))
-                    for handler in slot.makeHandlers() {
+                    for handler in slot.makeHandlers(counters: counters) {
                         try channel.pipeline.syncOperations.addHandler(handler)
                     }
                 }

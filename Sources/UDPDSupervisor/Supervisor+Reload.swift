@@ -21,7 +21,7 @@ extension Supervisor {
         }
         let newHandlers: [String: ServiceHandlerSet]
         do throws(SupervisorError) {
-            newHandlers = try Self.buildHandlers(for: newConfiguration)
+            newHandlers = try buildHandlers(for: newConfiguration)
         } catch {
             return reject(error.messages, at: at)
         }
@@ -31,7 +31,8 @@ extension Supervisor {
         let added = planned.filter { listeners[$0.key] == nil }
         let bound: [(PlannedListener, BoundSocket)]
         do throws(SupervisorError) {
-            bound = try bindAll(added)
+            let keptServices = Set(planned.filter { listeners[$0.key] != nil }.map(\.service))
+            bound = try bindAll(added, serving: keptServices)
         } catch {
             return reject(error.messages, at: at)
         }

@@ -1,11 +1,12 @@
 import Foundation
 import UDPDConfig
 import UDPDControl
+import UDPDServices
 import UDPDTransport
 
 extension Supervisor {
     /// The version udpd reports in status.
-    public static let version = "0.1.0"
+    public static let version = UDPDVersion.string
 
     /// The daemon's state now, as `udpctl status` shows it.
     public func status() -> StatusReport {
@@ -27,7 +28,9 @@ extension Supervisor {
                         counters: ServiceCounters(entry.listener.counters.snapshot())
                     )
                 },
-                counters: ServiceCounters(total)
+                counters: ServiceCounters(total),
+                forwardSessions: (handlers[service.name]?.datagram as? ForwardDatagramHandler)
+                    .map { UInt64($0.sessionCount) }
             )
         }
         return StatusReport(

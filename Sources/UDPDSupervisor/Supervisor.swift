@@ -86,7 +86,7 @@ public actor Supervisor {
     /// Binds and starts every listener of the initial configuration; on any failure closes what it opened and
     /// throws, naming each service, protocol, address and port that failed.
     public func start() async throws(SupervisorError) {
-        let handlers = try Self.buildHandlers(for: configuration)
+        let handlers = try buildHandlers(for: configuration)
         let planned = configuration.plannedListeners(withoutDestinationInfo: withoutDestinationInfo)
         let adoptable = matchInherited(inherited, to: planned)
         inherited = []
@@ -105,15 +105,14 @@ public actor Supervisor {
     }
 
     /// Builds every service's handlers, or reports every service whose handlers cannot be built.
-    static func buildHandlers(for configuration: Configuration) throws(SupervisorError) -> [String: ServiceHandlerSet] {
+    func buildHandlers(for configuration: Configuration) throws(SupervisorError) -> [String: ServiceHandlerSet] {
         var handlers: [String: ServiceHandlerSet] = [:]
         var problems: [String] = []
+        let context = ServiceContext(group: group, logger: logger)
         for service in configuration.services {
             do {
-                handlers[service.name] = ServiceHandlerSet(
-                    datagram: try ServiceHandlers.datagramHandler(for: service),
-                    stream: try ServiceHandlers.streamFactory(for: service)
-                )
+                let pair = try ServiceHandlers.handlers(for: service, context: context)
+                handlers[service.name] = ServiceHandlerSet(datagram: pair.datagram, stream: pair.stream)
             } catch {
                 problems.append("\(configuration.file):\(service.position): error: \(error)")
             }
@@ -127,9 +126,11 @@ public actor Supervisor {
     ///
     /// A family the host does not support (EAFNOSUPPORT) is skipped with a log line, as long as the service has
     /// other listeners.
+    /// `serving` names services that keep listeners of the running configuration.
     func bindAll(
         _ planned: [PlannedListener],
-        inherited: [ListenerKey: InheritedSocket] = [:]
+        inherited: [ListenerKey: InheritedSocket] = [:],
+        serving: Set<String> = []
     ) throws(SupervisorError) -> [(PlannedListener, BoundSocket)] {
         var bound: [(PlannedListener, BoundSocket)] = []
         var failures: [String] = []
@@ -146,6 +147,11 @@ public actor Supervisor {
             } catch {
                 failures.append("service '\(plan.service)': \(error)")
             }
+        }
+        // A family the host lacks may be skipped, but a service left with no listener at all has failed.
+        let servedServices = Set(bound.map(\.0.service)).union(serving)
+        for service in Set(planned.map(\.service)).subtracting(servedServices).sorted() where failures.isEmpty {
+            failures.append("service '\(service)': none of its listeners could be opened on this host")
         }
         guard failures.isEmpty else {
             for (_, socket) in bound { socket.close() }

@@ -17,6 +17,18 @@ public enum DropReason: Int, Sendable, CaseIterable, CustomStringConvertible {
     case denied
     /// The handler could not serve it (an upstream or program failed, a limit was reached).
     case handlerFailed
+    /// A forward's oldest UDP session was dropped to make room under `max-sessions`.
+    case sessionEvicted
+    /// A forward's upstream was unreachable, refused, or did not accept the request or connection.
+    case upstreamError
+    /// An exec service was already running `max-instances` programs; the request or connection was refused.
+    case instancesExceeded
+    /// An exec program ran past its `timeout` and its process group was killed.
+    case execTimeout
+    /// A krb5-framed TCP message announced more than `max-message` bytes; the connection was closed.
+    case frameTooLong
+    /// A krb5-framed TCP message set the reserved high bit of its length; the connection was closed.
+    case frameReservedBit
 
     /// The reason as it appears in status and metrics.
     public var description: String {
@@ -29,6 +41,12 @@ public enum DropReason: Int, Sendable, CaseIterable, CustomStringConvertible {
         case .rateLimited: "rate_limited"
         case .denied: "denied"
         case .handlerFailed: "handler_failed"
+        case .sessionEvicted: "session_evicted"
+        case .upstreamError: "upstream_error"
+        case .instancesExceeded: "instances_exceeded"
+        case .execTimeout: "exec_timeout"
+        case .frameTooLong: "frame_too_long"
+        case .frameReservedBit: "frame_reserved_bit"
         }
     }
 }

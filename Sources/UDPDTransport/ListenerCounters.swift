@@ -26,6 +26,12 @@ public final class ListenerCounters: Sendable {
     private let rateLimited = Atomic<UInt64>(0)
     private let denied = Atomic<UInt64>(0)
     private let handlerFailed = Atomic<UInt64>(0)
+    private let sessionEvicted = Atomic<UInt64>(0)
+    private let upstreamError = Atomic<UInt64>(0)
+    private let instancesExceeded = Atomic<UInt64>(0)
+    private let execTimeout = Atomic<UInt64>(0)
+    private let frameTooLong = Atomic<UInt64>(0)
+    private let frameReservedBit = Atomic<UInt64>(0)
 
     /// Creates zeroed counters.
     public init() {}
@@ -79,6 +85,12 @@ public final class ListenerCounters: Sendable {
         case .rateLimited: rateLimited.wrappingAdd(count, ordering: .relaxed)
         case .denied: denied.wrappingAdd(count, ordering: .relaxed)
         case .handlerFailed: handlerFailed.wrappingAdd(count, ordering: .relaxed)
+        case .sessionEvicted: sessionEvicted.wrappingAdd(count, ordering: .relaxed)
+        case .upstreamError: upstreamError.wrappingAdd(count, ordering: .relaxed)
+        case .instancesExceeded: instancesExceeded.wrappingAdd(count, ordering: .relaxed)
+        case .execTimeout: execTimeout.wrappingAdd(count, ordering: .relaxed)
+        case .frameTooLong: frameTooLong.wrappingAdd(count, ordering: .relaxed)
+        case .frameReservedBit: frameReservedBit.wrappingAdd(count, ordering: .relaxed)
         }
     }
 
@@ -93,6 +105,12 @@ public final class ListenerCounters: Sendable {
         case .rateLimited: rateLimited.load(ordering: .relaxed)
         case .denied: denied.load(ordering: .relaxed)
         case .handlerFailed: handlerFailed.load(ordering: .relaxed)
+        case .sessionEvicted: sessionEvicted.load(ordering: .relaxed)
+        case .upstreamError: upstreamError.load(ordering: .relaxed)
+        case .instancesExceeded: instancesExceeded.load(ordering: .relaxed)
+        case .execTimeout: execTimeout.load(ordering: .relaxed)
+        case .frameTooLong: frameTooLong.load(ordering: .relaxed)
+        case .frameReservedBit: frameReservedBit.load(ordering: .relaxed)
         }
     }
 

@@ -25,7 +25,7 @@ extension UDPListenerSocket {
         }
         do {
             try markCloseOnExec(socket, context: context)
-            let replySource = try enableDestinationInfo(on: socket, for: local, options: options, context: context)
+            let replySource = enableDestinationInfo(on: socket, for: local, options: options, context: context)
             return UDPListenerSocket(descriptor: socket, localEndpoint: local, replySource: replySource)
         } catch {
             throw BindError(proto: "udp", endpoint: local, underlying: error)

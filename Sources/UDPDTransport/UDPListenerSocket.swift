@@ -93,7 +93,7 @@ public final class UDPListenerSocket: Sendable {
                                      "IPV6_V6ONLY \(context)")
             }
             try applyCommon(options, to: socket, family: endpoint.family, context: context)
-            let replySource = try enableDestinationInfo(on: socket, for: endpoint, options: options, context: context)
+            let replySource = enableDestinationInfo(on: socket, for: endpoint, options: options, context: context)
             try socket.bind(to: endpoint, context: context)
             let local = try socket.localEndpoint(context: context)
             return UDPListenerSocket(descriptor: socket, localEndpoint: local, replySource: replySource)
@@ -130,30 +130,36 @@ public final class UDPListenerSocket: Sendable {
         }
     }
 
+    /// Enables the destination-address option a wildcard socket needs. When the platform has none, or the kernel
+    /// refuses it (ENOPROTOOPT on an unusual stack), the socket still serves, with the `kernel` reply source that
+    /// status and the log make visible, rather than not at all.
     static func enableDestinationInfo(
         on socket: SocketDescriptor,
         for endpoint: IPEndpoint,
         options: UDPSocketOptions,
         context: String
-    ) throws(SystemCallError) -> ReplySource {
+    ) -> ReplySource {
         guard endpoint.isWildcard else { return .bound }
         guard !options.withoutDestinationInfo else { return .kernel }
         switch endpoint.family {
         case .ipv4:
-            if cudpd_ip_pktinfo != 0 {
-                try socket.setOption(level: CInt(IPPROTO_IP), name: cudpd_ip_pktinfo, value: 1, "IP_PKTINFO \(context)")
+            if cudpd_ip_pktinfo != 0,
+                (try? socket.setOption(level: CInt(IPPROTO_IP), name: cudpd_ip_pktinfo, value: 1,
+                                       "IP_PKTINFO \(context)")) != nil
+            {
                 return .pktinfo
             }
-            if cudpd_ip_recvdstaddr != 0 && cudpd_ip_sendsrcaddr != 0 {
-                try socket.setOption(level: CInt(IPPROTO_IP), name: cudpd_ip_recvdstaddr, value: 1,
-                                     "IP_RECVDSTADDR \(context)")
+            if cudpd_ip_recvdstaddr != 0 && cudpd_ip_sendsrcaddr != 0,
+                (try? socket.setOption(level: CInt(IPPROTO_IP), name: cudpd_ip_recvdstaddr, value: 1,
+                                       "IP_RECVDSTADDR \(context)")) != nil
+            {
                 return .recvdstaddr
             }
             return .kernel
         case .ipv6:
-            try socket.setOption(level: CInt(IPPROTO_IPV6), name: cudpd_ipv6_recvpktinfo, value: 1,
-                                 "IPV6_RECVPKTINFO \(context)")
-            return .pktinfo
+            let enabled = (try? socket.setOption(level: CInt(IPPROTO_IPV6), name: cudpd_ipv6_recvpktinfo, value: 1,
+                                                 "IPV6_RECVPKTINFO \(context)")) != nil
+            return enabled ? .pktinfo : .kernel
         }
     }
 }

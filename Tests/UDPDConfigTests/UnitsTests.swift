@@ -34,7 +34,6 @@ import Testing
         let yaml = service("upstream: 127.0.0.1:88\ntimeout: 30", handler: "forward")
         #expect(
             errorLines(yaml) == [
-                "t.yaml:6:5: error: 'timeout' is recognised but not implemented in this version of udpd",
                 "t.yaml:6:14: error: 'timeout' must be a positive duration such as 500ms, 30s, 2m or 1h, found '30'",
             ]
         )
@@ -60,8 +59,16 @@ import Testing
     @Test func framingOnAServiceWithoutTCP() {
         #expect(
             errorLines(service("framing: krb5")) == [
-                "t.yaml:5:5: error: 'framing' is recognised but not implemented in this version of udpd",
                 "t.yaml:5:5: error: 'framing' applies only to TCP, and this service has no 'tcp' ports",
+            ]
+        )
+    }
+
+    @Test func framingOnExecIsRefused() {
+        // An exec program owns its connection's socket, so udpd could not check its frames.
+        #expect(
+            errorLines(service("command: [/bin/cat]\nframing: krb5", handler: "exec", ports: "tcp: 88")) == [
+                "t.yaml:6:5: error: 'framing' is only valid for handlers 'echo', 'discard' and 'forward'",
             ]
         )
     }
@@ -69,7 +76,6 @@ import Testing
     @Test func unknownFraming() {
         #expect(
             errorLines(service("framing: xdr", ports: "tcp: 88")) == [
-                "t.yaml:5:5: error: 'framing' is recognised but not implemented in this version of udpd",
                 "t.yaml:5:14: error: unknown framing 'xdr' (expected one of: krb5)",
             ]
         )

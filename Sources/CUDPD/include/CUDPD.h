@@ -10,6 +10,7 @@
 #include <netinet/in.h>
 #include <arpa/inet.h>
 #include <net/if.h>
+#include <spawn.h>
 #ifdef __linux__
 #include <sys/epoll.h>
 #include <linux/netlink.h>
@@ -40,6 +41,18 @@ int cudpd_sendmmsg(int fd, struct cudpd_mmsghdr *_Nonnull vector, unsigned int c
 int cudpd_pthread_setname(const char *_Nonnull name);
 /// pipe2(fds, O_CLOEXEC | O_NONBLOCK) on Linux; pipe() elsewhere (the caller sets the flags).
 int cudpd_pipe_cloexec_nonblock(int *_Nonnull fds);
+/// posix_spawn_file_actions_addclosefrom_np(actions, from) where the C library has it (glibc 2.34); elsewhere 0 and
+/// nothing added (every descriptor udpd opens is close-on-exec anyway).
+int cudpd_spawn_file_actions_addclosefrom(posix_spawn_file_actions_t *_Nonnull actions, int from);
+
+// MARK: - posix_spawn flags (macros)
+
+/// POSIX_SPAWN_SETPGROUP.
+extern const short cudpd_spawn_setpgroup;
+/// POSIX_SPAWN_SETSIGMASK.
+extern const short cudpd_spawn_setsigmask;
+/// POSIX_SPAWN_SETSIGDEF.
+extern const short cudpd_spawn_setsigdef;
 
 // MARK: - Destination-address options (0 where the platform has no such option)
 
