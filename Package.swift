@@ -24,6 +24,7 @@ let strictSwift: [SwiftSetting] = [
 
 let nioCore = Target.Dependency.product(name: "NIOCore", package: "swift-nio")
 let nioPosix = Target.Dependency.product(name: "NIOPosix", package: "swift-nio")
+let nioHTTP1 = Target.Dependency.product(name: "NIOHTTP1", package: "swift-nio")
 let logging = Target.Dependency.product(name: "Logging", package: "swift-log")
 let argumentParser = Target.Dependency.product(name: "ArgumentParser", package: "swift-argument-parser")
 let serviceLifecycle = Target.Dependency.product(name: "ServiceLifecycle", package: "swift-service-lifecycle")
@@ -74,7 +75,7 @@ let package = Package(
         ),
         .target(
             name: "UDPDControl",
-            dependencies: ["UDPDTransport", nioCore, nioPosix, logging],
+            dependencies: ["UDPDTransport", nioCore, nioPosix, nioHTTP1, logging],
             swiftSettings: strictSwift
         ),
         .target(
@@ -123,7 +124,7 @@ let package = Package(
         ),
         .testTarget(
             name: "UDPDControlTests",
-            dependencies: ["UDPDControl", "UDPDTransport"],
+            dependencies: ["UDPDControl", "UDPDTransport", "UDPDTestSupport"],
             swiftSettings: strictSwift
         ),
         .testTarget(

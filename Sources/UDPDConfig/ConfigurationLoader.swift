@@ -11,7 +11,7 @@ public enum ConfigurationLoader {
     ]
 
     /// Top-level keys that are parsed and validated but not yet acted on; using one is an error.
-    public static let unimplementedTopLevelKeys: Set<String> = ["user", "group", "metrics"]
+    public static let unimplementedTopLevelKeys: Set<String> = ["user", "group"]
 
     /// `bind:` policies that are parsed but not yet acted on; using one is an error.
     public static let unimplementedBindPolicies: Set<String> = []

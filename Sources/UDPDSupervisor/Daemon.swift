@@ -20,19 +20,22 @@ public struct Daemon: Service {
 
     let supervisor: Supervisor
     let controlServer: ControlServer
+    let metricsServer: MetricsHTTPServer?
     let hangups: UnixSignalsSequence
     let notifier: SystemdNotifier
     let logLevel: DaemonLogLevel
     let logger: Logger
     let grace: Duration
 
-    /// Creates the daemon around a started supervisor and a bound control socket.
+    /// Creates the daemon around a started supervisor, a bound control socket and, when `metrics.listen` is
+    /// configured, a bound HTTP metrics endpoint.
     ///
     /// `hangups` must be created before the control socket answers, so that a SIGHUP sent as soon as udpd looks
     /// ready reloads instead of killing it.
     public init(
         supervisor: Supervisor,
         controlServer: ControlServer,
+        metricsServer: MetricsHTTPServer? = nil,
         hangups: UnixSignalsSequence,
         notifier: SystemdNotifier,
         logLevel: DaemonLogLevel,
@@ -41,6 +44,7 @@ public struct Daemon: Service {
     ) {
         self.supervisor = supervisor
         self.controlServer = controlServer
+        self.metricsServer = metricsServer
         self.hangups = hangups
         self.notifier = notifier
         self.logLevel = logLevel
@@ -56,6 +60,11 @@ public struct Daemon: Service {
             group.addTask {
                 try? await controlServer.run { request, peer in
                     await answer(request, from: peer, requestReload: requestReload)
+                }
+            }
+            if let metricsServer {
+                group.addTask {
+                    try? await metricsServer.run { PrometheusExposition.render(await supervisor.status()) }
                 }
             }
             group.addTask {

@@ -50,6 +50,12 @@ extension Supervisor {
         let changedServices = Set(newServices.keys.filter { name in
             oldServices[name].map { $0 != newServices[name]! } ?? false
         })
+        if configuration.metrics != newConfiguration.metrics {
+            logger.warning("metrics.listen changed: the HTTP endpoint moves only when udpd restarts", metadata: [
+                "running": "\(configuration.metrics.map { "\($0.listen)" } ?? "off")",
+                "configured": "\(newConfiguration.metrics.map { "\($0.listen)" } ?? "off")",
+            ])
+        }
         handlers = newHandlers
         configuration = newConfiguration
 
@@ -64,7 +70,7 @@ extension Supervisor {
         var resized: [PlannedListener] = []
         for plan in planned {
             guard var entry = listeners[plan.key] else { continue }
-            if entry.listener.workerCount != plan.workers {
+            if entry.plannedWorkers != plan.workers {
                 resized.append(plan)
                 continue
             }
@@ -94,6 +100,7 @@ extension Supervisor {
         for name in report.servicesRemoved { retiredCounters[name] = nil }
 
         generation += 1
+        reloadCounts.applied += 1
         report.generation = generation
         lastReload = ReloadOutcome(ok: true, at: at, errors: report.errors)
         logger.notice("reload applied", metadata: [
@@ -132,6 +139,7 @@ extension Supervisor {
     /// Keeps the old configuration, records why, and says so.
     private func reject(_ errors: [String], at: String) -> ReloadReport {
         lastReload = ReloadOutcome(ok: false, at: at, errors: errors)
+        reloadCounts.rejected += 1
         logger.error("reload rejected; the old configuration keeps running", metadata: ["errors": "\(errors.count)"])
         for line in errors { logger.error("\(line)") }
         return ReloadReport(ok: false, generation: generation, errors: errors)

@@ -1,6 +1,7 @@
 import Foundation
 import UDPDConfig
 import UDPDControl
+import UDPDServices
 import UDPDTransport
 
 extension Supervisor {
@@ -29,7 +30,9 @@ extension Supervisor {
                     )
                 },
                 counters: ServiceCounters(total),
-                bindFallback: service.fallsBack(on: host) ? true : nil
+                bindFallback: service.fallsBack(on: host) ? true : nil,
+                forwardSessions: (handlers[service.name]?.datagram as? ForwardDatagramHandler)
+                    .map { UInt64($0.sessionCount) }
             )
         }
         return StatusReport(
@@ -40,7 +43,8 @@ extension Supervisor {
             startedAt: Self.timestamp(startedAt),
             uptimeSeconds: Double((ContinuousClock.now - startedInstant).components.seconds),
             lastReload: lastReload,
-            services: services
+            services: services,
+            reloads: reloadCounts
         )
     }
 }

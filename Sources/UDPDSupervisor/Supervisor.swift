@@ -29,12 +29,16 @@ public actor Supervisor {
     struct Entry {
         var service: String
         var listener: RunningListener
+        /// The workers the configuration asked for; an adopted socket may be served by fewer.
+        var plannedWorkers: Int
     }
 
     let configPath: String
     let group: any EventLoopGroup
     let pool: UDPWorkerPool
     let logger: Logger
+    /// Sockets systemd handed over, until ``start()`` adopts or closes them.
+    var inherited: [InheritedSocket]
     let startedAt = Date()
     let startedInstant = ContinuousClock.now
 
@@ -56,6 +60,8 @@ public actor Supervisor {
     /// Address notifications, newest only: the ``Daemon`` turns each into an address update.
     nonisolated let addressChanges: AsyncStream<AddressChange>
     let addressChangeSink: AsyncStream<AddressChange>.Continuation
+    /// Reloads applied and rejected since start, for status and metrics.
+    var reloadCounts = ReloadCounts()
     /// Connections of removed TCP listeners, waiting out their grace period.
     let draining: AsyncStream<TCPListener>.Continuation
     /// What the ``Daemon`` drains.
@@ -65,13 +71,17 @@ public actor Supervisor {
     ///
     /// `withoutDestinationInfo` is the testing aid that reproduces a platform without pktinfo: wildcard UDP services
     /// are then served per address, as they would be there.
+    ///
+    /// `inherited` are the sockets systemd handed over: ``start()`` adopts each for the listener whose protocol,
+    /// address and port it matches, and closes the others.
     public init(
         configuration: Configuration,
         configPath: String,
         group: any EventLoopGroup,
         pool: UDPWorkerPool,
         logger: Logger,
-        withoutDestinationInfo: Bool = false
+        withoutDestinationInfo: Bool = false,
+        inherited: [InheritedSocket] = []
     ) {
         self.configuration = configuration
         self.configPath = configPath
@@ -81,6 +91,7 @@ public actor Supervisor {
         let families: [IPFamily] = [.ipv4, .ipv6]
         let capable = withoutDestinationInfo ? [] : families.filter(UDPListenerSocket.destinationInfoIsAvailable)
         self.host = HostBindings(addresses: [], destinationInfo: Set(capable))
+        self.inherited = inherited
         (drainQueue, draining) = AsyncStream.makeStream(of: TCPListener.self)
         (addressChanges, addressChangeSink) = AsyncStream.makeStream(of: AddressChange.self,
                                                                      bufferingPolicy: .bufferingNewest(1))
@@ -98,7 +109,9 @@ public actor Supervisor {
         try checkExplicitAddresses(configuration)
         let planned = configuration.plannedListeners(on: host)
         logFallbacks(configuration)
-        let bound = try bindAll(planned)
+        let adoptable = matchInherited(inherited, to: planned)
+        inherited = []
+        let bound = try bindAll(planned, inherited: adoptable)
         self.handlers = handlers
         do {
             for (plan, socket) in bound {
@@ -130,19 +143,25 @@ public actor Supervisor {
     }
 
     /// Binds every planned listener, or none: on the first failure the sockets already bound are closed.
+    /// A listener with a socket in `inherited` adopts it instead of binding.
     ///
     /// A family the host does not support (EAFNOSUPPORT) is skipped with a log line, as long as the service has
     /// other listeners; so is an address that cannot be bound yet (a tentative IPv6 address), which is retried.
     /// `serving` names services that keep listeners of the running configuration.
     func bindAll(
         _ planned: [PlannedListener],
+        inherited: [ListenerKey: InheritedSocket] = [:],
         serving: Set<String> = []
     ) throws(SupervisorError) -> [(PlannedListener, BoundSocket)] {
         var bound: [(PlannedListener, BoundSocket)] = []
         var failures: [String] = []
         for plan in planned {
             do {
-                bound.append((plan, try BoundSocket.bind(plan)))
+                if let socket = inherited[plan.key] {
+                    bound.append((plan, try adopt(socket, for: plan)))
+                } else {
+                    bound.append((plan, try BoundSocket.bind(plan)))
+                }
             } catch where error.code == .addressNotAvailable && plan.followsAddresses {
                 noteUnusableAddress(plan, error: error)
             } catch where error.code == .familyNotSupported && plan.key.endpoint.isWildcard {
@@ -161,6 +180,7 @@ public actor Supervisor {
         }
         guard failures.isEmpty else {
             for (_, socket) in bound { socket.close() }
+            for socket in inherited.values { socket.descriptor.close() }
             throw SupervisorError(messages: failures)
         }
         return bound
@@ -171,7 +191,7 @@ public actor Supervisor {
         guard let handlers = handlers[plan.service] else { return }
         let listener = try await RunningListener.start(socket, key: plan.key, service: plan.service,
                                                        handlers: handlers, group: group, pool: pool)
-        listeners[plan.key] = Entry(service: plan.service, listener: listener)
+        listeners[plan.key] = Entry(service: plan.service, listener: listener, plannedWorkers: plan.workers)
         logger.info("listening", metadata: [
             "service": "\(plan.service)", "proto": "\(plan.key.proto.rawValue)",
             "address": "\(plan.key.endpoint.addressText)", "port": "\(plan.key.endpoint.port)",

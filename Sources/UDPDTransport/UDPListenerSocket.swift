@@ -39,7 +39,7 @@ public final class UDPListenerSocket: Sendable {
     /// How replies leave from the right address.
     public let replySource: ReplySource
 
-    private init(descriptor: SocketDescriptor, localEndpoint: IPEndpoint, replySource: ReplySource) {
+    init(descriptor: SocketDescriptor, localEndpoint: IPEndpoint, replySource: ReplySource) {
         self.descriptor = descriptor
         self.localEndpoint = localEndpoint
         self.replySource = replySource
@@ -78,7 +78,7 @@ public final class UDPListenerSocket: Sendable {
         return group
     }
 
-    private static func bind(_ endpoint: IPEndpoint, options: UDPSocketOptions, reusePort: Bool)
+    static func bind(_ endpoint: IPEndpoint, options: UDPSocketOptions, reusePort: Bool)
         throws(BindError) -> UDPListenerSocket
     {
         let context = "udp \(endpoint)"
@@ -146,7 +146,7 @@ public final class UDPListenerSocket: Sendable {
     /// Enables the destination-address option a wildcard socket needs. When the platform has none, or the kernel
     /// refuses it (ENOPROTOOPT on an unusual stack), the socket still serves, with the `kernel` reply source that
     /// status and the log make visible, rather than not at all.
-    private static func enableDestinationInfo(
+    static func enableDestinationInfo(
         on socket: SocketDescriptor,
         for endpoint: IPEndpoint,
         options: UDPSocketOptions,

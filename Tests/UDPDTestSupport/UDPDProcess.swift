@@ -13,8 +13,9 @@ public final class UDPDProcess {
     private let logPath: String
 
     /// Writes `config` (YAML) and starts `udpd -c FILE --control-socket SOCK` with `environment` added.
-    /// `socketPath` overrides the control socket (by default one in the temporary directory). `launcher` runs
-    /// udpd through another command that execs it, such as `ip netns exec NS` (the process id stays udpd's).
+    /// `socketPath` overrides the control socket (by default one in the temporary directory). With a `launcher`
+    /// (a program and its arguments), that program is started with udpd's path and arguments appended, and is
+    /// expected to exec udpd in its own process (as a socket-activation launcher does).
     public init(
         config: String,
         socketPath: String? = nil,
@@ -27,9 +28,14 @@ public final class UDPDProcess {
         self.socketPath = socketPath ?? directory.file("control.sock")
         logPath = directory.file("udpd.log")
         _ = FileManager.default.createFile(atPath: logPath, contents: nil)
-        let command = launcher + [BuiltProducts.path("udpd"), "-c", configPath, "--control-socket", self.socketPath]
-        process.executableURL = URL(fileURLWithPath: command[0])
-        process.arguments = Array(command.dropFirst()) + arguments
+        let udpdArguments = ["-c", configPath, "--control-socket", self.socketPath] + arguments
+        if let program = launcher.first {
+            process.executableURL = URL(fileURLWithPath: program)
+            process.arguments = Array(launcher.dropFirst()) + [BuiltProducts.path("udpd")] + udpdArguments
+        } else {
+            process.executableURL = URL(fileURLWithPath: BuiltProducts.path("udpd"))
+            process.arguments = udpdArguments
+        }
         process.environment = ProcessInfo.processInfo.environment.merging(environment) { _, new in new }
         process.standardError = FileHandle(forWritingAtPath: logPath)
         process.standardOutput = FileHandle(forWritingAtPath: logPath)
