@@ -31,7 +31,7 @@ struct ReportCommand: ParsableCommand {
             (label, Summary(loads.filter { $0.label == label }))
         })
         printLoadTable(labels: labels, summaries: summaries)
-        printTargets(summaries: summaries, control: control)
+        printTargets(summaries: summaries, pairs: PairedRounds(loads), control: control)
     }
 
     private func printLoadTable(labels: [String], summaries: [String: Summary]) {
@@ -47,24 +47,24 @@ struct ReportCommand: ParsableCommand {
         print("")
     }
 
-    private func printTargets(summaries: [String: Summary], control: ControlReport?) {
+    /// The ratios are medians of per-round ratios: the two sides of a ratio ran back to back, so a machine whose
+    /// load drifts between rounds (a shared one) moves both alike.
+    private func printTargets(summaries: [String: Summary], pairs: PairedRounds, control: ControlReport?) {
+        print("Ratios are medians over rounds of the ratio within each round; \"nginx best\" is, in each round, the "
+            + "nginx configuration with the most requests/s.")
+        print("")
         print("| target | measured | goal | verdict |")
         print("|---|---:|---:|---|")
-        let echo = summaries["udpd-echo"]
-        let reference = summaries["ref-echo"]
-        row("udpd echo / C reference, requests/s", ratio(echo?.requestsPerSecond, reference?.requestsPerSecond),
+        row("udpd echo / C reference, requests/s", pairs.ratio("udpd-echo", "ref-echo", \.requestsPerSecond),
             goal: 0.9, atLeast: true)
-        row("udpd echo / C reference, CPU per request", ratio(echo?.cpuPerMillion, reference?.cpuPerMillion),
-            goal: 1.15, atLeast: false)
-        let nginx = summaries.filter { $0.key.hasPrefix("nginx") }.values.max {
-            $0.requestsPerSecond < $1.requestsPerSecond
-        }
-        let forward = summaries["udpd-forward"]
-        row("udpd forward / nginx best, requests/s", ratio(forward?.requestsPerSecond, nginx?.requestsPerSecond),
+        row("udpd echo / C reference, CPU per request",
+            pairs.ratio("udpd-echo", "ref-echo", { $0.serverCPUSecondsPerMillion }), goal: 1.15, atLeast: false)
+        row("udpd forward / nginx best, requests/s", pairs.ratio("udpd-forward", "nginx", \.requestsPerSecond),
             goal: 2, atLeast: true)
-        row("udpd forward / nginx best, CPU per request", ratio(forward?.cpuPerMillion, nginx?.cpuPerMillion),
-            goal: 0.5, atLeast: false)
-        row("udpd forward / nginx best, p99", ratio(forward?.p99, nginx?.p99), goal: 1, atLeast: false)
+        row("udpd forward / nginx best, CPU per request",
+            pairs.ratio("udpd-forward", "nginx", { $0.serverCPUSecondsPerMillion }), goal: 0.5, atLeast: false)
+        row("udpd forward / nginx best, p99", pairs.ratio("udpd-forward", "nginx", \.p99Microseconds),
+            goal: 1, atLeast: false)
         let udpdRuns = summaries.filter { $0.key.hasPrefix("udpd") }.values
         let failures = udpdRuns.isEmpty ? nil : Double(udpdRuns.reduce(0) { $0 + $1.lost + $1.wrongSource })
         row("udpd lost + wrong-source replies", failures, goal: 0, atLeast: false, digits: 0)
@@ -95,9 +95,33 @@ struct ReportCommand: ParsableCommand {
         print("| \(name) | \(format(value, digits)) | \(goalText) | \(met ? "met" : "missed") |")
     }
 
-    private func ratio(_ numerator: Double?, _ denominator: Double?) -> Double? {
-        guard let numerator, let denominator, denominator > 0 else { return nil }
-        return numerator / denominator
+}
+
+/// The load reports by label and round, for ratios between measurements taken back to back.
+struct PairedRounds {
+    private var byLabel: [String: [Int: LoadReport]] = [:]
+
+    init(_ loads: [LoadReport]) {
+        for load in loads { byLabel[load.label, default: [:]][load.round] = load }
+    }
+
+    /// The median over rounds of `value(numerator) / value(denominator)`. A `denominator` of `nginx` means, in
+    /// each round, the nginx measurement with the most requests/s.
+    func ratio(_ numerator: String, _ denominator: String, _ value: (LoadReport) -> Double?) -> Double? {
+        guard let top = byLabel[numerator] else { return nil }
+        var ratios: [Double] = []
+        for (round, load) in top {
+            guard let bottom = denominator == "nginx" ? bestNginx(round: round) : byLabel[denominator]?[round],
+                  let a = value(load), let b = value(bottom), b > 0
+            else { continue }
+            ratios.append(a / b)
+        }
+        return ratios.isEmpty ? nil : median(ratios)
+    }
+
+    private func bestNginx(round: Int) -> LoadReport? {
+        byLabel.filter { $0.key.hasPrefix("nginx") }.compactMap { $0.value[round] }
+            .max { $0.requestsPerSecond < $1.requestsPerSecond }
     }
 }
 
