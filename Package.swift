@@ -38,6 +38,7 @@ let package = Package(
     products: [
         .executable(name: "udpd", targets: ["udpd"]),
         .executable(name: "udpctl", targets: ["udpctl"]),
+        .executable(name: "udpd-bench", targets: ["udpd-bench"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-nio.git", from: "2.101.2"),
@@ -96,6 +97,14 @@ let package = Package(
         .executableTarget(
             name: "udpctl",
             dependencies: ["UDPDControl", "UDPDConfig", argumentParser],
+            swiftSettings: strictSwift
+        ),
+
+        // MARK: Benchmarks
+        // The load generator and timer behind Benchmarks/run.sh; never part of the tests (see BENCHMARKS.md).
+        .executableTarget(
+            name: "udpd-bench",
+            dependencies: ["CUDPD", "UDPDTransport", "UDPDControl", argumentParser],
             swiftSettings: strictSwift
         ),
 
