@@ -52,6 +52,8 @@ public struct BindError: Error, Sendable, Equatable, CustomStringConvertible {
     }
 }
 
+import CUDPD
+
 #if canImport(Glibc)
 import Glibc
 #elseif canImport(Musl)

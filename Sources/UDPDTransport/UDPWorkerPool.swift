@@ -90,6 +90,8 @@ public enum SystemInfo {
     }
 }
 
+import CUDPD
+
 #if canImport(Glibc)
 import Glibc
 #elseif canImport(Musl)
