@@ -79,14 +79,8 @@ struct ControlConnection: Sendable {
         return await handler(request, peer)
     }
 
-    /// One response line; a response that cannot be encoded (a NaN, say) becomes an error response.
+    /// One response line, written directly (a NaN or infinity is written as 0, so nothing fails to encode).
     private static func encode(_ response: ControlResponse, logger: Logger) -> ByteBuffer {
-        do {
-            return ByteBuffer(bytes: try ControlProtocol.encodeLine(response))
-        } catch {
-            logger.error("cannot encode a control response: \(error)")
-            let fallback = ControlResponse.failure("the daemon could not encode its response: \(error)")
-            return ByteBuffer(bytes: (try? ControlProtocol.encodeLine(fallback)) ?? Array("{\"ok\":false}\n".utf8))
-        }
+        ByteBuffer(bytes: ControlProtocol.encodeResponseLine(response))
     }
 }

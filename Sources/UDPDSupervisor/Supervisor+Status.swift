@@ -61,7 +61,14 @@ extension ServiceCounters {
             tcpAccepted: snapshot.tcpAccepted,
             tcpActive: snapshot.tcpActive,
             tcpClosed: snapshot.tcpClosed,
-            drops: Dictionary(uniqueKeysWithValues: snapshot.drops.filter { $0.value > 0 }.map { ($0.key.description, $0.value) })
+            drops: Self.dropsByName(snapshot.drops)
         )
+    }
+
+    /// Drop counts keyed by their names in status; an empty table (the usual case) allocates nothing.
+    private static func dropsByName(_ drops: [DropReason: UInt64]) -> [String: UInt64] {
+        var named: [String: UInt64] = [:]
+        for (reason, count) in drops where count > 0 { named[reason.description] = count }
+        return named
     }
 }

@@ -60,6 +60,16 @@ public final class ListenerCounters: Sendable {
         tcpClosed.wrappingAdd(1, ordering: .relaxed)
     }
 
+    /// The drop counters that are not zero; usually none, which costs no allocation.
+    private func nonZeroDrops() -> [DropReason: UInt64] {
+        var result: [DropReason: UInt64] = [:]
+        for reason in DropReason.allCases {
+            let count = drops(reason)
+            if count > 0 { result[reason] = count }
+        }
+        return result
+    }
+
     /// A consistent-enough copy of every counter, for status.
     public func snapshot() -> ListenerCountersSnapshot {
         ListenerCountersSnapshot(
@@ -70,7 +80,7 @@ public final class ListenerCounters: Sendable {
             tcpAccepted: tcpAccepted.load(ordering: .relaxed),
             tcpActive: UInt64(max(0, tcpActive.load(ordering: .relaxed))),
             tcpClosed: tcpClosed.load(ordering: .relaxed),
-            drops: Dictionary(uniqueKeysWithValues: DropReason.allCases.map { ($0, drops($0)) })
+            drops: nonZeroDrops()
         )
     }
 
@@ -170,7 +180,7 @@ public struct ListenerCountersSnapshot: Sendable, Equatable {
             tcpAccepted: lhs.tcpAccepted + rhs.tcpAccepted,
             tcpActive: lhs.tcpActive + rhs.tcpActive,
             tcpClosed: lhs.tcpClosed + rhs.tcpClosed,
-            drops: lhs.drops.merging(rhs.drops, uniquingKeysWith: +)
+            drops: rhs.drops.isEmpty ? lhs.drops : lhs.drops.merging(rhs.drops, uniquingKeysWith: +)
         )
     }
 }
