@@ -116,6 +116,11 @@ let package = Package(
             swiftSettings: strictSwift
         ),
         .testTarget(
+            name: "UDPDServicesTests",
+            dependencies: ["UDPDServices", "UDPDConfig", "UDPDTransport"],
+            swiftSettings: strictSwift
+        ),
+        .testTarget(
             name: "UDPDControlTests",
             dependencies: ["UDPDControl", "UDPDTransport"],
             swiftSettings: strictSwift

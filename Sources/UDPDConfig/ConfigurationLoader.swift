@@ -6,9 +6,7 @@ public enum ConfigurationLoader {
     /// Service keys that are parsed and validated but not yet acted on by udpd; using one is an error, so that an
     /// operator who writes `rate-limit:` is never silently unprotected. Remove a key here when its feature lands.
     public static let unimplementedServiceKeys: Set<String> = [
-        "interfaces", "freebind", "max-datagram", "rate-limit", "allow", "deny", "max-connections",
-        "max-connections-per-source", "idle-timeout", "framing", "max-message", "timeout", "max-sessions",
-        "max-instances",
+        "interfaces", "freebind", "timeout", "max-sessions", "max-instances",
     ]
 
     /// Top-level keys that are parsed and validated but not yet acted on; using one is an error.

@@ -20,14 +20,17 @@ public struct ServiceHandlerError: Error, Sendable, CustomStringConvertible {
 
 /// Builds the handlers that serve a service's UDP and TCP listeners from its definition.
 public enum ServiceHandlers {
-    /// The handler for the service's UDP listeners.
+    /// The handler for the service's UDP listeners, behind the service's ``DatagramPolicy`` when it has one.
     public static func datagramHandler(for service: ServiceDefinition) throws(ServiceHandlerError) -> any DatagramHandler {
+        let handler: any DatagramHandler
         switch service.handler {
-        case .echo: return EchoDatagramHandler()
-        case .discard: return DiscardDatagramHandler()
+        case .echo: handler = EchoDatagramHandler()
+        case .discard: handler = DiscardDatagramHandler()
         case .forward, .exec:
             throw ServiceHandlerError(service: service.name, message: "handler '\(service.handler)' is not available yet")
         }
+        guard let policy = DatagramPolicy(service) else { return handler }
+        return DatagramPolicyHandler(policy: policy, inner: handler)
     }
 
     /// What builds the handlers of each connection accepted by the service's TCP listeners.

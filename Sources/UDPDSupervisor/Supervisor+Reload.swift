@@ -21,7 +21,7 @@ extension Supervisor {
         }
         let newHandlers: [String: ServiceHandlerSet]
         do throws(SupervisorError) {
-            newHandlers = try Self.buildHandlers(for: newConfiguration)
+            newHandlers = try Self.buildHandlers(for: newConfiguration, previous: handlers)
         } catch {
             return reject(error.messages, at: at)
         }

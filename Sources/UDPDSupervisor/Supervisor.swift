@@ -91,15 +91,21 @@ public actor Supervisor {
         generation = 1
     }
 
-    /// Builds every service's handlers, or reports every service whose handlers cannot be built.
-    static func buildHandlers(for configuration: Configuration) throws(SupervisorError) -> [String: ServiceHandlerSet] {
+    /// Builds every service's handlers, or reports every service whose handlers cannot be built. A service that
+    /// has handlers in `previous` keeps its connection table, so that its open connections still count.
+    static func buildHandlers(
+        for configuration: Configuration,
+        previous: [String: ServiceHandlerSet] = [:]
+    ) throws(SupervisorError) -> [String: ServiceHandlerSet] {
         var handlers: [String: ServiceHandlerSet] = [:]
         var problems: [String] = []
         for service in configuration.services {
             do {
                 handlers[service.name] = ServiceHandlerSet(
                     datagram: try ServiceHandlers.datagramHandler(for: service),
-                    stream: try ServiceHandlers.streamFactory(for: service)
+                    stream: try ServiceHandlers.streamFactory(for: service),
+                    connectionPolicy: ConnectionPolicy(
+                        service, table: previous[service.name]?.connectionPolicy.table ?? ConnectionTable())
                 )
             } catch {
                 problems.append("\(configuration.file):\(service.position): error: \(error)")

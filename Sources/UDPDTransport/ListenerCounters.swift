@@ -26,6 +26,12 @@ public final class ListenerCounters: Sendable {
     private let rateLimited = Atomic<UInt64>(0)
     private let denied = Atomic<UInt64>(0)
     private let handlerFailed = Atomic<UInt64>(0)
+    private let connectionLimit = Atomic<UInt64>(0)
+    private let sourceLimit = Atomic<UInt64>(0)
+    private let idleTimeout = Atomic<UInt64>(0)
+    private let requestDeadline = Atomic<UInt64>(0)
+    private let frameTooLong = Atomic<UInt64>(0)
+    private let frameReservedBit = Atomic<UInt64>(0)
 
     /// Creates zeroed counters.
     public init() {}
@@ -79,6 +85,12 @@ public final class ListenerCounters: Sendable {
         case .rateLimited: rateLimited.wrappingAdd(count, ordering: .relaxed)
         case .denied: denied.wrappingAdd(count, ordering: .relaxed)
         case .handlerFailed: handlerFailed.wrappingAdd(count, ordering: .relaxed)
+        case .connectionLimit: connectionLimit.wrappingAdd(count, ordering: .relaxed)
+        case .sourceLimit: sourceLimit.wrappingAdd(count, ordering: .relaxed)
+        case .idleTimeout: idleTimeout.wrappingAdd(count, ordering: .relaxed)
+        case .requestDeadline: requestDeadline.wrappingAdd(count, ordering: .relaxed)
+        case .frameTooLong: frameTooLong.wrappingAdd(count, ordering: .relaxed)
+        case .frameReservedBit: frameReservedBit.wrappingAdd(count, ordering: .relaxed)
         }
     }
 
@@ -93,6 +105,12 @@ public final class ListenerCounters: Sendable {
         case .rateLimited: rateLimited.load(ordering: .relaxed)
         case .denied: denied.load(ordering: .relaxed)
         case .handlerFailed: handlerFailed.load(ordering: .relaxed)
+        case .connectionLimit: connectionLimit.load(ordering: .relaxed)
+        case .sourceLimit: sourceLimit.load(ordering: .relaxed)
+        case .idleTimeout: idleTimeout.load(ordering: .relaxed)
+        case .requestDeadline: requestDeadline.load(ordering: .relaxed)
+        case .frameTooLong: frameTooLong.load(ordering: .relaxed)
+        case .frameReservedBit: frameReservedBit.load(ordering: .relaxed)
         }
     }
 

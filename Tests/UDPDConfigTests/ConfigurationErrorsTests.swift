@@ -297,10 +297,17 @@ import Testing
 
     @Test func unimplementedKeyIsStillValidated() {
         #expect(
-            errorLines(service("rate-limit: {per-source: 100}")) == [
-                "t.yaml:5:5: error: 'rate-limit' is recognised but not implemented in this version of udpd",
-                "t.yaml:5:30: error: 'per-source' must be a rate such as 100/s, found '100'",
+            errorLines(service("interfaces: [averyveryverylongname]")) == [
+                "t.yaml:5:5: error: 'interfaces' is recognised but not implemented in this version of udpd",
+                "t.yaml:5:18: error: interface name 'averyveryverylongname' is longer than 15 bytes",
             ]
+        )
+    }
+
+    @Test func implementedLimitIsValidated() {
+        #expect(
+            errorLines(service("rate-limit: {per-source: 100}"))
+                == ["t.yaml:5:30: error: 'per-source' must be a rate such as 100/s, found '100'"]
         )
     }
 
@@ -314,7 +321,6 @@ import Testing
     @Test func duplicateKeyInANestedMapping() {
         #expect(
             errorLines(service("rate-limit: {per-source: 1/s, per-source: 2/s}")) == [
-                "t.yaml:5:5: error: 'rate-limit' is recognised but not implemented in this version of udpd",
                 "t.yaml:5:35: error: duplicate key 'per-source' (first at 5:18)",
             ]
         )
