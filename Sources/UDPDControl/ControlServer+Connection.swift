@@ -58,6 +58,17 @@ struct ControlConnection: Sendable {
         }
     }
 
+    /// Answers a peer that may not use the socket with one error line, then closes the connection.
+    func refuse(logger: Logger) async {
+        let uid = peer.uid.map(String.init) ?? "unknown"
+        logger.notice("control connection refused: uid \(uid) may not use the control socket",
+                      metadata: ["peer_pid": "\(peer.pid.map(String.init) ?? "?")"])
+        let message = "permission denied: uid \(uid) may not use this control socket (see control.mode)"
+        try? await channel.executeThenClose { _, responses in
+            try await responses.write(Self.encode(.failure(message), logger: logger))
+        }
+    }
+
     /// Decodes one line and hands it to `handler`, or explains what is wrong with it.
     private func answer(
         _ line: ByteBuffer,

@@ -89,9 +89,18 @@ struct UDPLimitsTests {
             try client.send("x")
             client.descriptor.close()
         }
-        #expect(try eventually(timeout: .seconds(10)) {
-            try udpd.status().services.first { $0.name == "echo" }?.counters.rxPackets ?? 0 >= 39_000
-        })
+        // The kernel may drop some when the host is busy; more than the table holds must have arrived.
+        var received: UInt64 = 0
+        for _ in 0..<50 {
+            Thread.sleep(forTimeInterval: 0.2)
+            let now = try udpd.status().services.first { $0.name == "echo" }?.counters.rxPackets ?? 0
+            if now >= 40_000 || (now == received && now > 0) {
+                received = now
+                break
+            }
+            received = now
+        }
+        #expect(received > UInt64(2 * 16_384), "only \(received) datagrams arrived")
         let after = try residentKiB(udpd.pid)
         #expect(after - before < 8_192, "RSS grew from \(before) KiB to \(after) KiB")
     }
