@@ -10,7 +10,7 @@ public enum ConfigurationLoader {
     ]
 
     /// Top-level keys that are parsed and validated but not yet acted on; using one is an error.
-    public static let unimplementedTopLevelKeys: Set<String> = ["user", "group", "metrics"]
+    public static let unimplementedTopLevelKeys: Set<String> = ["metrics"]
 
     /// `bind:` policies that are parsed but not yet acted on; using one is an error.
     public static let unimplementedBindPolicies: Set<String> = ["per-address"]

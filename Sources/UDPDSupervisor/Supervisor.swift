@@ -46,6 +46,8 @@ public actor Supervisor {
     /// Counters of listeners that were removed, kept so that a service's totals never go backwards.
     var retiredCounters: [String: ListenerCountersSnapshot] = [:]
     var lastReload: ReloadOutcome?
+    /// After a privilege drop, the one thread that may still bind ports below 1024.
+    var binder: PrivilegedBinder?
     /// Connections of removed TCP listeners, waiting out their grace period.
     let draining: AsyncStream<TCPListener>.Continuation
     /// What the ``Daemon`` drains.
@@ -124,7 +126,7 @@ public actor Supervisor {
         var failures: [String] = []
         for plan in planned {
             do {
-                bound.append((plan, try BoundSocket.bind(plan)))
+                bound.append((plan, try bindSocket(plan)))
             } catch where error.code == .familyNotSupported && plan.key.endpoint.isWildcard {
                 logger.notice("skipping a listener: the host does not support its address family",
                               metadata: ["service": "\(plan.service)", "listener": "\(plan.key)"])
@@ -137,6 +139,17 @@ public actor Supervisor {
             throw SupervisorError(messages: failures)
         }
         return bound
+    }
+
+    /// Binds from now on on `binder`'s thread, the only one that kept CAP_NET_BIND_SERVICE after the drop.
+    public func bindOn(_ binder: PrivilegedBinder) {
+        self.binder = binder
+    }
+
+    /// Binds a planned listener's sockets, on the privileged binder thread when privileges were dropped.
+    func bindSocket(_ plan: PlannedListener) throws(BindError) -> BoundSocket {
+        guard let binder else { return try BoundSocket.bind(plan) }
+        return try binder.run { () throws(BindError) in try BoundSocket.bind(plan) }
     }
 
     /// Starts serving one bound socket and records it.
