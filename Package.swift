@@ -37,6 +37,8 @@ let package = Package(
     products: [
         .executable(name: "udpd", targets: ["udpd"]),
         .executable(name: "udpctl", targets: ["udpctl"]),
+        // For Fuzz/Package.swift, which builds the libFuzzer drivers around these entry points.
+        .library(name: "UDPDFuzzEntryPoints", targets: ["UDPDFuzzEntryPoints"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-nio.git", from: "2.101.2"),
@@ -86,6 +88,13 @@ let package = Package(
             swiftSettings: strictSwift
         ),
 
+        // MARK: Fuzzing (the drivers live in Fuzz/, outside `swift test`)
+        .target(
+            name: "UDPDFuzzEntryPoints",
+            dependencies: ["UDPDConfig", "UDPDControl", "UDPDServices"],
+            swiftSettings: strictSwift
+        ),
+
         // MARK: Executables
         .executableTarget(
             name: "udpd",
@@ -117,7 +126,7 @@ let package = Package(
         ),
         .testTarget(
             name: "UDPDServicesTests",
-            dependencies: ["UDPDServices", "UDPDConfig", "UDPDTransport"],
+            dependencies: ["UDPDServices", "UDPDConfig", "UDPDTransport", "UDPDFuzzEntryPoints"],
             swiftSettings: strictSwift
         ),
         .testTarget(

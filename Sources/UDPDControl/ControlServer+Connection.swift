@@ -64,8 +64,13 @@ struct ControlConnection: Sendable {
         logger.notice("control connection refused: uid \(uid) may not use the control socket",
                       metadata: ["peer_pid": "\(peer.pid.map(String.init) ?? "?")"])
         let message = "permission denied: uid \(uid) may not use this control socket (see control.mode)"
-        try? await channel.executeThenClose { _, responses in
-            try await responses.write(Self.encode(.failure(message), logger: logger))
+        // Answer the first request (or the deadline's close), so that the client reads the error instead of
+        // finding the connection gone while it writes.
+        try? await channel.executeThenClose { requests, responses in
+            for try await _ in requests {
+                try await responses.write(Self.encode(.failure(message), logger: logger))
+                return
+            }
         }
     }
 

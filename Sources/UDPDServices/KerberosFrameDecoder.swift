@@ -18,6 +18,12 @@ public struct KerberosFrameDecoder: Sendable, Equatable {
         public var completed: Int
         /// Whether a message (or its length) had started but not finished when the input ended.
         public var inMessage: Bool
+
+        /// Creates a progress report.
+        public init(completed: Int, inMessage: Bool) {
+            self.completed = completed
+            self.inMessage = inMessage
+        }
     }
 
     /// The largest message accepted, in bytes (not counting the length itself).

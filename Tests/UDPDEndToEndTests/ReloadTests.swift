@@ -143,23 +143,32 @@ struct ReloadTests {
     }
 
     @Test("zero loss: a steady stream to an unchanged service while 50 reloads alternate two configurations")
-    func zeroLossDuringReloads() async throws {
+    func zeroLossDuringReloads() throws {
         let (a, b) = (try probeFreePort(), try probeFreePort())
         let first = echoYAML([("steady", "echo", a)])
         let second = echoYAML([("steady", "echo", a), ("other", "discard", b)])
         let udpd = try UDPDProcess(config: first)
         try udpd.waitUntilReady()
         let reloadsDone = DoneFlag()
-        async let traffic = Task.detached {
-            try steadyTraffic(port: a, minimum: 20_000, maximum: 400_000, window: 32, until: reloadsDone)
-        }.value
+        // A thread of its own, not the cooperative pool: other suites' blocking tests may hold every pool thread,
+        // and the stream must overlap the reloads.
+        let outcome = Mutex<Result<TrafficResult, any Error>?>(nil)
+        let started = DoneFlag()
+        Thread.detachNewThread {
+            started.set()
+            let result = Result { try steadyTraffic(port: a, minimum: 20_000, maximum: 400_000, window: 32,
+                                                    until: reloadsDone) }
+            outcome.withLock { $0 = result }
+        }
+        #expect(eventually { started.isSet })
         var applied = 0
         for round in 0..<50 {
             try udpd.rewriteConfig(round % 2 == 0 ? second : first)
             if try udpd.udpctl(["reload"]).status == 0 { applied += 1 }
         }
         reloadsDone.set()
-        let result = try await traffic
+        #expect(eventually(timeout: .seconds(130)) { outcome.withLock { $0 != nil } })
+        let result = try outcome.withLock { $0! }.get()
         #expect(applied == 50)
         #expect(result.sent >= 20_000)
         #expect(result.lost == 0, "\(result.lost) of \(result.sent) datagrams lost")
