@@ -24,6 +24,7 @@ let strictSwift: [SwiftSetting] = [
 
 let nioCore = Target.Dependency.product(name: "NIOCore", package: "swift-nio")
 let nioPosix = Target.Dependency.product(name: "NIOPosix", package: "swift-nio")
+let nioHTTP1 = Target.Dependency.product(name: "NIOHTTP1", package: "swift-nio")
 let logging = Target.Dependency.product(name: "Logging", package: "swift-log")
 let argumentParser = Target.Dependency.product(name: "ArgumentParser", package: "swift-argument-parser")
 let serviceLifecycle = Target.Dependency.product(name: "ServiceLifecycle", package: "swift-service-lifecycle")
@@ -39,6 +40,7 @@ let package = Package(
         .executable(name: "udpctl", targets: ["udpctl"]),
         // For Fuzz/Package.swift, which builds the libFuzzer drivers around these entry points.
         .library(name: "UDPDFuzzEntryPoints", targets: ["UDPDFuzzEntryPoints"]),
+        .executable(name: "udpd-bench", targets: ["udpd-bench"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-nio.git", from: "2.101.2"),
@@ -76,7 +78,7 @@ let package = Package(
         ),
         .target(
             name: "UDPDControl",
-            dependencies: ["UDPDTransport", nioCore, nioPosix, logging],
+            dependencies: ["UDPDTransport", nioCore, nioPosix, nioHTTP1, logging],
             swiftSettings: strictSwift
         ),
         .target(
@@ -107,11 +109,25 @@ let package = Package(
             swiftSettings: strictSwift
         ),
 
+        // MARK: Benchmarks
+        // The load generator and timer behind Benchmarks/run.sh; never part of the tests (see BENCHMARKS.md).
+        .executableTarget(
+            name: "udpd-bench",
+            dependencies: ["CUDPD", "UDPDTransport", "UDPDControl", argumentParser],
+            swiftSettings: strictSwift
+        ),
+
         // MARK: Tests
         .target(
             name: "UDPDTestSupport",
             dependencies: ["UDPDTransport", "UDPDControl"],
             path: "Tests/UDPDTestSupport",
+            swiftSettings: strictSwift
+        ),
+        .executableTarget(
+            name: "udpd-testclient",
+            dependencies: ["UDPDTransport", "UDPDTestSupport"],
+            path: "Tests/UDPDTestClient",
             swiftSettings: strictSwift
         ),
         .testTarget(
@@ -131,12 +147,12 @@ let package = Package(
         ),
         .testTarget(
             name: "UDPDControlTests",
-            dependencies: ["UDPDControl", "UDPDTransport"],
+            dependencies: ["UDPDControl", "UDPDTransport", "UDPDTestSupport"],
             swiftSettings: strictSwift
         ),
         .testTarget(
             name: "UDPDEndToEndTests",
-            dependencies: ["UDPDTransport", "UDPDControl", "UDPDTestSupport", "udpd", "udpctl"],
+            dependencies: ["UDPDTransport", "UDPDControl", "UDPDTestSupport", "udpd", "udpctl", "udpd-testclient"],
             swiftSettings: strictSwift
         ),
     ]

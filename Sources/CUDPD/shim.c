@@ -3,6 +3,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
+#include <spawn.h>
 #include <unistd.h>
 #include <netinet/in.h>
 
@@ -143,3 +144,51 @@ int cudpd_setresgid(gid_t gid) {
     return setgid(gid);
 #endif
 }
+#if defined(__GLIBC__) && (__GLIBC__ > 2 || (__GLIBC__ == 2 && __GLIBC_MINOR__ >= 34))
+int cudpd_spawn_file_actions_addclosefrom(posix_spawn_file_actions_t *actions, int from) {
+    return posix_spawn_file_actions_addclosefrom_np(actions, from);
+}
+#else
+int cudpd_spawn_file_actions_addclosefrom(posix_spawn_file_actions_t *actions, int from) {
+    (void)actions; (void)from;
+    return 0;
+}
+#endif
+
+const short cudpd_spawn_setpgroup = POSIX_SPAWN_SETPGROUP;
+const short cudpd_spawn_setsigmask = POSIX_SPAWN_SETSIGMASK;
+const short cudpd_spawn_setsigdef = POSIX_SPAWN_SETSIGDEF;
+
+#if defined(__linux__)
+const int cudpd_address_socket_domain = AF_NETLINK;
+const int cudpd_address_socket_protocol = NETLINK_ROUTE;
+const unsigned int cudpd_address_groups = RTMGRP_IPV4_IFADDR | RTMGRP_IPV6_IFADDR;
+const int cudpd_rtm_newaddr = RTM_NEWADDR;
+const int cudpd_rtm_deladdr = RTM_DELADDR;
+const int cudpd_nlmsg_done = NLMSG_DONE;
+const int cudpd_nlmsg_error = NLMSG_ERROR;
+const int cudpd_nlmsg_overrun = NLMSG_OVERRUN;
+const int cudpd_ifa_address = IFA_ADDRESS;
+const int cudpd_ifa_local = IFA_LOCAL;
+const int cudpd_ifa_flags = IFA_FLAGS;
+const unsigned int cudpd_ifa_f_tentative = IFA_F_TENTATIVE;
+_Static_assert(sizeof(struct nlmsghdr) == 16, "Swift reads struct nlmsghdr as 16 bytes");
+_Static_assert(sizeof(struct ifaddrmsg) == 8, "Swift reads struct ifaddrmsg as 8 bytes");
+_Static_assert(sizeof(struct rtattr) == 4, "Swift reads struct rtattr as 4 bytes");
+
+int cudpd_nlmsg_ok(const struct nlmsghdr *header, int length) { return NLMSG_OK(header, length); }
+struct nlmsghdr *cudpd_nlmsg_next(struct nlmsghdr *header, int *length) { return NLMSG_NEXT(header, *length); }
+void *cudpd_nlmsg_data(struct nlmsghdr *header) { return NLMSG_DATA(header); }
+struct rtattr *cudpd_ifa_rta(struct ifaddrmsg *message) { return IFA_RTA(message); }
+int cudpd_ifa_payload(const struct nlmsghdr *header) { return IFA_PAYLOAD(header); }
+int cudpd_rta_ok(const struct rtattr *attribute, int length) { return RTA_OK(attribute, length); }
+struct rtattr *cudpd_rta_next(struct rtattr *attribute, int *length) { return RTA_NEXT(attribute, *length); }
+void *cudpd_rta_data(struct rtattr *attribute) { return RTA_DATA(attribute); }
+int cudpd_rta_payload(const struct rtattr *attribute) { return RTA_PAYLOAD(attribute); }
+#else
+const int cudpd_address_socket_domain = PF_ROUTE;
+const int cudpd_address_socket_protocol = 0;
+const unsigned int cudpd_address_groups = 0;
+const int cudpd_rtm_newaddr = RTM_NEWADDR;
+const int cudpd_rtm_deladdr = RTM_DELADDR;
+#endif

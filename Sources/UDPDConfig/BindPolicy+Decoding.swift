@@ -7,9 +7,6 @@ extension Diagnostics {
         case .scalar("wildcard", _):
             return .wildcard
         case .scalar("per-address", _):
-            if ConfigurationLoader.unimplementedBindPolicies.contains("per-address") {
-                error(ConfigurationLoader.notImplemented("bind: per-address"), at: node)
-            }
             return .perAddress
         case .sequence(let items):
             if items.isEmpty {
@@ -48,7 +45,8 @@ extension Diagnostics {
 
     private mutating func bindAddress(_ node: YAMLNode) -> BindAddress? {
         guard let text = text(node, named: "an address in 'bind'") else { return nil }
-        if let address = AddressParsing.address(text) {
+        if var address = AddressParsing.address(text) {
+            address.position = node.position
             return address
         }
         var message = "'\(text)' is not an IPv4 or IPv6 address"

@@ -147,19 +147,33 @@ public enum FamilyPolicy: String, Sendable, Equatable, CaseIterable {
 }
 
 /// A validated IP address literal from the configuration, in its canonical text form.
+///
+/// `==` and hashing ignore ``position``: the same address written elsewhere in the file is the same address.
 public struct BindAddress: Sendable, Hashable, CustomStringConvertible {
     /// The canonical text (`inet_ntop` form), with `%scope` for a scoped IPv6 address.
     public var text: String
     /// The address family.
     public var family: AddressFamily
+    /// Where the address stands in the file, for errors found after loading (an address the host lacks).
+    public var position: SourcePosition?
 
     /// Creates an address from already canonical text.
-    public init(text: String, family: AddressFamily) {
+    public init(text: String, family: AddressFamily, position: SourcePosition? = nil) {
         self.text = text
         self.family = family
+        self.position = position
     }
 
     public var description: String { text }
+
+    public static func == (lhs: BindAddress, rhs: BindAddress) -> Bool {
+        lhs.text == rhs.text && lhs.family == rhs.family
+    }
+
+    public func hash(into hasher: inout Hasher) {
+        hasher.combine(text)
+        hasher.combine(family)
+    }
 }
 
 /// The `bind:` key: which local addresses a service's sockets are bound to.

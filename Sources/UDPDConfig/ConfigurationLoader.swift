@@ -6,14 +6,13 @@ public enum ConfigurationLoader {
     /// Service keys that are parsed and validated but not yet acted on by udpd; using one is an error, so that an
     /// operator who writes `rate-limit:` is never silently unprotected. Remove a key here when its feature lands.
     public static let unimplementedServiceKeys: Set<String> = [
-        "interfaces", "freebind", "timeout", "max-sessions", "max-instances",
     ]
 
     /// Top-level keys that are parsed and validated but not yet acted on; using one is an error.
-    public static let unimplementedTopLevelKeys: Set<String> = ["metrics"]
+    public static let unimplementedTopLevelKeys: Set<String> = []
 
     /// `bind:` policies that are parsed but not yet acted on; using one is an error.
-    public static let unimplementedBindPolicies: Set<String> = ["per-address"]
+    public static let unimplementedBindPolicies: Set<String> = []
 
     /// Reads and validates the file; throws every problem found, in file order.
     ///

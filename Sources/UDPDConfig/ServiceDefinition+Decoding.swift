@@ -24,6 +24,8 @@ extension Diagnostics {
     static let handlerKeys: [String: [HandlerKind]] = [
         "upstream": [.forward], "max-sessions": [.forward], "timeout": [.forward, .exec],
         "command": [.exec], "max-instances": [.exec],
+        // An exec program owns its connection's socket, so udpd never sees the frames to check them.
+        "framing": [.echo, .discard, .forward], "max-message": [.echo, .discard, .forward],
     ]
 
     /// Keys that only make sense with UDP ports.
@@ -130,7 +132,9 @@ extension Diagnostics {
     private mutating func checkPlacement(_ keys: KeyedNodes, handler: HandlerKind?, service: ServiceDefinition) {
         for entry in keys.entries {
             if let handler, let owners = Self.handlerKeys[entry.name], !owners.contains(handler) {
-                let names = owners.map { "'\($0.rawValue)'" }.joined(separator: " and ")
+                let quoted = owners.map { "'\($0.rawValue)'" }
+                let names = quoted.count > 1
+                    ? quoted.dropLast().joined(separator: ", ") + " and " + quoted.last! : quoted.joined()
                 error("'\(entry.name)' is only valid for handler\(owners.count > 1 ? "s" : "") \(names)", at: entry.key)
             }
             if Self.udpOnlyKeys.contains(entry.name), keys["udp"] == nil {

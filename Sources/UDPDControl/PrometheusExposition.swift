@@ -1,11 +1,33 @@
-/// Renders a ``StatusReport`` in the Prometheus text exposition format (version 0.0.4), as `udpctl metrics` prints.
+/// Renders a ``StatusReport`` in the Prometheus text exposition format (version 0.0.4), as `udpctl metrics` prints
+/// and the HTTP `/metrics` endpoint serves.
 ///
 /// Every family has its `# HELP` and `# TYPE` lines, every name matches `udpd_[a-z_]+`, and every figure that
 /// belongs to a service carries a `service` label. A family may have no samples (no drops yet, say).
+///
+/// The figures come from a status snapshot rather than from a metrics library: the datapath already keeps exact
+/// atomic counters per listener, so rendering them on demand costs the datapath nothing and keeps no second copy
+/// of any counter, and a service or listener that a reload removes disappears from the next scrape by itself.
+///
+/// Two views of the same traffic, under different names so that no `sum()` counts anything twice:
+/// `udpd_*{service}` are a service's totals (including listeners a reload has removed, so they never go
+/// backwards), `udpd_listener_*{service,proto,address,port}` belong to each listener serving now.
 public enum PrometheusExposition {
+    /// The content type of the exposition, for an HTTP response.
+    public static let contentType = "text/plain; version=0.0.4; charset=utf-8"
+
     /// The whole exposition, ending with a newline.
     public static func render(_ report: StatusReport) -> String {
-        var out = Writer()
+        var out = PrometheusWriter()
+        renderDaemon(report, into: &out)
+        renderServices(report.services, into: &out)
+        renderListeners(report.services, into: &out)
+        return out.text
+    }
+
+    /// The daemon's own figures: build, generation, uptime and reloads.
+    private static func renderDaemon(_ report: StatusReport, into out: inout PrometheusWriter) {
+        out.family("udpd_build_info", .gauge, "The running udpd's build; always 1.")
+        out.sample("udpd_build_info", ["version": report.version, "os": operatingSystem], "1")
         out.family("udpd_info", .gauge, "The running udpd's version; always 1.")
         out.sample("udpd_info", ["version": report.version], "1")
         out.family("udpd_generation", .gauge, "Configurations applied since udpd started, starting at 1.")
@@ -18,8 +40,15 @@ public enum PrometheusExposition {
             "1 if the latest reload was applied or none happened yet, 0 if it was rejected."
         )
         out.sample("udpd_reloads_last_ok", [:], report.lastReload?.ok == false ? "0" : "1")
+        out.family("udpd_reloads_total", .counter, "Reloads (SIGHUP or udpctl reload), by result.")
+        if let reloads = report.reloads {
+            out.sample("udpd_reloads_total", ["result": "applied"], "\(reloads.applied)")
+            out.sample("udpd_reloads_total", ["result": "rejected"], "\(reloads.rejected)")
+        }
+    }
 
-        let services = report.services
+    /// Each service's totals over its listeners, past and present.
+    private static func renderServices(_ services: [ServiceStatus], into out: inout PrometheusWriter) {
         out.counter("udpd_received_packets_total", "Datagrams and TCP messages received.", services, \.rxPackets)
         out.counter("udpd_sent_packets_total", "Datagrams and TCP messages sent.", services, \.txPackets)
         out.counter("udpd_received_bytes_total", "Bytes received.", services, \.rxBytes)
@@ -39,6 +68,17 @@ public enum PrometheusExposition {
             out.sample("udpd_tcp_connections_active", ["service": service.name], "\(service.counters.tcpActive)")
         }
 
+        out.family("udpd_forward_sessions", .gauge, "UDP sessions a forward service keeps open now.")
+        for service in services {
+            guard let sessions = service.forwardSessions else { continue }
+            out.sample("udpd_forward_sessions", ["service": service.name], "\(sessions)")
+        }
+        out.family("udpd_exec_instances", .gauge, "Programs an exec service runs now.")
+        for service in services {
+            guard let instances = service.execInstances else { continue }
+            out.sample("udpd_exec_instances", ["service": service.name], "\(instances)")
+        }
+
         out.family("udpd_listeners", .gauge, "Listening (protocol, address, port) entries, by protocol.")
         for service in services {
             for proto in ["udp", "tcp"] {
@@ -55,7 +95,62 @@ public enum PrometheusExposition {
             let count = service.listeners.filter(\.replySourceIsUnreliable).count
             out.sample("udpd_listeners_kernel_reply_source", ["service": service.name], "\(count)")
         }
-        return out.text
+    }
+
+    /// Each listener serving now, labelled with its service, protocol, address and port.
+    private static func renderListeners(_ services: [ServiceStatus], into out: inout PrometheusWriter) {
+        let listeners = services.flatMap { service in service.listeners.map { (service.name, $0) } }
+        out.family(
+            "udpd_listener_reply_source",
+            .gauge,
+            "How a listener's replies leave from the right address (pktinfo, recvdstaddr, bound, kernel, connection)."
+        )
+        for (service, listener) in listeners {
+            out.sample("udpd_listener_reply_source",
+                       labels(service, listener) + [("reply_source", listener.replySource)], "1")
+        }
+        let traffic: [(String, String, KeyPath<ServiceCounters, UInt64>)] = [
+            ("udpd_listener_received_packets_total", "Datagrams and TCP messages a listener received.", \.rxPackets),
+            ("udpd_listener_sent_packets_total", "Datagrams and TCP messages a listener sent.", \.txPackets),
+            ("udpd_listener_received_bytes_total", "Bytes a listener received.", \.rxBytes),
+            ("udpd_listener_sent_bytes_total", "Bytes a listener sent.", \.txBytes),
+        ]
+        for (name, help, figure) in traffic {
+            out.family(name, .counter, help)
+            for (service, listener) in listeners {
+                out.sample(name, labels(service, listener), "\(figures(of: listener)[keyPath: figure])")
+            }
+        }
+        out.family("udpd_listener_dropped_total", .counter, "Datagrams and messages a listener dropped, by reason.")
+        for (service, listener) in listeners {
+            for (reason, count) in dropsByReason(figures(of: listener)) {
+                out.sample("udpd_listener_dropped_total", labels(service, listener) + [("reason", reason)], "\(count)")
+            }
+        }
+        let tcp = listeners.filter { $0.1.proto == "tcp" }
+        let connectionFigures: [(String, MetricType, String, KeyPath<ServiceCounters, UInt64>)] = [
+            ("udpd_listener_tcp_connections_accepted_total", .counter, "TCP connections a listener accepted.",
+             \.tcpAccepted),
+            ("udpd_listener_tcp_connections_active", .gauge, "TCP connections of a listener open now.", \.tcpActive),
+            ("udpd_listener_tcp_connections_closed_total", .counter, "TCP connections of a listener closed.",
+             \.tcpClosed),
+        ]
+        for (name, type, help, figure) in connectionFigures {
+            out.family(name, type, help)
+            for (service, listener) in tcp {
+                out.sample(name, labels(service, listener), "\(figures(of: listener)[keyPath: figure])")
+            }
+        }
+    }
+
+    /// A listener's counters; zero from a daemon that reports only services' totals.
+    private static func figures(of listener: ListenerStatus) -> ServiceCounters {
+        listener.counters ?? ServiceCounters()
+    }
+
+    /// `service`, `proto`, `address`, `port`, in that order.
+    private static func labels(_ service: String, _ listener: ListenerStatus) -> [(String, String)] {
+        [("service", service), ("proto", listener.proto), ("address", listener.address), ("port", "\(listener.port)")]
     }
 
     /// Escapes a label value: backslash, double quote and newline.
@@ -88,53 +183,18 @@ public enum PrometheusExposition {
         return "\(value)"
     }
 
-    private enum MetricType: String {
-        case counter, gauge
-    }
-
-    /// Accumulates lines; labels are written in the order given, values escaped.
-    private struct Writer {
-        var text = ""
-
-        mutating func family(_ name: String, _ type: MetricType, _ help: String) {
-            let escapedHelp = help.replacingBackslashesAndNewlines()
-            text += "# HELP \(name) \(escapedHelp)\n# TYPE \(name) \(type.rawValue)\n"
-        }
-
-        mutating func sample(_ name: String, _ labels: KeyValuePairs<String, String>, _ value: String) {
-            if labels.isEmpty {
-                text += "\(name) \(value)\n"
-                return
-            }
-            let rendered = labels.map { "\($0.key)=\"\(PrometheusExposition.escapeLabelValue($0.value))\"" }
-            text += "\(name){\(rendered.joined(separator: ","))} \(value)\n"
-        }
-
-        mutating func counter(
-            _ name: String,
-            _ help: String,
-            _ services: [ServiceStatus],
-            _ figure: KeyPath<ServiceCounters, UInt64>
-        ) {
-            family(name, .counter, help)
-            for service in services {
-                sample(name, ["service": service.name], "\(service.counters[keyPath: figure])")
-            }
-        }
-    }
-}
-
-extension String {
-    /// HELP text escaping: backslash and newline.
-    fileprivate func replacingBackslashesAndNewlines() -> String {
-        var escaped = ""
-        for character in self {
-            switch character {
-            case "\\": escaped += "\\\\"
-            case "\n": escaped += "\\n"
-            default: escaped.append(character)
-            }
-        }
-        return escaped
+    /// The operating system udpd was built for, for `udpd_build_info`.
+    private static var operatingSystem: String {
+        #if os(Linux)
+        "linux"
+        #elseif os(macOS)
+        "macos"
+        #elseif os(FreeBSD)
+        "freebsd"
+        #elseif os(OpenBSD)
+        "openbsd"
+        #else
+        "unknown"
+        #endif
     }
 }

@@ -16,6 +16,8 @@ public struct StatusReport: Codable, Sendable, Equatable {
     public var lastReload: ReloadOutcome?
     /// The services, in configuration order.
     public var services: [ServiceStatus]
+    /// Reloads applied and rejected since the daemon started; `nil` from a daemon that does not count them.
+    public var reloads: ReloadCounts?
 
     /// Creates a report.
     public init(
@@ -26,7 +28,8 @@ public struct StatusReport: Codable, Sendable, Equatable {
         startedAt: String,
         uptimeSeconds: Double,
         lastReload: ReloadOutcome?,
-        services: [ServiceStatus]
+        services: [ServiceStatus],
+        reloads: ReloadCounts? = nil
     ) {
         self.generation = generation
         self.config = config
@@ -36,6 +39,7 @@ public struct StatusReport: Codable, Sendable, Equatable {
         self.uptimeSeconds = uptimeSeconds
         self.lastReload = lastReload
         self.services = services
+        self.reloads = reloads
     }
 
     private enum CodingKeys: String, CodingKey {
@@ -47,6 +51,7 @@ public struct StatusReport: Codable, Sendable, Equatable {
         case uptimeSeconds = "uptime_seconds"
         case lastReload = "last_reload"
         case services
+        case reloads
     }
 
     /// Encodes every field; `last_reload` is written as `null` rather than left out, as `INTERFACE.md` requires.
@@ -60,6 +65,21 @@ public struct StatusReport: Codable, Sendable, Equatable {
         try container.encode(uptimeSeconds, forKey: .uptimeSeconds)
         try container.encode(lastReload, forKey: .lastReload)
         try container.encode(services, forKey: .services)
+        try container.encodeIfPresent(reloads, forKey: .reloads)
+    }
+}
+
+/// How many reloads (SIGHUP or `udpctl reload`) were applied and how many rejected since the daemon started.
+public struct ReloadCounts: Codable, Sendable, Equatable {
+    /// Reloads whose configuration was applied.
+    public var applied: UInt64
+    /// Reloads whose configuration was refused; the previous one kept running.
+    public var rejected: UInt64
+
+    /// Creates counts.
+    public init(applied: UInt64 = 0, rejected: UInt64 = 0) {
+        self.applied = applied
+        self.rejected = rejected
     }
 }
 
@@ -96,13 +116,31 @@ public struct ServiceStatus: Codable, Sendable, Equatable {
     public var listeners: [ListenerStatus]
     /// The service's counters, summed over its listeners.
     public var counters: ServiceCounters
+    /// `true` when the service asks for the wildcard address but its UDP ports are served per address, because
+    /// wildcard sockets cannot learn destination addresses on this host (no pktinfo); absent otherwise.
+    public var bindFallback: Bool?
+    /// UDP sessions a `forward` service keeps open now; `nil` for other handlers (left out of the JSON).
+    public var forwardSessions: UInt64?
+    /// Programs an `exec` service runs now; `nil` for other handlers (left out of the JSON).
+    public var execInstances: UInt64?
 
     /// Creates a service's status.
-    public init(name: String, handler: String, listeners: [ListenerStatus], counters: ServiceCounters) {
+    public init(
+        name: String,
+        handler: String,
+        listeners: [ListenerStatus],
+        counters: ServiceCounters,
+        bindFallback: Bool? = nil,
+        forwardSessions: UInt64? = nil,
+        execInstances: UInt64? = nil
+    ) {
         self.name = name
         self.handler = handler
         self.listeners = listeners
         self.counters = counters
+        self.bindFallback = bindFallback
+        self.forwardSessions = forwardSessions
+        self.execInstances = execInstances
     }
 
     private enum CodingKeys: String, CodingKey {
@@ -110,6 +148,9 @@ public struct ServiceStatus: Codable, Sendable, Equatable {
         case handler
         case listeners
         case counters
+        case bindFallback = "bind_fallback"
+        case forwardSessions = "forward_sessions"
+        case execInstances = "exec_instances"
     }
 }
 
@@ -123,15 +164,25 @@ public struct ListenerStatus: Codable, Sendable, Equatable {
     public var port: Int
     /// How replies leave from the right address: `pktinfo`, `recvdstaddr`, `bound`, `kernel` or `connection`.
     public var replySource: String
+    /// The interface a wildcard socket is bound to (`interfaces:` with the wildcard); absent otherwise.
+    public var interface: String?
     /// This listener's own counters (a service's `counters` add up its listeners, past and present).
     public var counters: ServiceCounters?
 
     /// Creates a listener's status.
-    public init(proto: String, address: String, port: Int, replySource: String, counters: ServiceCounters? = nil) {
+    public init(
+        proto: String,
+        address: String,
+        port: Int,
+        replySource: String,
+        interface: String? = nil,
+        counters: ServiceCounters? = nil
+    ) {
         self.proto = proto
         self.address = address
         self.port = port
         self.replySource = replySource
+        self.interface = interface
         self.counters = counters
     }
 
@@ -148,6 +199,7 @@ public struct ListenerStatus: Codable, Sendable, Equatable {
         case address
         case port
         case replySource = "reply_source"
+        case interface
         case counters
     }
 }

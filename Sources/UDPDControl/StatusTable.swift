@@ -36,6 +36,12 @@ public enum StatusTable {
             lines.append("")
             lines.append(contentsOf: kernelFootnote)
         }
+        let fallbacks = report.services.filter { $0.bindFallback == true }.map(\.name)
+        if !fallbacks.isEmpty {
+            lines.append("")
+            lines.append("bind fallback: \(fallbacks.joined(separator: ", ")): no pktinfo on wildcard sockets here, so "
+                + "UDP is served per address")
+        }
         return lines.joined(separator: "\n") + "\n"
     }
 
@@ -86,7 +92,8 @@ public enum StatusTable {
             let replySource = listener.replySource + (listener.replySourceIsUnreliable ? unreliableMarker : "")
             let first = index == 0
             let identity = first ? [service.name, service.handler] : ["", ""]
-            return identity + [listener.proto, listener.endpoint, replySource] + (first ? figures : ["", "", "", ""])
+            let endpoint = listener.endpoint + (listener.interface.map { " on \($0)" } ?? "")
+            return identity + [listener.proto, endpoint, replySource] + (first ? figures : ["", "", "", ""])
         }
     }
 

@@ -1,3 +1,4 @@
+import Logging
 import NIOCore
 import UDPDConfig
 import UDPDTransport
@@ -18,28 +19,115 @@ public struct ServiceHandlerError: Error, Sendable, CustomStringConvertible {
     public var description: String { "service '\(service)': \(message)" }
 }
 
+/// What handlers need from the daemon around them.
+public struct ServiceContext: Sendable {
+    /// Where forward sessions and upstream connections run.
+    public var group: any EventLoopGroup
+    /// Where handlers log (upstream failures, exec programs' stderr).
+    public var logger: Logger
+
+    /// Creates a context.
+    public init(group: any EventLoopGroup, logger: Logger) {
+        self.group = group
+        self.logger = logger
+    }
+}
+
+/// The handlers of one service's UDP and TCP listeners, built together so that they can share state (an exec
+/// service's `max-instances` counts programs started for datagrams and for connections alike).
+public struct ServiceHandlerPair: Sendable {
+    /// The handler of the service's UDP listeners.
+    public var datagram: any DatagramHandler
+    /// What builds the handlers of each connection accepted by the service's TCP listeners.
+    public var stream: StreamHandlerSlot.Factory
+}
+
 /// Builds the handlers that serve a service's UDP and TCP listeners from its definition.
+///
+/// Handlers are rebuilt on every reload. They hold no thread and nothing open until traffic arrives, so a built
+/// handler that the reload does not put in place (its service did not change) costs nothing.
 public enum ServiceHandlers {
-    /// The handler for the service's UDP listeners, behind the service's ``DatagramPolicy`` when it has one.
-    public static func datagramHandler(for service: ServiceDefinition) throws(ServiceHandlerError) -> any DatagramHandler {
-        let handler: any DatagramHandler
+    /// Default `timeout` of a forward's UDP sessions.
+    public static let defaultSessionTimeout = Duration.seconds(30)
+    /// Default `max-sessions` of a forward.
+    public static let defaultMaxSessions = 10_000
+    /// Default `max-message` of krb5 framing (MIT krb5's own limit).
+    public static let defaultMaxMessage = 1 << 20
+    /// Default `timeout` of an exec program.
+    public static let defaultExecTimeout = Duration.seconds(10)
+    /// Default `max-instances` of an exec service.
+    public static let defaultMaxInstances = 40
+    /// How long a forward waits for its upstream to accept a TCP connection.
+    public static let upstreamConnectTimeout = Duration.seconds(5)
+
+    /// Builds both handlers of `service`.
+    public static func handlers(
+        for service: ServiceDefinition,
+        context: ServiceContext
+    ) throws(ServiceHandlerError) -> ServiceHandlerPair {
+        let logger = context.logger.with(service: service.name)
         switch service.handler {
-        case .echo: handler = EchoDatagramHandler()
-        case .discard: handler = DiscardDatagramHandler()
-        case .forward, .exec:
-            throw ServiceHandlerError(service: service.name, message: "handler '\(service.handler)' is not available yet")
+        case .echo:
+            return ServiceHandlerPair(datagram: guarded(EchoDatagramHandler(), service), stream: { counters in
+                [EchoStreamHandler()]
+            })
+        case .discard:
+            return ServiceHandlerPair(datagram: guarded(DiscardDatagramHandler(), service), stream: { counters in
+                [DiscardStreamHandler()]
+            })
+        case .forward:
+            let upstream = try resolveUpstream(service)
+            let datagram = ForwardDatagramHandler(
+                upstream: upstream, group: context.group, logger: logger,
+                timeout: service.timeout ?? defaultSessionTimeout,
+                maxSessions: service.maxSessions ?? defaultMaxSessions)
+            let failures = RateLimitedLog(logger: logger)
+            return ServiceHandlerPair(datagram: guarded(datagram, service), stream: { counters in
+                [ForwardStreamHandler(upstream: upstream, connectTimeout: upstreamConnectTimeout,
+                                      counters: counters, failures: failures)]
+            })
+        case .exec:
+            guard let command = service.command, !command.isEmpty else {
+                throw ServiceHandlerError(service: service.name, message: "handler 'exec' needs a 'command'")
+            }
+            let program = ExecProgram(
+                service: service.name, argv: command, timeout: service.timeout ?? defaultExecTimeout,
+                maxInstances: service.maxInstances ?? defaultMaxInstances, logger: logger)
+            return ServiceHandlerPair(datagram: guarded(ExecDatagramHandler(program: program), service), stream: { counters in
+                [ExecStreamHandler(program: program, counters: counters)]
+            })
         }
+    }
+
+    /// `handler` behind the service's ``DatagramPolicy`` (max-datagram, allow/deny, rate-limit) when it has one.
+    static func guarded(_ handler: any DatagramHandler, _ service: ServiceDefinition) -> any DatagramHandler {
         guard let policy = DatagramPolicy(service) else { return handler }
         return DatagramPolicyHandler(policy: policy, inner: handler)
     }
 
-    /// What builds the handlers of each connection accepted by the service's TCP listeners.
-    public static func streamFactory(for service: ServiceDefinition) throws(ServiceHandlerError) -> StreamHandlerSlot.Factory {
-        switch service.handler {
-        case .echo: return { [EchoStreamHandler()] }
-        case .discard: return { [DiscardStreamHandler()] }
-        case .forward, .exec:
-            throw ServiceHandlerError(service: service.name, message: "handler '\(service.handler)' is not available yet")
+    /// The upstream's socket address; a host name is resolved once, here (at start and at each reload).
+    private static func resolveUpstream(_ service: ServiceDefinition) throws(ServiceHandlerError) -> SocketAddress {
+        guard let upstream = service.upstream else {
+            throw ServiceHandlerError(service: service.name, message: "handler 'forward' needs an 'upstream'")
         }
+        do {
+            return try SocketAddress(ipAddress: upstream.host, port: Int(upstream.port))
+        } catch {
+            do {
+                return try SocketAddress.makeAddressResolvingHost(upstream.host, port: Int(upstream.port))
+            } catch {
+                throw ServiceHandlerError(service: service.name,
+                                          message: "cannot resolve upstream '\(upstream)': \(error)")
+            }
+        }
+    }
+}
+
+extension Logger {
+    /// This logger with a `service` metadata entry.
+    func with(service: String) -> Logger {
+        var logger = self
+        logger[metadataKey: "service"] = "\(service)"
+        return logger
     }
 }

@@ -8,8 +8,9 @@ import UDPDTransport
 ///
 /// `Sendable`: the factory and policy are behind a mutex.
 public final class StreamHandlerSlot: Sendable {
-    /// Makes the handlers of a new connection, on its event loop.
-    public typealias Factory = @Sendable () -> [any ChannelHandler & Sendable]
+    /// Makes the handlers of a new connection, on its event loop, given its listener's counters. The handlers
+    /// need not be `Sendable`: they are made and added on the connection's own event loop.
+    public typealias Factory = @Sendable (ListenerCounters) -> [any ChannelHandler]
 
     private let current: Mutex<(factory: Factory, policy: ConnectionPolicy)>
 
@@ -26,9 +27,9 @@ public final class StreamHandlerSlot: Sendable {
     /// The policy for a new connection.
     public var policy: ConnectionPolicy { current.withLock { $0.policy } }
 
-    /// The handlers for a new connection.
-    public func makeHandlers() -> [any ChannelHandler & Sendable] {
-        current.withLock { $0.factory }()
+    /// The handlers for a new connection of a listener counting on `counters`.
+    public func makeHandlers(counters: ListenerCounters) -> [any ChannelHandler] {
+        current.withLock { $0.factory }(counters)
     }
 }
 
@@ -68,7 +69,7 @@ public final class TCPListener: Sendable {
                     try channel.pipeline.syncOperations.addHandler(ByteCountingHandler(counters: counters))
                     try channel.pipeline.syncOperations.addHandler(
                         ConnectionGuardHandler(policy: policy, counters: counters))
-                    for handler in slot.makeHandlers() {
+                    for handler in slot.makeHandlers(counters: counters) {
                         try channel.pipeline.syncOperations.addHandler(handler)
                     }
                 }

@@ -11,26 +11,31 @@ import UnixSignals
 ///
 /// `Sendable`: every stored property is immutable and `Sendable`.
 public struct Daemon: Service {
-    /// One reload request, and who waits for its outcome (nobody, for SIGHUP).
+    /// One reload request, and who waits for its outcome (nobody, for SIGHUP). An address update (the host's
+    /// addresses changed) goes through the same queue so that it never interleaves with a reload.
     struct ReloadTicket: Sendable {
         var reply: CheckedContinuation<ReloadReport, Never>?
+        var addressesOnly = false
     }
 
     let supervisor: Supervisor
     let controlServer: ControlServer
+    let metricsServer: MetricsHTTPServer?
     let hangups: UnixSignalsSequence
     let notifier: SystemdNotifier
     let logLevel: DaemonLogLevel
     let logger: Logger
     let grace: Duration
 
-    /// Creates the daemon around a started supervisor and a bound control socket.
+    /// Creates the daemon around a started supervisor, a bound control socket and, when `metrics.listen` is
+    /// configured, a bound HTTP metrics endpoint.
     ///
     /// `hangups` must be created before the control socket answers, so that a SIGHUP sent as soon as udpd looks
     /// ready reloads instead of killing it.
     public init(
         supervisor: Supervisor,
         controlServer: ControlServer,
+        metricsServer: MetricsHTTPServer? = nil,
         hangups: UnixSignalsSequence,
         notifier: SystemdNotifier,
         logLevel: DaemonLogLevel,
@@ -39,6 +44,7 @@ public struct Daemon: Service {
     ) {
         self.supervisor = supervisor
         self.controlServer = controlServer
+        self.metricsServer = metricsServer
         self.hangups = hangups
         self.notifier = notifier
         self.logLevel = logLevel
@@ -56,6 +62,11 @@ public struct Daemon: Service {
                     await answer(request, from: peer, requestReload: requestReload)
                 }
             }
+            if let metricsServer {
+                group.addTask {
+                    try? await metricsServer.run { PrometheusExposition.render(await supervisor.status()) }
+                }
+            }
             group.addTask {
                 for await _ in hangups {
                     logger.notice("SIGHUP: reloading")
@@ -64,10 +75,12 @@ public struct Daemon: Service {
             }
             group.addTask {
                 for await ticket in reloads {
-                    let report = await performReload()
+                    let report = ticket.addressesOnly ? await supervisor.followAddresses() : await performReload()
                     ticket.reply?.resume(returning: report)
                 }
             }
+            group.addTask { await followAddressChanges(requestReload: requestReload) }
+            group.addTask { await retryUnusableAddresses(requestReload: requestReload) }
             group.addTask {
                 await withDiscardingTaskGroup { drains in
                     for await listener in supervisor.drainQueue {

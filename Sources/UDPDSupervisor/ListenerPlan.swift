@@ -8,28 +8,37 @@ public enum ListenerProtocol: String, Sendable, Hashable, Comparable {
     public static func < (lhs: ListenerProtocol, rhs: ListenerProtocol) -> Bool { lhs.rawValue > rhs.rawValue }
 }
 
-/// What identifies a listener across reloads: its protocol, address and port. A listener whose key is in both the
-/// old and the new configuration keeps its open socket, whatever else changes.
+/// What identifies a listener across reloads: its protocol, address, port and (for a wildcard socket bound to one
+/// interface) device. A listener whose key is in both the old and the new configuration keeps its open socket,
+/// whatever else changes.
 public struct ListenerKey: Sendable, Hashable, Comparable, CustomStringConvertible {
     /// UDP or TCP.
     public var proto: ListenerProtocol
     /// The local address and port.
     public var endpoint: IPEndpoint
+    /// The interface the socket is bound to (SO_BINDTODEVICE), for a wildcard socket limited by `interfaces`.
+    public var device: String?
 
     /// Creates a key.
-    public init(proto: ListenerProtocol, endpoint: IPEndpoint) {
+    public init(proto: ListenerProtocol, endpoint: IPEndpoint, device: String? = nil) {
         self.proto = proto
         self.endpoint = endpoint
+        self.device = device
     }
 
-    /// `udp 127.0.0.1:7`.
-    public var description: String { "\(proto.rawValue) \(endpoint)" }
+    /// `udp 127.0.0.1:7`, or `udp 0.0.0.0:7 on eth0`.
+    public var description: String {
+        "\(proto.rawValue) \(endpoint)" + (device.map { " on \($0)" } ?? "")
+    }
 
     public static func < (lhs: ListenerKey, rhs: ListenerKey) -> Bool {
         if lhs.proto != rhs.proto { return lhs.proto < rhs.proto }
         if lhs.endpoint.family != rhs.endpoint.family { return lhs.endpoint.family == .ipv4 }
         if lhs.endpoint.port != rhs.endpoint.port { return lhs.endpoint.port < rhs.endpoint.port }
-        return lhs.endpoint.addressText < rhs.endpoint.addressText
+        if lhs.endpoint.addressText != rhs.endpoint.addressText {
+            return lhs.endpoint.addressText < rhs.endpoint.addressText
+        }
+        return (lhs.device ?? "") < (rhs.device ?? "")
     }
 }
 
@@ -40,30 +49,38 @@ struct PlannedListener: Sendable {
     var options: UDPSocketOptions
     /// UDP sockets (and worker threads) serving the port; 1 for TCP.
     var workers: Int
+    /// Whether the listener exists because an address is on the host now (`bind: per-address`, or a wildcard
+    /// service served per address for want of pktinfo): it comes and goes with its address, and its bind may fail
+    /// for a while with EADDRNOTAVAIL (a tentative IPv6 address) without that being an error.
+    var followsAddresses: Bool
+}
+
+/// What the plan depends on besides the configuration: the host's addresses now, and where pktinfo works.
+struct HostBindings: Sendable {
+    /// The host's addresses, as ``InterfaceAddresses/current()`` read them last.
+    var addresses: [InterfaceAddress]
+    /// The families whose wildcard UDP sockets can learn each datagram's destination address.
+    var destinationInfo: Set<IPFamily>
 }
 
 extension Configuration {
-    /// Every listener this configuration asks for, in service order.
-    ///
-    /// `withoutDestinationInfo` is the testing aid that reproduces a platform without pktinfo.
-    func plannedListeners(withoutDestinationInfo: Bool) -> [PlannedListener] {
+    /// Every listener this configuration asks for on a host with `host`'s addresses, in service order.
+    func plannedListeners(on host: HostBindings) -> [PlannedListener] {
         var planned: [PlannedListener] = []
         for service in services {
-            let options = UDPSocketOptions(freebind: service.freebind, device: nil,
-                                           withoutDestinationInfo: withoutDestinationInfo)
-            let workers = service.workers ?? UDPWorkerPool.defaultThreadCount
-            for address in service.listenAddresses {
-                for port in service.udpPorts {
-                    var endpoint = address
-                    endpoint.port = port
-                    planned.append(PlannedListener(key: ListenerKey(proto: .udp, endpoint: endpoint),
-                                                   service: service.name, options: options, workers: workers))
-                }
-                for port in service.tcpPorts {
-                    var endpoint = address
-                    endpoint.port = port
-                    planned.append(PlannedListener(key: ListenerKey(proto: .tcp, endpoint: endpoint),
-                                                   service: service.name, options: options, workers: 1))
+            for address in service.listenAddresses(on: host) {
+                let options = UDPSocketOptions(freebind: service.freebind, device: address.device)
+                let protocols: [(ListenerProtocol, [UInt16])] = [(.udp, service.udpPorts), (.tcp, service.tcpPorts)]
+                for (proto, ports) in protocols where address.protocols.contains(proto) {
+                    for port in ports {
+                        var endpoint = address.endpoint
+                        endpoint.port = port
+                        planned.append(PlannedListener(
+                            key: ListenerKey(proto: proto, endpoint: endpoint, device: address.device),
+                            service: service.name, options: options,
+                            workers: proto == .udp ? service.workers ?? UDPWorkerPool.defaultThreadCount : 1,
+                            followsAddresses: address.followsAddresses))
+                    }
                 }
             }
         }
@@ -71,17 +88,66 @@ extension Configuration {
     }
 }
 
+/// One local address a service binds, for some of its protocols.
+struct ListenAddress {
+    var endpoint: IPEndpoint
+    var device: String?
+    var protocols: Set<ListenerProtocol>
+    var followsAddresses: Bool
+}
+
 extension ServiceDefinition {
-    /// The local addresses (port 0) the service binds under its bind policy and families.
-    var listenAddresses: [IPEndpoint] {
+    /// Whether the service's UDP ports are served per address because a wildcard socket of one of its families
+    /// cannot learn destination addresses on this host (the automatic fallback).
+    func fallsBack(on host: HostBindings) -> Bool {
+        bind == .wildcard && !udpPorts.isEmpty
+            && family.families.contains { !host.destinationInfo.contains($0.transportFamily) }
+    }
+
+    /// The local addresses (port 0) the service binds under its bind policy, families and interfaces.
+    func listenAddresses(on host: HostBindings) -> [ListenAddress] {
         switch bind {
         case .wildcard:
-            return family.families.map { IPEndpoint.wildcard($0 == .ipv4 ? .ipv4 : .ipv6, port: 0) }
-        case .addresses(let addresses):
-            return addresses.compactMap { IPEndpoint(address: $0.text, port: 0) }
+            var result: [ListenAddress] = []
+            for family in family.families.map(\.transportFamily) {
+                let fallback = !udpPorts.isEmpty && !host.destinationInfo.contains(family)
+                let wildcardProtocols: Set<ListenerProtocol> = fallback ? [.tcp] : [.udp, .tcp]
+                let devices: [String?] = interfaces.isEmpty ? [nil] : interfaces
+                for device in devices {
+                    result.append(ListenAddress(endpoint: .wildcard(family, port: 0), device: device,
+                                                protocols: wildcardProtocols, followsAddresses: false))
+                }
+                if fallback {
+                    result += localAddresses(on: host, family: family).map {
+                        ListenAddress(endpoint: $0, device: nil, protocols: [.udp], followsAddresses: true)
+                    }
+                }
+            }
+            return result
         case .perAddress:
-            // Refused by the configuration loader until address watching exists.
-            return []
+            return family.families.flatMap { localAddresses(on: host, family: $0.transportFamily) }.map {
+                ListenAddress(endpoint: $0, device: nil, protocols: [.udp, .tcp], followsAddresses: true)
+            }
+        case .addresses(let addresses):
+            return addresses.compactMap { IPEndpoint(address: $0.text, port: 0) }.map {
+                ListenAddress(endpoint: $0, device: nil, protocols: [.udp, .tcp], followsAddresses: false)
+            }
         }
     }
+
+    /// The host's addresses of `family` on the service's interfaces (all of them without `interfaces`), each once.
+    private func localAddresses(on host: HostBindings, family: IPFamily) -> [IPEndpoint] {
+        var seen: Set<IPEndpoint> = []
+        return host.addresses.compactMap { address in
+            guard address.endpoint.family == family, interfaces.isEmpty || interfaces.contains(address.interface),
+                seen.insert(address.endpoint).inserted
+            else { return nil }
+            return address.endpoint
+        }
+    }
+}
+
+extension AddressFamily {
+    /// The transport's name for the family.
+    var transportFamily: IPFamily { self == .ipv4 ? .ipv4 : .ipv6 }
 }

@@ -21,17 +21,25 @@ extension Supervisor {
         }
         let newHandlers: [String: ServiceHandlerSet]
         do throws(SupervisorError) {
-            newHandlers = try Self.buildHandlers(for: newConfiguration, previous: handlers)
+            newHandlers = try buildHandlers(for: newConfiguration, previous: handlers)
         } catch {
             return reject(error.messages, at: at)
         }
 
-        let planned = newConfiguration.plannedListeners(withoutDestinationInfo: withoutDestinationInfo)
+        do throws(SupervisorError) {
+            try refreshAddresses()
+            try checkExplicitAddresses(newConfiguration)
+        } catch {
+            return reject(error.messages, at: at)
+        }
+        let planned = newConfiguration.plannedListeners(on: host)
+        logFallbacks(newConfiguration)
         let plannedKeys = Set(planned.map(\.key))
         let added = planned.filter { listeners[$0.key] == nil }
         let bound: [(PlannedListener, BoundSocket)]
         do throws(SupervisorError) {
-            bound = try bindAll(added)
+            let keptServices = Set(planned.filter { listeners[$0.key] != nil }.map(\.service))
+            bound = try bindAll(added, serving: keptServices)
         } catch {
             return reject(error.messages, at: at)
         }
@@ -42,6 +50,12 @@ extension Supervisor {
         let changedServices = Set(newServices.keys.filter { name in
             oldServices[name].map { $0 != newServices[name]! } ?? false
         })
+        if configuration.metrics != newConfiguration.metrics {
+            logger.warning("metrics.listen changed: the HTTP endpoint moves only when udpd restarts", metadata: [
+                "running": "\(configuration.metrics.map { "\($0.listen)" } ?? "off")",
+                "configured": "\(newConfiguration.metrics.map { "\($0.listen)" } ?? "off")",
+            ])
+        }
         handlers = newHandlers
         configuration = newConfiguration
 
@@ -56,7 +70,7 @@ extension Supervisor {
         var resized: [PlannedListener] = []
         for plan in planned {
             guard var entry = listeners[plan.key] else { continue }
-            if entry.listener.workerCount != plan.workers {
+            if entry.plannedWorkers != plan.workers {
                 resized.append(plan)
                 continue
             }
@@ -86,6 +100,7 @@ extension Supervisor {
         for name in report.servicesRemoved { retiredCounters[name] = nil }
 
         generation += 1
+        reloadCounts.applied += 1
         report.generation = generation
         lastReload = ReloadOutcome(ok: true, at: at, errors: report.errors)
         logger.notice("reload applied", metadata: [
@@ -124,6 +139,7 @@ extension Supervisor {
     /// Keeps the old configuration, records why, and says so.
     private func reject(_ errors: [String], at: String) -> ReloadReport {
         lastReload = ReloadOutcome(ok: false, at: at, errors: errors)
+        reloadCounts.rejected += 1
         logger.error("reload rejected; the old configuration keeps running", metadata: ["errors": "\(errors.count)"])
         for line in errors { logger.error("\(line)") }
         return ReloadReport(ok: false, generation: generation, errors: errors)
@@ -131,7 +147,7 @@ extension Supervisor {
 
     /// Folds a removed listener's counters into its service's totals.
     /// Its connections still draining are no longer counted as active.
-    private func retire(_ entry: Entry) {
+    func retire(_ entry: Entry) {
         var snapshot = entry.listener.counters.snapshot()
         snapshot.tcpActive = 0
         retiredCounters[entry.service] = retiredCounters[entry.service, default: ListenerCountersSnapshot()] + snapshot

@@ -1,11 +1,12 @@
 import Foundation
 import UDPDConfig
 import UDPDControl
+import UDPDServices
 import UDPDTransport
 
 extension Supervisor {
     /// The version udpd reports in status.
-    public static let version = "0.1.0"
+    public static let version = UDPDVersion.string
 
     /// The daemon's state now, as `udpctl status` shows it.
     public func status() -> StatusReport {
@@ -24,10 +25,14 @@ extension Supervisor {
                         address: entry.listener.key.endpoint.addressText,
                         port: Int(entry.listener.key.endpoint.port),
                         replySource: entry.listener.replySource.rawValue,
+                        interface: entry.listener.key.device,
                         counters: ServiceCounters(entry.listener.counters.snapshot())
                     )
                 },
-                counters: ServiceCounters(total)
+                counters: ServiceCounters(total),
+                bindFallback: service.fallsBack(on: host) ? true : nil,
+                forwardSessions: (handlers[service.name]?.datagram as? ForwardDatagramHandler)
+                    .map { UInt64($0.sessionCount) }
             )
         }
         return StatusReport(
@@ -38,7 +43,8 @@ extension Supervisor {
             startedAt: Self.timestamp(startedAt),
             uptimeSeconds: Double((ContinuousClock.now - startedInstant).components.seconds),
             lastReload: lastReload,
-            services: services
+            services: services,
+            reloads: reloadCounts
         )
     }
 }

@@ -29,13 +29,16 @@ public actor Supervisor {
     struct Entry {
         var service: String
         var listener: RunningListener
+        /// The workers the configuration asked for; an adopted socket may be served by fewer.
+        var plannedWorkers: Int
     }
 
     let configPath: String
     let group: any EventLoopGroup
     let pool: UDPWorkerPool
     let logger: Logger
-    let withoutDestinationInfo: Bool
+    /// Sockets systemd handed over, until ``start()`` adopts or closes them.
+    var inherited: [InheritedSocket]
     let startedAt = Date()
     let startedInstant = ContinuousClock.now
 
@@ -48,27 +51,52 @@ public actor Supervisor {
     var lastReload: ReloadOutcome?
     /// After a privilege drop, the one thread that may still bind ports below 1024.
     var binder: PrivilegedBinder?
+    /// The host's addresses and pktinfo support, which per-address plans expand from.
+    var host: HostBindings
+    /// Watches the kernel's address notifications while udpd runs; `nil` before ``start()`` or where it failed.
+    var addressWatcher: AddressWatcher?
+    /// Until when binds that failed with EADDRNOTAVAIL (tentative IPv6 addresses) are retried; `nil` when none are.
+    var addressRetryDeadline: ContinuousClock.Instant?
+    /// Whether an address update is queued and not yet applied, so that a burst of notifications queues one.
+    var addressUpdateQueued = false
+    /// Address notifications, newest only: the ``Daemon`` turns each into an address update.
+    nonisolated let addressChanges: AsyncStream<AddressChange>
+    let addressChangeSink: AsyncStream<AddressChange>.Continuation
+    /// Reloads applied and rejected since start, for status and metrics.
+    var reloadCounts = ReloadCounts()
     /// Connections of removed TCP listeners, waiting out their grace period.
     let draining: AsyncStream<TCPListener>.Continuation
     /// What the ``Daemon`` drains.
     nonisolated let drainQueue: AsyncStream<TCPListener>
 
     /// Creates a supervisor for `configuration`, which was read from `configPath`; nothing is bound yet.
+    ///
+    /// `withoutDestinationInfo` is the testing aid that reproduces a platform without pktinfo: wildcard UDP services
+    /// are then served per address, as they would be there.
+    ///
+    /// `inherited` are the sockets systemd handed over: ``start()`` adopts each for the listener whose protocol,
+    /// address and port it matches, and closes the others.
     public init(
         configuration: Configuration,
         configPath: String,
         group: any EventLoopGroup,
         pool: UDPWorkerPool,
         logger: Logger,
-        withoutDestinationInfo: Bool = false
+        withoutDestinationInfo: Bool = false,
+        inherited: [InheritedSocket] = []
     ) {
         self.configuration = configuration
         self.configPath = configPath
         self.group = group
         self.pool = pool
         self.logger = logger
-        self.withoutDestinationInfo = withoutDestinationInfo
+        let families: [IPFamily] = [.ipv4, .ipv6]
+        let capable = withoutDestinationInfo ? [] : families.filter(UDPListenerSocket.destinationInfoIsAvailable)
+        self.host = HostBindings(addresses: [], destinationInfo: Set(capable))
+        self.inherited = inherited
         (drainQueue, draining) = AsyncStream.makeStream(of: TCPListener.self)
+        (addressChanges, addressChangeSink) = AsyncStream.makeStream(of: AddressChange.self,
+                                                                     bufferingPolicy: .bufferingNewest(1))
     }
 
     /// The configuration running now.
@@ -77,9 +105,15 @@ public actor Supervisor {
     /// Binds and starts every listener of the initial configuration; on any failure closes what it opened and
     /// throws, naming each service, protocol, address and port that failed.
     public func start() async throws(SupervisorError) {
-        let handlers = try Self.buildHandlers(for: configuration)
-        let planned = configuration.plannedListeners(withoutDestinationInfo: withoutDestinationInfo)
-        let bound = try bindAll(planned)
+        let handlers = try buildHandlers(for: configuration)
+        startWatchingAddresses()
+        try refreshAddresses()
+        try checkExplicitAddresses(configuration)
+        let planned = configuration.plannedListeners(on: host)
+        logFallbacks(configuration)
+        let adoptable = matchInherited(inherited, to: planned)
+        inherited = []
+        let bound = try bindAll(planned, inherited: adoptable)
         self.handlers = handlers
         do {
             for (plan, socket) in bound {
@@ -95,17 +129,18 @@ public actor Supervisor {
 
     /// Builds every service's handlers, or reports every service whose handlers cannot be built. A service that
     /// has handlers in `previous` keeps its connection table, so that its open connections still count.
-    static func buildHandlers(
+    func buildHandlers(
         for configuration: Configuration,
         previous: [String: ServiceHandlerSet] = [:]
     ) throws(SupervisorError) -> [String: ServiceHandlerSet] {
         var handlers: [String: ServiceHandlerSet] = [:]
         var problems: [String] = []
+        let context = ServiceContext(group: group, logger: logger)
         for service in configuration.services {
             do {
+                let pair = try ServiceHandlers.handlers(for: service, context: context)
                 handlers[service.name] = ServiceHandlerSet(
-                    datagram: try ServiceHandlers.datagramHandler(for: service),
-                    stream: try ServiceHandlers.streamFactory(for: service),
+                    datagram: pair.datagram, stream: pair.stream,
                     connectionPolicy: ConnectionPolicy(
                         service, table: previous[service.name]?.connectionPolicy.table ?? ConnectionTable())
                 )
@@ -118,15 +153,27 @@ public actor Supervisor {
     }
 
     /// Binds every planned listener, or none: on the first failure the sockets already bound are closed.
+    /// A listener with a socket in `inherited` adopts it instead of binding.
     ///
     /// A family the host does not support (EAFNOSUPPORT) is skipped with a log line, as long as the service has
-    /// other listeners.
-    func bindAll(_ planned: [PlannedListener]) throws(SupervisorError) -> [(PlannedListener, BoundSocket)] {
+    /// other listeners; so is an address that cannot be bound yet (a tentative IPv6 address), which is retried.
+    /// `serving` names services that keep listeners of the running configuration.
+    func bindAll(
+        _ planned: [PlannedListener],
+        inherited: [ListenerKey: InheritedSocket] = [:],
+        serving: Set<String> = []
+    ) throws(SupervisorError) -> [(PlannedListener, BoundSocket)] {
         var bound: [(PlannedListener, BoundSocket)] = []
         var failures: [String] = []
         for plan in planned {
             do {
-                bound.append((plan, try bindSocket(plan)))
+                if let socket = inherited[plan.key] {
+                    bound.append((plan, try adopt(socket, for: plan)))
+                } else {
+                    bound.append((plan, try bindSocket(plan)))
+                }
+            } catch where error.code == .addressNotAvailable && plan.followsAddresses {
+                noteUnusableAddress(plan, error: error)
             } catch where error.code == .familyNotSupported && plan.key.endpoint.isWildcard {
                 logger.notice("skipping a listener: the host does not support its address family",
                               metadata: ["service": "\(plan.service)", "listener": "\(plan.key)"])
@@ -134,8 +181,16 @@ public actor Supervisor {
                 failures.append("service '\(plan.service)': \(error)")
             }
         }
+        // A family the host lacks may be skipped, but a service left with no listener at all has failed. Services
+        // that follow addresses may have none yet: their addresses are still tentative, or not there at all.
+        let following = Set(planned.filter(\.followsAddresses).map(\.service))
+        let servedServices = Set(bound.map(\.0.service)).union(serving).union(following)
+        for service in Set(planned.map(\.service)).subtracting(servedServices).sorted() where failures.isEmpty {
+            failures.append("service '\(service)': none of its listeners could be opened on this host")
+        }
         guard failures.isEmpty else {
             for (_, socket) in bound { socket.close() }
+            for socket in inherited.values { socket.descriptor.close() }
             throw SupervisorError(messages: failures)
         }
         return bound
@@ -157,7 +212,7 @@ public actor Supervisor {
         guard let handlers = handlers[plan.service] else { return }
         let listener = try await RunningListener.start(socket, key: plan.key, service: plan.service,
                                                        handlers: handlers, group: group, pool: pool)
-        listeners[plan.key] = Entry(service: plan.service, listener: listener)
+        listeners[plan.key] = Entry(service: plan.service, listener: listener, plannedWorkers: plan.workers)
         logger.info("listening", metadata: [
             "service": "\(plan.service)", "proto": "\(plan.key.proto.rawValue)",
             "address": "\(plan.key.endpoint.addressText)", "port": "\(plan.key.endpoint.port)",
@@ -179,6 +234,9 @@ public actor Supervisor {
             if let listener = await entry.listener.stop(pool: pool) { tcp.append(listener) }
         }
         listeners = [:]
+        addressWatcher?.stop()
+        addressWatcher = nil
+        addressChangeSink.finish()
         pool.shutdown()
         draining.finish()
         await withTaskGroup(of: Void.self) { group in

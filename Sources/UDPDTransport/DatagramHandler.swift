@@ -25,6 +25,14 @@ public enum DropReason: Int, Sendable, CaseIterable, CustomStringConvertible {
     case idleTimeout
     /// A framed TCP connection was closed: a message did not arrive whole within the request deadline.
     case requestDeadline
+    /// A forward's oldest UDP session was dropped to make room under `max-sessions`.
+    case sessionEvicted
+    /// A forward's upstream was unreachable, refused, or did not accept the request or connection.
+    case upstreamError
+    /// An exec service was already running `max-instances` programs; the request or connection was refused.
+    case instancesExceeded
+    /// An exec program ran past its `timeout` and its process group was killed.
+    case execTimeout
     /// A krb5-framed TCP message announced more than `max-message` bytes; the connection was closed.
     case frameTooLong
     /// A krb5-framed TCP message set the reserved high bit of its length; the connection was closed.
@@ -45,6 +53,10 @@ public enum DropReason: Int, Sendable, CaseIterable, CustomStringConvertible {
         case .sourceLimit: "source_limit"
         case .idleTimeout: "idle_timeout"
         case .requestDeadline: "request_deadline"
+        case .sessionEvicted: "session_evicted"
+        case .upstreamError: "upstream_error"
+        case .instancesExceeded: "instances_exceeded"
+        case .execTimeout: "exec_timeout"
         case .frameTooLong: "frame_too_long"
         case .frameReservedBit: "frame_reserved_bit"
         }

@@ -30,6 +30,10 @@ public final class ListenerCounters: Sendable {
     private let sourceLimit = Atomic<UInt64>(0)
     private let idleTimeout = Atomic<UInt64>(0)
     private let requestDeadline = Atomic<UInt64>(0)
+    private let sessionEvicted = Atomic<UInt64>(0)
+    private let upstreamError = Atomic<UInt64>(0)
+    private let instancesExceeded = Atomic<UInt64>(0)
+    private let execTimeout = Atomic<UInt64>(0)
     private let frameTooLong = Atomic<UInt64>(0)
     private let frameReservedBit = Atomic<UInt64>(0)
 
@@ -89,6 +93,10 @@ public final class ListenerCounters: Sendable {
         case .sourceLimit: sourceLimit.wrappingAdd(count, ordering: .relaxed)
         case .idleTimeout: idleTimeout.wrappingAdd(count, ordering: .relaxed)
         case .requestDeadline: requestDeadline.wrappingAdd(count, ordering: .relaxed)
+        case .sessionEvicted: sessionEvicted.wrappingAdd(count, ordering: .relaxed)
+        case .upstreamError: upstreamError.wrappingAdd(count, ordering: .relaxed)
+        case .instancesExceeded: instancesExceeded.wrappingAdd(count, ordering: .relaxed)
+        case .execTimeout: execTimeout.wrappingAdd(count, ordering: .relaxed)
         case .frameTooLong: frameTooLong.wrappingAdd(count, ordering: .relaxed)
         case .frameReservedBit: frameReservedBit.wrappingAdd(count, ordering: .relaxed)
         }
@@ -109,6 +117,10 @@ public final class ListenerCounters: Sendable {
         case .sourceLimit: sourceLimit.load(ordering: .relaxed)
         case .idleTimeout: idleTimeout.load(ordering: .relaxed)
         case .requestDeadline: requestDeadline.load(ordering: .relaxed)
+        case .sessionEvicted: sessionEvicted.load(ordering: .relaxed)
+        case .upstreamError: upstreamError.load(ordering: .relaxed)
+        case .instancesExceeded: instancesExceeded.load(ordering: .relaxed)
+        case .execTimeout: execTimeout.load(ordering: .relaxed)
         case .frameTooLong: frameTooLong.load(ordering: .relaxed)
         case .frameReservedBit: frameReservedBit.load(ordering: .relaxed)
         }

@@ -1,3 +1,5 @@
+import CUDPD
+
 #if canImport(Glibc)
 import Glibc
 #elseif canImport(Musl)
@@ -16,7 +18,7 @@ public final class TCPListenerSocket: Sendable {
     /// The address and port the socket is bound to (the real port when 0 was asked for).
     public let localEndpoint: IPEndpoint
 
-    private init(descriptor: SocketDescriptor, localEndpoint: IPEndpoint) {
+    init(descriptor: SocketDescriptor, localEndpoint: IPEndpoint) {
         self.descriptor = descriptor
         self.localEndpoint = localEndpoint
     }

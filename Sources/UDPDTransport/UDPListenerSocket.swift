@@ -39,7 +39,7 @@ public final class UDPListenerSocket: Sendable {
     /// How replies leave from the right address.
     public let replySource: ReplySource
 
-    private init(descriptor: SocketDescriptor, localEndpoint: IPEndpoint, replySource: ReplySource) {
+    init(descriptor: SocketDescriptor, localEndpoint: IPEndpoint, replySource: ReplySource) {
         self.descriptor = descriptor
         self.localEndpoint = localEndpoint
         self.replySource = replySource
@@ -78,7 +78,7 @@ public final class UDPListenerSocket: Sendable {
         return group
     }
 
-    private static func bind(_ endpoint: IPEndpoint, options: UDPSocketOptions, reusePort: Bool)
+    static func bind(_ endpoint: IPEndpoint, options: UDPSocketOptions, reusePort: Bool)
         throws(BindError) -> UDPListenerSocket
     {
         let context = "udp \(endpoint)"
@@ -93,7 +93,7 @@ public final class UDPListenerSocket: Sendable {
                                      "IPV6_V6ONLY \(context)")
             }
             try applyCommon(options, to: socket, family: endpoint.family, context: context)
-            let replySource = try enableDestinationInfo(on: socket, for: endpoint, options: options, context: context)
+            let replySource = enableDestinationInfo(on: socket, for: endpoint, options: options, context: context)
             try socket.bind(to: endpoint, context: context)
             let local = try socket.localEndpoint(context: context)
             return UDPListenerSocket(descriptor: socket, localEndpoint: local, replySource: replySource)
@@ -105,6 +105,19 @@ public final class UDPListenerSocket: Sendable {
     /// Closes the socket.
     public func close() {
         descriptor.close()
+    }
+
+    /// Whether a wildcard socket of `family` can learn each datagram's destination address here (IP_PKTINFO or
+    /// IP_RECVDSTADDR with IP_SENDSRCADDR for IPv4, IPV6_RECVPKTINFO for IPv6): probed on a throwaway unbound
+    /// socket. Where it cannot, a wildcard service is served per address instead.
+    public static func destinationInfoIsAvailable(for family: IPFamily) -> Bool {
+        guard let socket = try? SocketDescriptor.open(family: family, type: CInt(SOCK_DGRAM.rawValue),
+                                                      context: "pktinfo probe")
+        else { return true }  // the family itself is missing; the bind will say so
+        defer { socket.close() }
+        let any = IPEndpoint.wildcard(family, port: 0)
+        let source = enableDestinationInfo(on: socket, for: any, options: UDPSocketOptions(), context: "probe")
+        return source == .pktinfo || source == .recvdstaddr
     }
 
     static func applyCommon(
@@ -130,30 +143,36 @@ public final class UDPListenerSocket: Sendable {
         }
     }
 
-    private static func enableDestinationInfo(
+    /// Enables the destination-address option a wildcard socket needs. When the platform has none, or the kernel
+    /// refuses it (ENOPROTOOPT on an unusual stack), the socket still serves, with the `kernel` reply source that
+    /// status and the log make visible, rather than not at all.
+    static func enableDestinationInfo(
         on socket: SocketDescriptor,
         for endpoint: IPEndpoint,
         options: UDPSocketOptions,
         context: String
-    ) throws(SystemCallError) -> ReplySource {
+    ) -> ReplySource {
         guard endpoint.isWildcard else { return .bound }
         guard !options.withoutDestinationInfo else { return .kernel }
         switch endpoint.family {
         case .ipv4:
-            if cudpd_ip_pktinfo != 0 {
-                try socket.setOption(level: CInt(IPPROTO_IP), name: cudpd_ip_pktinfo, value: 1, "IP_PKTINFO \(context)")
+            if cudpd_ip_pktinfo != 0,
+                (try? socket.setOption(level: CInt(IPPROTO_IP), name: cudpd_ip_pktinfo, value: 1,
+                                       "IP_PKTINFO \(context)")) != nil
+            {
                 return .pktinfo
             }
-            if cudpd_ip_recvdstaddr != 0 && cudpd_ip_sendsrcaddr != 0 {
-                try socket.setOption(level: CInt(IPPROTO_IP), name: cudpd_ip_recvdstaddr, value: 1,
-                                     "IP_RECVDSTADDR \(context)")
+            if cudpd_ip_recvdstaddr != 0 && cudpd_ip_sendsrcaddr != 0,
+                (try? socket.setOption(level: CInt(IPPROTO_IP), name: cudpd_ip_recvdstaddr, value: 1,
+                                       "IP_RECVDSTADDR \(context)")) != nil
+            {
                 return .recvdstaddr
             }
             return .kernel
         case .ipv6:
-            try socket.setOption(level: CInt(IPPROTO_IPV6), name: cudpd_ipv6_recvpktinfo, value: 1,
-                                 "IPV6_RECVPKTINFO \(context)")
-            return .pktinfo
+            let enabled = (try? socket.setOption(level: CInt(IPPROTO_IPV6), name: cudpd_ipv6_recvpktinfo, value: 1,
+                                                 "IPV6_RECVPKTINFO \(context)")) != nil
+            return enabled ? .pktinfo : .kernel
         }
     }
 }

@@ -1,4 +1,5 @@
 import ArgumentParser
+import UDPDControl
 
 /// `udpctl`: asks a running udpd for its status, a reload or its metrics over the control socket.
 @main
@@ -15,6 +16,7 @@ struct UDPCtl: ParsableCommand {
             Exit status: 0 success; 1 the daemon refused (a rejected reload, an error answer); 2 no daemon could be \
             reached (nothing listening, no permission, no answer in time, or -c FILE is not a valid configuration).
             """,
+        version: UDPDVersion.string,
         subcommands: [Status.self, Reload.self, Metrics.self]
     )
 

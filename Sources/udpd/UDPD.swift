@@ -28,7 +28,9 @@ struct UDPD: ParsableCommand {
 
             Environment: UDPD_TESTING_WITHOUT_PKTINFO=1 opens wildcard UDP sockets without IP_PKTINFO, \
             IP_RECVDSTADDR and IPV6_RECVPKTINFO, reproducing a platform that lacks them (a testing aid). \
-            NOTIFY_SOCKET is honoured as systemd sets it.
+            NOTIFY_SOCKET is honoured as systemd sets it. Sockets handed over by systemd socket activation \
+            (LISTEN_PID, LISTEN_FDS, LISTEN_FDNAMES) are adopted by the listener whose protocol, address and port \
+            they match; the others are logged and closed.
             """,
         version: Supervisor.version
     )
@@ -105,19 +107,43 @@ struct UDPD: ParsableCommand {
             printError("udpd: cannot start UDP worker threads: \(error)")
             throw ExitCode(1)
         }
+        let inherited: [InheritedSocket]
+        switch SocketActivation.takeInheritedSockets(environment: environment) {
+        case .success(let sockets):
+            inherited = sockets
+            if !sockets.isEmpty {
+                logger.info("systemd handed over sockets", metadata: ["count": "\(sockets.count)"])
+            }
+        case .failure(let refusal):
+            logger.warning("socket activation: \(refusal)")
+            inherited = []
+        }
         let supervisor = Supervisor(
             configuration: configuration,
             configPath: config,
             group: group,
             pool: pool,
             logger: logger,
-            withoutDestinationInfo: environment["UDPD_TESTING_WITHOUT_PKTINFO"] == "1"
+            withoutDestinationInfo: environment["UDPD_TESTING_WITHOUT_PKTINFO"] == "1",
+            inherited: inherited
         )
         do throws(SupervisorError) {
             try await supervisor.start()
         } catch {
             for line in error.messages { printError("udpd: \(line)") }
             throw ExitCode(1)
+        }
+
+        var metricsServer: MetricsHTTPServer?
+        if let metrics = configuration.metrics {
+            do {
+                metricsServer = try await MetricsHTTPServer.bind(
+                    host: metrics.listen.host, port: Int(metrics.listen.port), group: group, logger: logger)
+            } catch {
+                printError("udpd: metrics endpoint \(metrics.listen): \(error)")
+                await supervisor.stopAll(grace: .zero)
+                throw ExitCode(1)
+            }
         }
 
         let socketPath = controlSocket ?? configuration.control.socket ?? ControlSocketPath.defaultPath()
@@ -145,8 +171,8 @@ struct UDPD: ParsableCommand {
             }
         }
 
-        let daemon = Daemon(supervisor: supervisor, controlServer: controlServer, hangups: hangups,
-                            notifier: SystemdNotifier(), logLevel: logLevel, logger: logger)
+        let daemon = Daemon(supervisor: supervisor, controlServer: controlServer, metricsServer: metricsServer,
+                            hangups: hangups, notifier: SystemdNotifier(), logLevel: logLevel, logger: logger)
         let serviceGroup = ServiceGroup(configuration: ServiceGroupConfiguration(
             services: [ServiceGroupConfiguration.ServiceConfiguration(service: daemon)],
             gracefulShutdownSignals: [.sigterm, .sigint],

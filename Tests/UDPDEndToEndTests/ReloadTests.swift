@@ -149,34 +149,58 @@ struct ReloadTests {
         let second = echoYAML([("steady", "echo", a), ("other", "discard", b)])
         let udpd = try UDPDProcess(config: first)
         try udpd.waitUntilReady()
-        let reloadsDone = DoneFlag()
-        // A thread of its own, not the cooperative pool: other suites' blocking tests may hold every pool thread,
-        // and the stream must overlap the reloads.
-        let outcome = Mutex<Result<TrafficResult, any Error>?>(nil)
-        let started = DoneFlag()
-        Thread.detachNewThread {
-            started.set()
-            let result = Result { try steadyTraffic(port: a, minimum: 20_000, maximum: 400_000, window: 32,
-                                                    until: reloadsDone) }
-            outcome.withLock { $0 = result }
-        }
-        #expect(eventually { started.isSet })
+        // The stream runs on a thread of its own, not on Swift's cooperative pool, so that it keeps sending while
+        // this test blocks on udpctl; the reloads start only once it is flowing.
+        let traffic = TrafficThread(port: a, minimum: 20_000, maximum: 400_000, window: 32)
+        #expect(eventually(timeout: .seconds(20)) { traffic.progress >= 1_000 }, "the stream did not start")
         var applied = 0
         for round in 0..<50 {
             try udpd.rewriteConfig(round % 2 == 0 ? second : first)
             if try udpd.udpctl(["reload"]).status == 0 { applied += 1 }
         }
-        reloadsDone.set()
-        #expect(eventually(timeout: .seconds(130)) { outcome.withLock { $0 != nil } })
-        let result = try outcome.withLock { $0! }.get()
+        let sentBeforeEnd = traffic.progress
+        let result = try traffic.finish()
         #expect(applied == 50)
         #expect(result.sent >= 20_000)
         #expect(result.lost == 0, "\(result.lost) of \(result.sent) datagrams lost")
         #expect(result.answered == result.sent)
-        #expect(result.sentDuringReloads >= 1_000, "the stream overlapped the reloads")
+        #expect(sentBeforeEnd >= 1_000, "the stream overlapped the reloads")
         let steady = try #require(try udpd.status().services.first { $0.name == "steady" })
         #expect(steady.counters.dropped == 0)
         #expect(steady.counters.rxPackets == UInt64(result.sent))
+    }
+}
+
+/// A steady stream of datagrams on its own thread: started at init, told to wind down by ``finish()``.
+final class TrafficThread: Sendable {
+    private let done = DoneFlag()
+    private let sent = Atomic<Int>(0)
+    private let outcome = Mutex<Result<TrafficResult, any Error>?>(nil)
+
+    init(port: UInt16, minimum: Int, maximum: Int, window: Int) {
+        Thread { [self] in run(port: port, minimum: minimum, maximum: maximum, window: window) }.start()
+    }
+
+    private func run(port: UInt16, minimum: Int, maximum: Int, window: Int) {
+        let result = Result {
+            try steadyTraffic(port: port, minimum: minimum, maximum: maximum, window: window, until: done,
+                              progress: sent)
+        }
+        outcome.withLock { $0 = result }
+    }
+
+    /// Datagrams sent so far.
+    var progress: Int { sent.load(ordering: .relaxed) }
+
+    /// Lets the stream end (after its minimum) and waits at most two minutes for its result.
+    func finish() throws -> TrafficResult {
+        done.set()
+        let deadline = ContinuousClock.now + .seconds(120)
+        while ContinuousClock.now < deadline {
+            if let result = outcome.withLock({ $0 }) { return try result.get() }
+            usleep(10_000)
+        }
+        throw TestFailure("the traffic thread did not finish")
     }
 }
 
@@ -192,13 +216,14 @@ struct TrafficResult: Sendable {
     var sent = 0
     var answered = 0
     var lost = 0
-    var sentDuringReloads = 0
 }
 
 /// Sends numbered datagrams from one connected socket with at most `window` unanswered, until `until` is set and at
 /// least `minimum` were sent (never more than `maximum`, never longer than 120 seconds), and counts the answers. A
 /// datagram unanswered within 2 seconds is lost.
-func steadyTraffic(port: UInt16, minimum: Int, maximum: Int, window: Int, until done: DoneFlag) throws -> TrafficResult {
+func steadyTraffic(
+    port: UInt16, minimum: Int, maximum: Int, window: Int, until done: DoneFlag, progress: borrowing Atomic<Int>
+) throws -> TrafficResult {
     let client = try ConnectedUDPClient(from: "127.0.0.1", to: IPEndpoint(address: "127.0.0.1", port: port)!,
                                         timeoutMilliseconds: 2000)
     var result = TrafficResult()
@@ -209,7 +234,7 @@ func steadyTraffic(port: UInt16, minimum: Int, maximum: Int, window: Int, until 
             while result.sent < maximum && result.sent - result.answered - result.lost < window {
                 try client.send("\(result.sent)")
                 result.sent += 1
-                if !done.isSet { result.sentDuringReloads += 1 }
+                progress.store(result.sent, ordering: .relaxed)
             }
         }
         let outstanding = result.sent - result.answered - result.lost

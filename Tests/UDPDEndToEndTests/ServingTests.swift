@@ -162,13 +162,26 @@ struct ServingTests {
         #expect(udpd.log.contains("service 'discard': cannot bind udp 0.0.0.0:\(ports.discardPort)"), "\(udpd.log)")
     }
 
-    @Test("without pktinfo the wildcard listener says reply_source kernel and udpd warns")
+    @Test("without pktinfo a wildcard service falls back to per-address listeners, and says so")
     func kernelReplySourceIsVisible() throws {
         let ports = try TwoServices()
         let udpd = try UDPDProcess(config: ports.yaml, environment: ["UDPD_TESTING_WITHOUT_PKTINFO": "1"])
         let status = try udpd.waitUntilReady()
         let echo = try #require(status.services.first { $0.name == "echo" })
-        #expect(echo.listeners.contains { $0.proto == "udp" && $0.replySource == "kernel" })
-        #expect(udpd.log.contains("the kernel picks the source address"))
+        #expect(echo.bindFallback == true)
+        let udp = echo.listeners.filter { $0.proto == "udp" }
+        #expect(udp.contains { $0.address == "127.0.0.1" }, "\(udp)")
+        #expect(udp.allSatisfy { $0.replySource == "bound" }, "\(udp)")
+        #expect(!udp.contains { $0.address == "0.0.0.0" || $0.address == "::" })
+        #expect(echo.listeners.contains { $0.proto == "tcp" && $0.address == "0.0.0.0" })
+        #expect(udpd.log.contains("serving the service per address instead"), "\(udpd.log)")
+        #expect(udpd.log.contains("bind_fallback=true"))
+        let json = try udpd.udpctl(["status", "--json"]).standardOutput
+        #expect(json.contains("\"bind_fallback\" : true"), "\(json)")
+        let table = try udpd.udpctl(["status"]).standardOutput
+        #expect(table.contains("bind fallback: echo, discard"), "\(table)")
+        let client = try ConnectedUDPClient(from: "127.0.0.1", to: IPEndpoint(address: "127.0.0.1", port: ports.echoPort)!)
+        try client.send("still answered")
+        #expect(client.receiveText() == "still answered")
     }
 }

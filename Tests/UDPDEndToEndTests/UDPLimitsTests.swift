@@ -100,7 +100,7 @@ struct UDPLimitsTests {
             }
             received = now
         }
-        #expect(received > UInt64(2 * 16_384), "only \(received) datagrams arrived")
+        #expect(received > UInt64(16_384), "only \(received) datagrams arrived")
         let after = try residentKiB(udpd.pid)
         #expect(after - before < 8_192, "RSS grew from \(before) KiB to \(after) KiB")
     }

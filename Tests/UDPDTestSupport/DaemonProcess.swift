@@ -65,11 +65,13 @@ public struct CommandResult: Sendable {
     public var standardError: String
 }
 
-/// Runs `executable` with `arguments` to its end (killing it after `timeout` seconds).
+/// Runs `executable` with `arguments` to its end (killing it after `timeout` seconds), with `input` on its stdin
+/// (nothing by default).
 public func runCommand(
     _ executable: String,
     _ arguments: [String],
     environment: [String: String]? = nil,
+    input: String? = nil,
     timeout: TimeInterval = 30
 ) throws -> CommandResult {
     let process = Process()
@@ -80,8 +82,13 @@ public func runCommand(
     let error = Pipe()
     process.standardOutput = output
     process.standardError = error
-    process.standardInput = FileHandle.nullDevice
+    let inputPipe = Pipe()
+    process.standardInput = input == nil ? FileHandle.nullDevice : inputPipe
     try process.run()
+    if let input {
+        inputPipe.fileHandleForWriting.write(Data(input.utf8))
+        try? inputPipe.fileHandleForWriting.close()
+    }
     let deadline = Date().addingTimeInterval(timeout)
     // Read while it runs, so that a chatty process never blocks on a full pipe.
     let outputData = LockedData()

@@ -13,20 +13,29 @@ public final class UDPDProcess {
     private let logPath: String
 
     /// Writes `config` (YAML) and starts `udpd -c FILE --control-socket SOCK` with `environment` added.
-    /// `socketPath` overrides the control socket (by default one in the temporary directory).
+    /// `socketPath` overrides the control socket (by default one in the temporary directory). With a `launcher`
+    /// (a program and its arguments), that program is started with udpd's path and arguments appended, and is
+    /// expected to exec udpd in its own process (as a socket-activation launcher does).
     public init(
         config: String,
         socketPath: String? = nil,
         environment: [String: String] = [:],
-        arguments: [String] = []
+        arguments: [String] = [],
+        launcher: [String] = []
     ) throws {
         directory = try TemporaryDirectory()
         configPath = try directory.write("services.yaml", config)
         self.socketPath = socketPath ?? directory.file("control.sock")
         logPath = directory.file("udpd.log")
         _ = FileManager.default.createFile(atPath: logPath, contents: nil)
-        process.executableURL = URL(fileURLWithPath: BuiltProducts.path("udpd"))
-        process.arguments = ["-c", configPath, "--control-socket", self.socketPath] + arguments
+        let udpdArguments = ["-c", configPath, "--control-socket", self.socketPath] + arguments
+        if let program = launcher.first {
+            process.executableURL = URL(fileURLWithPath: program)
+            process.arguments = Array(launcher.dropFirst()) + [BuiltProducts.path("udpd")] + udpdArguments
+        } else {
+            process.executableURL = URL(fileURLWithPath: BuiltProducts.path("udpd"))
+            process.arguments = udpdArguments
+        }
         process.environment = ProcessInfo.processInfo.environment.merging(environment) { _, new in new }
         process.standardError = FileHandle(forWritingAtPath: logPath)
         process.standardOutput = FileHandle(forWritingAtPath: logPath)

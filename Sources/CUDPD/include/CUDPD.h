@@ -10,10 +10,14 @@
 #include <netinet/in.h>
 #include <arpa/inet.h>
 #include <net/if.h>
+#include <spawn.h>
 #ifdef __linux__
 #include <sys/epoll.h>
 #include <linux/netlink.h>
 #include <linux/rtnetlink.h>
+#include <linux/if_addr.h>
+#else
+#include <net/route.h>
 #endif
 
 // MARK: - Control messages (CMSG_* are macros)
@@ -40,6 +44,18 @@ int cudpd_sendmmsg(int fd, struct cudpd_mmsghdr *_Nonnull vector, unsigned int c
 int cudpd_pthread_setname(const char *_Nonnull name);
 /// pipe2(fds, O_CLOEXEC | O_NONBLOCK) on Linux; pipe() elsewhere (the caller sets the flags).
 int cudpd_pipe_cloexec_nonblock(int *_Nonnull fds);
+/// posix_spawn_file_actions_addclosefrom_np(actions, from) where the C library has it (glibc 2.34); elsewhere 0 and
+/// nothing added (every descriptor udpd opens is close-on-exec anyway).
+int cudpd_spawn_file_actions_addclosefrom(posix_spawn_file_actions_t *_Nonnull actions, int from);
+
+// MARK: - posix_spawn flags (macros)
+
+/// POSIX_SPAWN_SETPGROUP.
+extern const short cudpd_spawn_setpgroup;
+/// POSIX_SPAWN_SETSIGMASK.
+extern const short cudpd_spawn_setsigmask;
+/// POSIX_SPAWN_SETSIGDEF.
+extern const short cudpd_spawn_setsigdef;
 
 // MARK: - Privileges (prctl and capset are variadic or have no libc wrapper; 0 / ENOSYS elsewhere)
 
@@ -92,5 +108,46 @@ struct cudpd_in6_pktinfo {
     struct in6_addr ipi6_addr;
     unsigned int ipi6_ifindex;
 };
+
+// MARK: - Address notifications (rtnetlink on Linux, PF_ROUTE on the BSDs and macOS)
+
+/// The protocol family of the address-notification socket: AF_NETLINK on Linux, PF_ROUTE elsewhere.
+extern const int cudpd_address_socket_domain;
+/// The socket protocol: NETLINK_ROUTE on Linux, 0 (every family) on PF_ROUTE.
+extern const int cudpd_address_socket_protocol;
+/// The multicast groups to join on Linux (RTMGRP_IPV4_IFADDR | RTMGRP_IPV6_IFADDR); 0 elsewhere.
+extern const unsigned int cudpd_address_groups;
+/// RTM_NEWADDR and RTM_DELADDR, as the message type of the platform's notifications.
+extern const int cudpd_rtm_newaddr;
+extern const int cudpd_rtm_deladdr;
+
+#ifdef __linux__
+/// The address netlink messages: a header, then struct ifaddrmsg, then attributes.
+extern const int cudpd_nlmsg_done;
+extern const int cudpd_nlmsg_error;
+extern const int cudpd_nlmsg_overrun;
+/// IFA_ADDRESS, IFA_LOCAL, IFA_LABEL, IFA_FLAGS: attribute types of an address message.
+extern const int cudpd_ifa_address;
+extern const int cudpd_ifa_local;
+extern const int cudpd_ifa_flags;
+/// IFA_F_TENTATIVE: an IPv6 address still in duplicate address detection, which cannot be bound yet.
+extern const unsigned int cudpd_ifa_f_tentative;
+
+/// NLMSG_OK: whether `header` is a whole message within `length` bytes.
+int cudpd_nlmsg_ok(const struct nlmsghdr *_Nonnull header, int length);
+/// NLMSG_NEXT: the message after `header`; `length` is decreased by what was skipped.
+struct nlmsghdr *_Nonnull cudpd_nlmsg_next(struct nlmsghdr *_Nonnull header, int *_Nonnull length);
+/// NLMSG_DATA: the payload after the header.
+void *_Nonnull cudpd_nlmsg_data(struct nlmsghdr *_Nonnull header);
+/// IFA_RTA: the first attribute of an address message.
+struct rtattr *_Nonnull cudpd_ifa_rta(struct ifaddrmsg *_Nonnull message);
+/// IFA_PAYLOAD: the bytes of attributes in an address message.
+int cudpd_ifa_payload(const struct nlmsghdr *_Nonnull header);
+/// RTA_OK, RTA_NEXT, RTA_DATA, RTA_PAYLOAD.
+int cudpd_rta_ok(const struct rtattr *_Nonnull attribute, int length);
+struct rtattr *_Nonnull cudpd_rta_next(struct rtattr *_Nonnull attribute, int *_Nonnull length);
+void *_Nonnull cudpd_rta_data(struct rtattr *_Nonnull attribute);
+int cudpd_rta_payload(const struct rtattr *_Nonnull attribute);
+#endif
 
 #endif

@@ -1,0 +1,140 @@
+import Logging
+import NIOCore
+import NIOHTTP1
+import NIOPosix
+
+/// The optional HTTP endpoint (`metrics: {listen: HOST:PORT}`) that serves the Prometheus exposition at
+/// `GET /metrics` (and `HEAD`), so that a Prometheus server can scrape udpd without `udpctl`.
+///
+/// Each connection is served by its own child task: one request, one response, then the connection closes
+/// (`Connection: close`; scrapers reconnect per scrape anyway). A connection that has not completed its request
+/// within ``requestTimeout`` is closed. Other paths answer 404, other methods 405.
+public final class MetricsHTTPServer: Sendable {
+    /// How long a connection may take to send its request.
+    public static let requestTimeout: Duration = .seconds(10)
+
+    /// The address the endpoint listens on (with the real port when 0 was asked for).
+    public let localAddress: SocketAddress
+    private let channel: NIOAsyncChannel<NIOAsyncChannel<HTTPServerRequestPart, HTTPServerResponsePart>, Never>
+    private let logger: Logger
+
+    private init(
+        channel: NIOAsyncChannel<NIOAsyncChannel<HTTPServerRequestPart, HTTPServerResponsePart>, Never>,
+        localAddress: SocketAddress,
+        logger: Logger
+    ) {
+        self.channel = channel
+        self.localAddress = localAddress
+        self.logger = logger
+    }
+
+    /// Binds the endpoint on `host` (an address literal or a name) and `port`; call ``run(render:)`` next.
+    public static func bind(
+        host: String,
+        port: Int,
+        group: any EventLoopGroup,
+        logger: Logger
+    ) async throws -> MetricsHTTPServer {
+        let channel = try await ServerBootstrap(group: group)
+            .serverChannelOption(.backlog, value: 128)
+            .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
+            .bind(host: host, port: port) { child in
+                child.eventLoop.makeCompletedFuture {
+                    try child.pipeline.syncOperations.configureHTTPServerPipeline(withErrorHandling: true)
+                    return try NIOAsyncChannel<HTTPServerRequestPart, HTTPServerResponsePart>(
+                        wrappingChannelSynchronously: child
+                    )
+                }
+            }
+        guard let local = channel.channel.localAddress else {
+            try? await channel.channel.close()
+            throw IOError(errnoCode: 22, reason: "the metrics endpoint has no local address")
+        }
+        logger.info("metrics endpoint ready", metadata: ["listen": "\(local)", "path": "/metrics"])
+        return MetricsHTTPServer(channel: channel, localAddress: local, logger: logger)
+    }
+
+    /// Serves connections until the calling task is cancelled, then closes the listening socket.
+    ///
+    /// - Parameter render: produces the exposition for one scrape.
+    public func run(render: @escaping @Sendable () async -> String) async throws {
+        let logger = self.logger
+        do {
+            try await channel.executeThenClose { connections in
+                try await withThrowingDiscardingTaskGroup { group in
+                    for try await connection in connections {
+                        group.addTask {
+                            await Self.serve(connection, render: render, logger: logger)
+                        }
+                    }
+                }
+            }
+        } catch where Task.isCancelled {
+            // Cancellation is how the endpoint is asked to stop; the stream may report it as an error.
+        }
+        logger.info("metrics endpoint closed")
+    }
+
+    /// Answers one request, bounded by ``requestTimeout``; never throws.
+    private static func serve(
+        _ connection: NIOAsyncChannel<HTTPServerRequestPart, HTTPServerResponsePart>,
+        render: @escaping @Sendable () async -> String,
+        logger: Logger
+    ) async {
+        await withTaskGroup(of: Void.self) { group in
+            group.addTask {
+                do {
+                    try await connection.executeThenClose { requests, responses in
+                        var head: HTTPRequestHead?
+                        for try await part in requests {
+                            switch part {
+                            case .head(let requestHead): head = requestHead
+                            case .body: continue
+                            case .end:
+                                guard let head else { return }
+                                try await respond(to: head, with: responses, render: render)
+                                return
+                            }
+                        }
+                    }
+                } catch {
+                    logger.debug("metrics connection ended: \(error)")
+                }
+            }
+            group.addTask {
+                try? await Task.sleep(for: requestTimeout)
+            }
+            await group.next()
+            group.cancelAll()
+        }
+    }
+
+    /// Writes the response to one request.
+    private static func respond(
+        to head: HTTPRequestHead,
+        with responses: NIOAsyncChannelOutboundWriter<HTTPServerResponsePart>,
+        render: @Sendable () async -> String
+    ) async throws {
+        let path = head.uri.split(separator: "?", maxSplits: 1, omittingEmptySubsequences: false).first ?? ""
+        let status: HTTPResponseStatus
+        let contentType: String
+        let body: String
+        var headers = HTTPHeaders()
+        if path != "/metrics" {
+            (status, contentType, body) = (.notFound, "text/plain; charset=utf-8", "udpd serves only /metrics\n")
+        } else if head.method != .GET && head.method != .HEAD {
+            (status, contentType, body) = (.methodNotAllowed, "text/plain; charset=utf-8", "use GET\n")
+            headers.add(name: "Allow", value: "GET, HEAD")
+        } else {
+            (status, contentType, body) = (.ok, PrometheusExposition.contentType, await render())
+        }
+        headers.add(name: "Content-Type", value: contentType)
+        headers.add(name: "Content-Length", value: "\(body.utf8.count)")
+        headers.add(name: "Connection", value: "close")
+        try await responses.write(.head(HTTPResponseHead(version: head.version, status: status, headers: headers)))
+        if head.method != .HEAD {
+            try await responses.write(.body(.byteBuffer(ByteBuffer(string: body))))
+        }
+        try await responses.write(.end(nil))
+    }
+}

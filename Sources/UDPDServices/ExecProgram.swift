@@ -1,0 +1,88 @@
+import Foundation
+import Logging
+import Synchronization
+import UDPDTransport
+
+/// An exec service's program and its limits, shared by the service's UDP and TCP handlers.
+///
+/// `Sendable`: the instance count is atomic; the rest is immutable.
+final class ExecProgram: Sendable {
+    let service: String
+    let argv: [String]
+    let timeout: Duration
+    let maxInstances: Int
+    let logger: Logger
+    private let running = Atomic<Int>(0)
+
+    init(service: String, argv: [String], timeout: Duration, maxInstances: Int, logger: Logger) {
+        self.service = service
+        self.argv = argv
+        self.timeout = timeout
+        self.maxInstances = maxInstances
+        self.logger = logger
+    }
+
+    /// Programs of this service running now.
+    var instances: Int { running.load(ordering: .relaxed) }
+
+    /// Runs the program for one request, or returns false (having counted the refusal) when `max-instances` are
+    /// already running. `onExit` runs on the exec runner's thread once the program has been reaped.
+    func run(
+        proto: String,
+        remote: IPEndpoint,
+        local: IPEndpoint,
+        input: ProcessRequest.Input,
+        counters: ListenerCounters,
+        onExit: @escaping @Sendable (ProcessOutcome) -> Void
+    ) -> Bool {
+        while true {
+            let current = running.load(ordering: .relaxed)
+            guard current < maxInstances else {
+                counters.addDrop(.instancesExceeded)
+                logger.debug("refused: max-instances reached", metadata: ["max_instances": "\(maxInstances)"])
+                return false
+            }
+            if running.compareExchange(expected: current, desired: current + 1, ordering: .relaxed).exchanged {
+                break
+            }
+        }
+        let logger = self.logger
+        let program = argv[0]
+        let timeout = self.timeout
+        let request = ProcessRequest(
+            argv: argv,
+            environment: environment(proto: proto, remote: remote, local: local),
+            input: input,
+            timeout: timeout,
+            onStandardError: { line in logger.notice("\(line)", metadata: ["program": "\(program)"]) },
+            onExit: { outcome in
+                self.running.wrappingSubtract(1, ordering: .relaxed)
+                if let error = outcome.spawnError {
+                    counters.addDrop(.handlerFailed)
+                    logger.error("cannot start the program", metadata: ["error": "\(error)"])
+                } else if outcome.timedOut {
+                    counters.addDrop(.execTimeout)
+                    logger.warning("the program ran past its timeout; its process group was killed", metadata: [
+                        "program": "\(program)", "timeout": "\(timeout)",
+                    ])
+                }
+                onExit(outcome)
+            }
+        )
+        ProcessRunner.shared.run(request)
+        return true
+    }
+
+    /// udpd's environment with the inetd-style description of the request on top.
+    private func environment(proto: String, remote: IPEndpoint, local: IPEndpoint) -> [String] {
+        var variables = ProcessInfo.processInfo.environment
+        variables["UDPD_SERVICE"] = service
+        variables["UDPD_PROTO"] = proto
+        variables["REMOTE_ADDR"] = remote.addressText
+        variables["REMOTE_PORT"] = "\(remote.port)"
+        variables["LOCAL_ADDR"] = local.addressText
+        variables["LOCAL_PORT"] = "\(local.port)"
+        for name in ["LISTEN_FDS", "LISTEN_PID", "LISTEN_FDNAMES", "NOTIFY_SOCKET"] { variables[name] = nil }
+        return variables.map { "\($0.key)=\($0.value)" }
+    }
+}

@@ -1,0 +1,119 @@
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Musl)
+import Musl
+#elseif canImport(Darwin)
+import Darwin
+#endif
+
+/// A socket udpd was started with (systemd socket activation), inspected so that a listener can adopt it.
+///
+/// `Sendable`: every stored property is immutable and `Sendable`.
+public struct InheritedSocket: Sendable, CustomStringConvertible {
+    /// What kind of socket it is.
+    public enum Kind: String, Sendable {
+        /// `SOCK_DGRAM`: a UDP listener may adopt it.
+        case datagram
+        /// `SOCK_STREAM`: a TCP listener may adopt it.
+        case stream
+        /// Anything else (`SOCK_SEQPACKET`, a FIFO, ...): never adopted.
+        case other
+    }
+
+    /// The descriptor; owned by this value until a listener adopts it or it is closed.
+    public let descriptor: SocketDescriptor
+    /// Its name from `LISTEN_FDNAMES` (systemd's `FileDescriptorName=`, by default the socket unit's name).
+    public let name: String?
+    /// Its type.
+    public let kind: Kind
+    /// The IPv4 or IPv6 address and port it is bound to; `nil` for a Unix socket or anything not IP.
+    public let localEndpoint: IPEndpoint?
+    /// Whether SO_REUSEPORT is set on it (systemd's `ReusePort=yes`), so that more worker sockets may join its port.
+    public let reusePort: Bool
+
+    /// Inspects descriptor `fd` (with getsockopt and getsockname) and takes ownership of it.
+    public init(descriptor fd: CInt, name: String?) {
+        let socket = SocketDescriptor(taking: fd)
+        self.descriptor = socket
+        self.name = name
+        #if canImport(Glibc)
+        let (datagram, stream) = (CInt(SOCK_DGRAM.rawValue), CInt(SOCK_STREAM.rawValue))
+        #else
+        let (datagram, stream) = (SOCK_DGRAM, SOCK_STREAM)
+        #endif
+        switch try? socket.option(level: SOL_SOCKET, name: SO_TYPE, "SO_TYPE fd \(fd)") {
+        case datagram: kind = .datagram
+        case stream: kind = .stream
+        default: kind = .other
+        }
+        localEndpoint = try? socket.localEndpoint(context: "inherited fd \(fd)")
+        reusePort = (try? socket.option(level: SOL_SOCKET, name: SO_REUSEPORT, "SO_REUSEPORT fd \(fd)")) ?? 0 != 0
+    }
+
+    /// `fd 3 "udpd.socket" udp 0.0.0.0:88`, for logs.
+    public var description: String {
+        let proto = switch kind {
+        case .datagram: "udp"
+        case .stream: "tcp"
+        case .other: "not udp or tcp"
+        }
+        let named = name.map { " \"\($0)\"" } ?? ""
+        return "fd \(descriptor.rawValue)\(named) \(proto) \(localEndpoint.map { "\($0)" } ?? "(not an IP socket)")"
+    }
+}
+
+/// The systemd socket-activation protocol (`sd_listen_fds(3)`): descriptors 3, 4, ... handed to udpd, announced by
+/// `LISTEN_PID`, `LISTEN_FDS` and `LISTEN_FDNAMES`.
+public enum SocketActivation {
+    /// The first inherited descriptor (`SD_LISTEN_FDS_START`).
+    public static let firstDescriptor: CInt = 3
+
+    /// Why the announced descriptors were not taken.
+    public enum Refusal: Error, Sendable, Equatable, CustomStringConvertible {
+        /// `LISTEN_PID` names another process: the variables were meant for someone else (a parent).
+        case otherProcess(String)
+        /// `LISTEN_FDS` is not a positive number.
+        case badCount(String)
+
+        public var description: String {
+            switch self {
+            case .otherProcess(let pid): "LISTEN_PID=\(pid) is not this process; ignoring LISTEN_FDS"
+            case .badCount(let count): "LISTEN_FDS=\(count) is not a number of descriptors; ignoring it"
+            }
+        }
+    }
+
+    /// The descriptors announced in `environment` for process `pid`, with their names (when `LISTEN_FDNAMES` has
+    /// one per descriptor). An empty list when nothing was announced.
+    public static func announcedDescriptors(
+        in environment: [String: String],
+        pid: pid_t
+    ) -> Result<[(descriptor: CInt, name: String?)], Refusal> {
+        guard let listenPID = environment["LISTEN_PID"] else { return .success([]) }
+        guard pid_t(listenPID) == pid else { return .failure(.otherProcess(listenPID)) }
+        let countText = environment["LISTEN_FDS"] ?? ""
+        guard let count = Int(countText), count >= 0, count < 65_536 else { return .failure(.badCount(countText)) }
+        let names = environment["LISTEN_FDNAMES"].map {
+            $0.split(separator: ":", omittingEmptySubsequences: false).map(String.init)
+        }
+        return .success((0..<count).map { index in
+            let name = names.flatMap { $0.count == count ? $0[index] : nil }
+            return (firstDescriptor + CInt(index), name)
+        })
+    }
+
+    /// Takes the sockets announced to this process: inspects each, marks it close-on-exec (so that programs udpd
+    /// starts never inherit it), and removes `LISTEN_PID`, `LISTEN_FDS` and `LISTEN_FDNAMES` from the environment.
+    public static func takeInheritedSockets(
+        environment: [String: String]
+    ) -> Result<[InheritedSocket], Refusal> {
+        let announced = announcedDescriptors(in: environment, pid: getpid())
+        for variable in ["LISTEN_PID", "LISTEN_FDS", "LISTEN_FDNAMES"] { unsetenv(variable) }
+        return announced.map { descriptors in
+            descriptors.map { entry in
+                _ = fcntl(entry.descriptor, F_SETFD, FD_CLOEXEC)
+                return InheritedSocket(descriptor: entry.descriptor, name: entry.name)
+            }
+        }
+    }
+}

@@ -1,0 +1,154 @@
+import ArgumentParser
+import Foundation
+import UDPDControl
+import UDPDTransport
+
+/// `udpd-bench control`: how fast udpd loads, reloads and reports a large configuration, and how much memory it
+/// keeps when idle.
+struct ControlBenchmark: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "control",
+        abstract: "Time loading, reloading and status of a many-service configuration; measure idle RSS.",
+        discussion: """
+            Generates a configuration of --services UDP echo services on free ports of 127.0.0.1 and measures: \
+            `udpd --check` on it; the time from starting udpd to its first status answer (every listener is bound \
+            and served by then); a reload that moves one service to another port (wall time of the control \
+            request, which answers once the new listener serves and the old port is closed); status latency; \
+            and VmRSS with that configuration and with a single service. Prints one JSON object.
+            """
+    )
+
+    @Option(help: "The udpd binary.")
+    var udpd: String
+
+    @Option(help: "Services in the generated configuration.")
+    var services = 1000
+
+    @Option(help: "Status requests timed.")
+    var statusRequests = 20
+
+    @Option(help: "Reloads timed (each moves one service to another port and back).")
+    var reloads = 5
+
+    func validate() throws {
+        guard services >= 2, services <= 5000 else { throw ValidationError("--services must be 2...5000") }
+        guard statusRequests >= 1, statusRequests <= 1000, reloads >= 1, reloads <= 100 else {
+            throw ValidationError("--status-requests must be 1...1000 and --reloads 1...100")
+        }
+    }
+
+    func run() throws {
+        let directory = try BenchDirectory()
+        let ports = try freeUDPPorts(count: services + 1)
+        let spare = ports[services]
+        let changed = services / 2
+        let socket = directory.file("control.sock")
+        let configPath = directory.file("services.yaml")
+        try writeConfiguration(configPath, socket: socket, ports: Array(ports[0..<services]))
+
+        var report = ControlReport(services: services)
+        report.checkMilliseconds = try median((0..<3).map { _ in try timeCheck(configPath) })
+
+        let daemon = try DaemonUnderTest(udpd: udpd, config: configPath, socket: socket,
+                                         log: directory.file("udpd.log"))
+        defer { daemon.stop() }
+        report.startToReadyMilliseconds = try daemon.waitUntilReady(expectingServices: services)
+
+        var statusTimes: [Double] = []
+        for _ in 0..<statusRequests {
+            let (milliseconds, response) = try timed { try ControlClient.send(ControlRequest(command: .status),
+                                                                              to: socket, timeout: .seconds(10)) }
+            guard response.status?.services.count == services else { throw BenchmarkError("status: \(response)") }
+            statusTimes.append(milliseconds)
+        }
+        report.statusMedianMilliseconds = median(statusTimes)
+        report.statusMaxMilliseconds = statusTimes.max()
+
+        var reloadTimes: [Double] = []
+        for index in 0..<reloads {
+            var moved = Array(ports[0..<services])
+            if index % 2 == 0 { moved[changed] = spare }
+            try writeConfiguration(configPath, socket: socket, ports: moved)
+            let (milliseconds, response) = try timed { try ControlClient.send(ControlRequest(command: .reload),
+                                                                              to: socket, timeout: .seconds(30)) }
+            guard response.ok else { throw BenchmarkError("reload was refused: \(response)") }
+            reloadTimes.append(milliseconds)
+        }
+        report.reloadOneChangeMedianMilliseconds = median(reloadTimes)
+        report.reloadOneChangeMaxMilliseconds = reloadTimes.max()
+
+        usleep(300_000)
+        report.residentKiBWithAllServices = ProcessStatistics.residentKiB(pid: daemon.pid)
+        report.threadsWithAllServices = threadCount(pid: daemon.pid)
+        daemon.stop()
+
+        let smallConfig = directory.file("one.yaml")
+        let smallSocket = directory.file("one.sock")
+        try writeConfiguration(smallConfig, socket: smallSocket, ports: [ports[0]])
+        let idle = try DaemonUnderTest(udpd: udpd, config: smallConfig, socket: smallSocket,
+                                       log: directory.file("one.log"))
+        defer { idle.stop() }
+        _ = try idle.waitUntilReady(expectingServices: 1)
+        usleep(500_000)
+        report.idleResidentKiB = ProcessStatistics.residentKiB(pid: idle.pid)
+        print(try report.jsonLine())
+    }
+
+    /// Writes a configuration with one UDP echo service per port, each bound to 127.0.0.1.
+    private func writeConfiguration(_ path: String, socket: String, ports: [UInt16]) throws {
+        var text = "control:\n  socket: \(socket)\nlog:\n  level: warning\nservices:\n"
+        for (index, port) in ports.enumerated() {
+            text += "  svc-\(index):\n    handler: echo\n    udp: \(port)\n    bind: [127.0.0.1]\n"
+        }
+        try text.write(toFile: path, atomically: true, encoding: .utf8)
+    }
+
+    /// Wall milliseconds of `udpd -c FILE --check` (process start included).
+    private func timeCheck(_ config: String) throws -> Double {
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: udpd)
+        process.arguments = ["-c", config, "--check"]
+        process.standardOutput = FileHandle.nullDevice
+        process.standardError = FileHandle.nullDevice
+        let (milliseconds, _) = try timed {
+            try process.run()
+            process.waitUntilExit()
+        }
+        guard process.terminationStatus == 0 else { throw BenchmarkError("udpd --check refused the generated file") }
+        return milliseconds
+    }
+}
+
+/// Ports free for UDP on 127.0.0.1, all held at once while choosing so that none is chosen twice.
+func freeUDPPorts(count: Int) throws -> [UInt16] {
+    var held: [UDPListenerSocket] = []
+    defer { held.forEach { $0.close() } }
+    for _ in 0..<count {
+        held.append(try UDPListenerSocket.bind(IPEndpoint(address: "127.0.0.1", port: 0)!))
+    }
+    return held.map(\.localEndpoint.port)
+}
+
+/// Runs `body` and returns its wall time in milliseconds with its result.
+func timed<Result>(_ body: () throws -> Result) rethrows -> (Double, Result) {
+    let start = monotonicNanoseconds()
+    let result = try body()
+    return (Double(monotonicNanoseconds() - start) / 1e6, result)
+}
+
+/// The middle value (the mean of the two middle values for an even count); 0 for none.
+func median(_ values: [Double]) -> Double {
+    let sorted = values.sorted()
+    guard !sorted.isEmpty else { return 0 }
+    let middle = sorted.count / 2
+    return sorted.count % 2 == 1 ? sorted[middle] : (sorted[middle - 1] + sorted[middle]) / 2
+}
+
+/// `Threads:` of `/proc/PID/status`.
+func threadCount(pid: Int32) -> Int? {
+    guard let text = ProcessStatistics.readSmallFile("/proc/\(pid)/status") else { return nil }
+    for line in text.split(separator: "\n") where line.hasPrefix("Threads:") {
+        return Int(line.dropFirst("Threads:".count).trimmingWhitespace)
+    }
+    return nil
+}

@@ -1,0 +1,81 @@
+import Foundation
+import UDPDTestSupport
+import UDPDTransport
+
+/// `udpd-testclient`: the client end of the network-namespace tests, run inside a client namespace with
+/// `ip netns exec NS udpd-testclient ...`. It prints one line and exits 0 when every exchange succeeded.
+///
+///     udpd-testclient udp ADDRESS PORT [COUNT [INTERVAL_MS [TIMEOUT_MS]]]
+///         a connected UDP socket sends COUNT datagrams and waits for each echo
+///         prints `udp sent=N received=M`
+///     udpd-testclient tcp ADDRESS PORT [SECONDS]
+///         one TCP connection exchanges a line with echo every 100 ms for SECONDS
+///         prints `tcp exchanges=N`, or `tcp failed after N exchanges`
+@main
+enum TestClient {
+    static func main() {
+        let arguments = Array(CommandLine.arguments.dropFirst())
+        guard arguments.count >= 3, let port = UInt16(arguments[2]),
+            let server = IPEndpoint(address: arguments[1], port: port)
+        else {
+            fail("usage: udpd-testclient udp|tcp ADDRESS PORT [...]")
+        }
+        let numbers = arguments.dropFirst(3).compactMap { Int($0) }
+        do {
+            switch arguments[0] {
+            case "udp":
+                try udp(server, count: numbers.first ?? 1, interval: numbers.dropFirst().first ?? 0,
+                        timeout: numbers.dropFirst(2).first ?? 1000)
+            case "tcp":
+                try tcp(server, seconds: numbers.first ?? 0)
+            default:
+                fail("unknown mode \(arguments[0])")
+            }
+        } catch {
+            fail("\(arguments[0]) \(server): \(error)")
+        }
+    }
+
+    static func udp(_ server: IPEndpoint, count: Int, interval: Int, timeout: Int) throws {
+        let client = try ConnectedUDPClient(from: server.family == .ipv4 ? "0.0.0.0" : "::", to: server,
+                                            timeoutMilliseconds: timeout)
+        var received = 0
+        for sequence in 0..<count {
+            let message = "seq \(sequence) to \(server)"
+            try client.send(message)
+            // A late echo of an earlier datagram is skipped, not counted twice.
+            while let reply = client.receiveText() {
+                if reply == message {
+                    received += 1
+                    break
+                }
+            }
+            if interval > 0 { usleep(UInt32(interval) * 1000) }
+        }
+        print("udp sent=\(count) received=\(received)")
+        exit(received == count ? 0 : 1)
+    }
+
+    static func tcp(_ server: IPEndpoint, seconds: Int) throws {
+        let client = try TCPTestClient(to: server, timeoutMilliseconds: 2000)
+        let deadline = ContinuousClock.now + .seconds(seconds)
+        var exchanges = 0
+        repeat {
+            let line = Array("line \(exchanges)\n".utf8)
+            try client.send(line)
+            guard client.receive(count: line.count) == line else {
+                print("tcp failed after \(exchanges) exchanges")
+                exit(1)
+            }
+            exchanges += 1
+            usleep(100_000)
+        } while ContinuousClock.now < deadline
+        print("tcp exchanges=\(exchanges)")
+        exit(0)
+    }
+
+    static func fail(_ message: String) -> Never {
+        FileHandle.standardError.write(Data("udpd-testclient: \(message)\n".utf8))
+        exit(2)
+    }
+}
