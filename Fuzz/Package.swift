@@ -1,4 +1,4 @@
-// swift-tools-version: 6.1
+// swift-tools-version:5.4
 //
 // libFuzzer drivers for udpd's parsers. Kept out of the main package so that `swift test` never builds them;
 // build and run them with `Fuzz/run.sh [seconds]` (it passes -sanitize=fuzzer,address).

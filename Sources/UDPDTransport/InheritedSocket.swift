@@ -1,3 +1,5 @@
+import CUDPD
+
 #if canImport(Glibc)
 import Glibc
 #elseif canImport(Musl)
