@@ -38,6 +38,8 @@ let package = Package(
     products: [
         .executable(name: "udpd", targets: ["udpd"]),
         .executable(name: "udpctl", targets: ["udpctl"]),
+        // For Fuzz/Package.swift, which builds the libFuzzer drivers around these entry points.
+        .library(name: "UDPDFuzzEntryPoints", targets: ["UDPDFuzzEntryPoints"]),
         .executable(name: "udpd-bench", targets: ["udpd-bench"]),
     ],
     dependencies: [
@@ -88,6 +90,13 @@ let package = Package(
             swiftSettings: strictSwift
         ),
 
+        // MARK: Fuzzing (the drivers live in Fuzz/, outside `swift test`)
+        .target(
+            name: "UDPDFuzzEntryPoints",
+            dependencies: ["UDPDConfig", "UDPDControl", "UDPDServices"],
+            swiftSettings: strictSwift
+        ),
+
         // MARK: Executables
         .executableTarget(
             name: "udpd",
@@ -129,6 +138,11 @@ let package = Package(
         .testTarget(
             name: "UDPDTransportTests",
             dependencies: ["UDPDTransport", "UDPDTestSupport"],
+            swiftSettings: strictSwift
+        ),
+        .testTarget(
+            name: "UDPDServicesTests",
+            dependencies: ["UDPDServices", "UDPDConfig", "UDPDTransport", "UDPDFuzzEntryPoints"],
             swiftSettings: strictSwift
         ),
         .testTarget(

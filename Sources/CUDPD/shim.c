@@ -95,6 +95,55 @@ int cudpd_pipe_cloexec_nonblock(int *fds) {
 #endif
 }
 
+// MARK: - Privileges
+
+#if defined(__linux__)
+#include <sys/prctl.h>
+#include <sys/syscall.h>
+#include <linux/capability.h>
+
+int cudpd_prctl_keepcaps(int on) { return prctl(PR_SET_KEEPCAPS, on, 0, 0, 0); }
+
+int cudpd_capset(uint32_t effective0, uint32_t permitted0, uint32_t inheritable0) {
+    struct __user_cap_header_struct header = {_LINUX_CAPABILITY_VERSION_3, 0};
+    struct __user_cap_data_struct data[2] = {{effective0, permitted0, inheritable0}, {0, 0, 0}};
+    return (int)syscall(SYS_capset, &header, data);
+}
+
+int cudpd_capget(uint32_t *effective0, uint32_t *permitted0, uint32_t *inheritable0) {
+    struct __user_cap_header_struct header = {_LINUX_CAPABILITY_VERSION_3, 0};
+    struct __user_cap_data_struct data[2];
+    int result = (int)syscall(SYS_capget, &header, data);
+    *effective0 = data[0].effective;
+    *permitted0 = data[0].permitted;
+    *inheritable0 = data[0].inheritable;
+    return result;
+}
+
+const int cudpd_cap_net_bind_service = CAP_NET_BIND_SERVICE;
+_Static_assert(sizeof(struct __user_cap_data_struct) == 12, "three 32-bit words");
+#else
+int cudpd_prctl_keepcaps(int on) { (void)on; errno = ENOSYS; return -1; }
+int cudpd_capset(uint32_t e, uint32_t p, uint32_t i) { (void)e; (void)p; (void)i; errno = ENOSYS; return -1; }
+int cudpd_capget(uint32_t *e, uint32_t *p, uint32_t *i) { *e = 0; *p = 0; *i = 0; errno = ENOSYS; return -1; }
+const int cudpd_cap_net_bind_service = 10;
+#endif
+
+int cudpd_setresuid(uid_t uid) {
+#if defined(__linux__)
+    return setresuid(uid, uid, uid);
+#else
+    return setuid(uid);
+#endif
+}
+
+int cudpd_setresgid(gid_t gid) {
+#if defined(__linux__)
+    return setresgid(gid, gid, gid);
+#else
+    return setgid(gid);
+#endif
+}
 #if defined(__GLIBC__) && (__GLIBC__ > 2 || (__GLIBC__ == 2 && __GLIBC_MINOR__ >= 34))
 int cudpd_spawn_file_actions_addclosefrom(posix_spawn_file_actions_t *actions, int from) {
     return posix_spawn_file_actions_addclosefrom_np(actions, from);

@@ -6,12 +6,10 @@ public enum ConfigurationLoader {
     /// Service keys that are parsed and validated but not yet acted on by udpd; using one is an error, so that an
     /// operator who writes `rate-limit:` is never silently unprotected. Remove a key here when its feature lands.
     public static let unimplementedServiceKeys: Set<String> = [
-        "max-datagram", "rate-limit", "allow", "deny", "max-connections", "max-connections-per-source",
-        "idle-timeout",
     ]
 
     /// Top-level keys that are parsed and validated but not yet acted on; using one is an error.
-    public static let unimplementedTopLevelKeys: Set<String> = ["user", "group"]
+    public static let unimplementedTopLevelKeys: Set<String> = []
 
     /// `bind:` policies that are parsed but not yet acted on; using one is an error.
     public static let unimplementedBindPolicies: Set<String> = []

@@ -1,6 +1,7 @@
 import Logging
 import NIOCore
 import NIOPosix
+import Synchronization
 import UDPDTransport
 
 /// The daemon's side of the control socket: accepts connections and answers each request line with the handler's
@@ -13,24 +14,38 @@ import UDPDTransport
 public final class ControlServer: Sendable {
     /// How long a connection may take to send a request line before it is closed.
     public static let requestTimeout: TimeAmount = .seconds(5)
+    /// Control connections open at once; at the cap the oldest is closed (a flood cannot starve `status`).
+    public static let maximumConnections = 32
 
     /// The socket's path.
     public let path: String
     private let channel: NIOAsyncChannel<ControlConnection, Never>
     private let identity: SocketFileIdentity
     private let logger: Logger
+    private let registry: ControlConnectionRegistry
+    /// Who may send requests.
+    public let access: ControlAccess
+    /// Requests refused because the peer's uid may not use the socket.
+    public let refusedPeers = Atomic<UInt64>(0)
 
     private init(
         path: String,
         channel: NIOAsyncChannel<ControlConnection, Never>,
         identity: SocketFileIdentity,
-        logger: Logger
+        logger: Logger,
+        registry: ControlConnectionRegistry,
+        access: ControlAccess
     ) {
         self.path = path
         self.channel = channel
         self.identity = identity
         self.logger = logger
+        self.registry = registry
+        self.access = access
     }
+
+    /// Control connections closed to make room under ``maximumConnections``.
+    public var evictedConnections: UInt64 { registry.evicted.load(ordering: .relaxed) }
 
     /// Prepares and binds the control socket at `path`.
     ///
@@ -51,6 +66,7 @@ public final class ControlServer: Sendable {
         logger: Logger
     ) async throws -> ControlServer {
         try SocketFile.prepare(path)
+        let registry = ControlConnectionRegistry(limit: maximumConnections)
         let channel: NIOAsyncChannel<ControlConnection, Never>
         do {
             channel = try await ServerBootstrap(group: group)
@@ -58,7 +74,8 @@ public final class ControlServer: Sendable {
                 // `socat` and `nc -N` shut down their sending side after the request; still answer them.
                 .childChannelOption(.allowRemoteHalfClosure, value: true)
                 .bind(unixDomainSocketPath: path) { child in
-                    ControlConnection.setUp(child, timeout: requestTimeout, logger: logger)
+                    registry.add(child)
+                    return ControlConnection.setUp(child, timeout: requestTimeout, logger: logger)
                 }
         } catch let error as IOError {
             let systemError = SystemCallError(call: "bind", errno: error.errnoCode, context: path)
@@ -69,7 +86,8 @@ public final class ControlServer: Sendable {
         do {
             let identity = try SocketFile.finish(path, mode: mode)
             logger.info("control socket ready", metadata: ["path": "\(path)", "mode": "\(String(mode, radix: 8))"])
-            return ControlServer(path: path, channel: channel, identity: identity, logger: logger)
+            return ControlServer(path: path, channel: channel, identity: identity, logger: logger, registry: registry,
+                                 access: ControlAccess(ownerUID: UInt32(geteuid()), mode: mode))
         } catch {
             try? await channel.channel.close()
             if let identity = SocketFile.identity(of: path) { SocketFile.remove(path, ifStill: identity) }
@@ -86,11 +104,17 @@ public final class ControlServer: Sendable {
     public func run(handler: @escaping @Sendable (ControlRequest, ControlPeer) async -> ControlResponse) async throws {
         defer { SocketFile.remove(path, ifStill: identity) }
         let logger = self.logger
+        let access = self.access
         do {
             try await channel.executeThenClose { connections in
                 try await withThrowingDiscardingTaskGroup { group in
                     for try await connection in connections {
                         group.addTask {
+                            guard access.permits(connection.peer) else {
+                                self.refusedPeers.wrappingAdd(1, ordering: .relaxed)
+                                await connection.refuse(logger: logger)
+                                return
+                            }
                             await connection.serve(handler: handler, logger: logger)
                         }
                     }

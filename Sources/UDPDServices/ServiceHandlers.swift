@@ -65,17 +65,15 @@ public enum ServiceHandlers {
         for service: ServiceDefinition,
         context: ServiceContext
     ) throws(ServiceHandlerError) -> ServiceHandlerPair {
-        let framing = service.framing.map { _ in service.maxMessage ?? defaultMaxMessage }
         let logger = context.logger.with(service: service.name)
         switch service.handler {
         case .echo:
-            return ServiceHandlerPair(datagram: EchoDatagramHandler(), stream: { counters in
-                Krb5FrameChecker.handlers(limit: framing, counters: counters, logger: logger) + [EchoStreamHandler()]
+            return ServiceHandlerPair(datagram: guarded(EchoDatagramHandler(), service), stream: { counters in
+                [EchoStreamHandler()]
             })
         case .discard:
-            return ServiceHandlerPair(datagram: DiscardDatagramHandler(), stream: { counters in
-                Krb5FrameChecker.handlers(limit: framing, counters: counters, logger: logger)
-                    + [DiscardStreamHandler()]
+            return ServiceHandlerPair(datagram: guarded(DiscardDatagramHandler(), service), stream: { counters in
+                [DiscardStreamHandler()]
             })
         case .forward:
             let upstream = try resolveUpstream(service)
@@ -84,11 +82,9 @@ public enum ServiceHandlers {
                 timeout: service.timeout ?? defaultSessionTimeout,
                 maxSessions: service.maxSessions ?? defaultMaxSessions)
             let failures = RateLimitedLog(logger: logger)
-            return ServiceHandlerPair(datagram: datagram, stream: { counters in
-                Krb5FrameChecker.handlers(limit: framing, counters: counters, logger: logger) + [
-                    ForwardStreamHandler(upstream: upstream, connectTimeout: upstreamConnectTimeout,
-                                         counters: counters, failures: failures)
-                ]
+            return ServiceHandlerPair(datagram: guarded(datagram, service), stream: { counters in
+                [ForwardStreamHandler(upstream: upstream, connectTimeout: upstreamConnectTimeout,
+                                      counters: counters, failures: failures)]
             })
         case .exec:
             guard let command = service.command, !command.isEmpty else {
@@ -97,10 +93,16 @@ public enum ServiceHandlers {
             let program = ExecProgram(
                 service: service.name, argv: command, timeout: service.timeout ?? defaultExecTimeout,
                 maxInstances: service.maxInstances ?? defaultMaxInstances, logger: logger)
-            return ServiceHandlerPair(datagram: ExecDatagramHandler(program: program), stream: { counters in
+            return ServiceHandlerPair(datagram: guarded(ExecDatagramHandler(program: program), service), stream: { counters in
                 [ExecStreamHandler(program: program, counters: counters)]
             })
         }
+    }
+
+    /// `handler` behind the service's ``DatagramPolicy`` (max-datagram, allow/deny, rate-limit) when it has one.
+    static func guarded(_ handler: any DatagramHandler, _ service: ServiceDefinition) -> any DatagramHandler {
+        guard let policy = DatagramPolicy(service) else { return handler }
+        return DatagramPolicyHandler(policy: policy, inner: handler)
     }
 
     /// The upstream's socket address; a host name is resolved once, here (at start and at each reload).

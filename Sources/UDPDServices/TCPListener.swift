@@ -3,30 +3,33 @@ import NIOPosix
 import Synchronization
 import UDPDTransport
 
-/// Builds the channel handlers of one accepted connection; a reload swaps it so that new connections get the new
-/// settings while open ones keep theirs.
+/// Builds the channel handlers of one accepted connection and holds the service's ``ConnectionPolicy``; a reload
+/// swaps both so that new connections get the new settings while open ones keep theirs.
 ///
-/// `Sendable`: the factory is behind a mutex.
+/// `Sendable`: the factory and policy are behind a mutex.
 public final class StreamHandlerSlot: Sendable {
     /// Makes the handlers of a new connection, on its event loop, given its listener's counters. The handlers
     /// need not be `Sendable`: they are made and added on the connection's own event loop.
     public typealias Factory = @Sendable (ListenerCounters) -> [any ChannelHandler]
 
-    private let factory: Mutex<Factory>
+    private let current: Mutex<(factory: Factory, policy: ConnectionPolicy)>
 
-    /// Creates a slot with `factory`.
-    public init(_ factory: @escaping Factory) {
-        self.factory = Mutex(factory)
+    /// Creates a slot with `factory`, under `policy`.
+    public init(_ factory: @escaping Factory, policy: ConnectionPolicy = ConnectionPolicy()) {
+        current = Mutex((factory, policy))
     }
 
-    /// Puts `factory` in place for connections accepted from now on.
-    public func replace(with factory: @escaping Factory) {
-        self.factory.withLock { $0 = factory }
+    /// Puts `factory` and `policy` in place for connections accepted from now on.
+    public func replace(with factory: @escaping Factory, policy: ConnectionPolicy) {
+        current.withLock { $0 = (factory, policy) }
     }
+
+    /// The policy for a new connection.
+    public var policy: ConnectionPolicy { current.withLock { $0.policy } }
 
     /// The handlers for a new connection of a listener counting on `counters`.
     public func makeHandlers(counters: ListenerCounters) -> [any ChannelHandler] {
-        factory.withLock { $0 }(counters)
+        current.withLock { $0.factory }(counters)
     }
 }
 
@@ -57,9 +60,15 @@ public final class TCPListener: Sendable {
         let bootstrap = ServerBootstrap(group: group)
             .childChannelOption(.allowRemoteHalfClosure, value: true)
             .childChannelInitializer { channel in
+                let policy = slot.policy
+                guard admit(channel, policy: policy, counters: counters) else {
+                    return channel.close()
+                }
                 connections.add(channel, counters: counters)
                 return channel.eventLoop.makeCompletedFuture {
                     try channel.pipeline.syncOperations.addHandler(ByteCountingHandler(counters: counters))
+                    try channel.pipeline.syncOperations.addHandler(
+                        ConnectionGuardHandler(policy: policy, counters: counters))
                     for handler in slot.makeHandlers(counters: counters) {
                         try channel.pipeline.syncOperations.addHandler(handler)
                     }
@@ -88,6 +97,28 @@ public final class TCPListener: Sendable {
         for channel in connections.all {
             try? await channel.close()
         }
+    }
+}
+
+/// Checks a new connection against `allow`/`deny` and the service's connection limits before any handler is
+/// added; a refused one is counted by reason and closed, and connections evicted to make room are closed.
+private func admit(_ channel: any Channel, policy: ConnectionPolicy, counters: ListenerCounters) -> Bool {
+    guard let remote = channel.remoteAddress,
+        let source = remote.withSockAddr({ address, _ in IPEndpoint(UnsafeRawPointer(address)) })?.addressBits
+    else {
+        return false
+    }
+    guard policy.filter.admits(source) else {
+        counters.addDrop(.denied)
+        return false
+    }
+    switch policy.table.admit(channel, source: source, counters: counters, policy: policy) {
+    case .refusedPerSource:
+        counters.addDrop(.sourceLimit)
+        return false
+    case .admitted(let evicted):
+        for old in evicted { old.close(promise: nil) }
+        return true
     }
 }
 

@@ -32,6 +32,8 @@ enum BoundSocket: Sendable {
 struct ServiceHandlerSet: Sendable {
     var datagram: any DatagramHandler
     var stream: StreamHandlerSlot.Factory
+    /// The TCP limits; its connection table is the service's, kept across reloads.
+    var connectionPolicy: ConnectionPolicy
 }
 
 /// A listener that is serving: its socket, the worker or channel serving it, the slot its handler sits in, and its
@@ -70,7 +72,7 @@ final class RunningListener: Sendable {
             let registration = try pool.add(sockets, slot: slot, counters: counters)
             return RunningListener(key: key, counters: counters, serving: .udp(sockets, registration, slot))
         case .tcp(let tcp):
-            let slot = StreamHandlerSlot(handlers.stream)
+            let slot = StreamHandlerSlot(handlers.stream, policy: handlers.connectionPolicy)
             let listener = try await TCPListener.start(socket: tcp, group: group, slot: slot, counters: counters)
             return RunningListener(key: key, counters: counters, serving: .tcp(listener, slot))
         }
@@ -88,7 +90,7 @@ final class RunningListener: Sendable {
     func replaceHandlers(with handlers: ServiceHandlerSet) {
         switch serving {
         case .udp(_, _, let slot): slot.replace(with: handlers.datagram)
-        case .tcp(_, let slot): slot.replace(with: handlers.stream)
+        case .tcp(_, let slot): slot.replace(with: handlers.stream, policy: handlers.connectionPolicy)
         }
     }
 

@@ -128,7 +128,7 @@ extension Supervisor {
         for plan in planned where plan.followsAddresses && listeners[plan.key] == nil {
             let socket: BoundSocket
             do {
-                socket = try BoundSocket.bind(plan)
+                socket = try bindSocket(plan)
             } catch where error.code == .addressNotAvailable {
                 noteUnusableAddress(plan, error: error)
                 unusable = true

@@ -21,7 +21,7 @@ extension Supervisor {
         }
         let newHandlers: [String: ServiceHandlerSet]
         do throws(SupervisorError) {
-            newHandlers = try buildHandlers(for: newConfiguration)
+            newHandlers = try buildHandlers(for: newConfiguration, previous: handlers)
         } catch {
             return reject(error.messages, at: at)
         }
@@ -122,7 +122,7 @@ extension Supervisor {
         fallback.workers = entry.listener.workerCount
         for attempt in [plan, fallback] {
             do {
-                try await startListener(attempt, socket: try BoundSocket.bind(attempt))
+                try await startListener(attempt, socket: try bindSocket(attempt))
                 if attempt.workers == plan.workers {
                     report.listenersAdded.append("\(plan.service) \(plan.key) (workers: \(plan.workers))")
                     report.listenersRemoved.append("\(entry.service) \(plan.key) (workers: \(fallback.workers))")

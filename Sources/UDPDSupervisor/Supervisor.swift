@@ -49,6 +49,8 @@ public actor Supervisor {
     /// Counters of listeners that were removed, kept so that a service's totals never go backwards.
     var retiredCounters: [String: ListenerCountersSnapshot] = [:]
     var lastReload: ReloadOutcome?
+    /// After a privilege drop, the one thread that may still bind ports below 1024.
+    var binder: PrivilegedBinder?
     /// The host's addresses and pktinfo support, which per-address plans expand from.
     var host: HostBindings
     /// Watches the kernel's address notifications while udpd runs; `nil` before ``start()`` or where it failed.
@@ -125,15 +127,23 @@ public actor Supervisor {
         generation = 1
     }
 
-    /// Builds every service's handlers, or reports every service whose handlers cannot be built.
-    func buildHandlers(for configuration: Configuration) throws(SupervisorError) -> [String: ServiceHandlerSet] {
+    /// Builds every service's handlers, or reports every service whose handlers cannot be built. A service that
+    /// has handlers in `previous` keeps its connection table, so that its open connections still count.
+    func buildHandlers(
+        for configuration: Configuration,
+        previous: [String: ServiceHandlerSet] = [:]
+    ) throws(SupervisorError) -> [String: ServiceHandlerSet] {
         var handlers: [String: ServiceHandlerSet] = [:]
         var problems: [String] = []
         let context = ServiceContext(group: group, logger: logger)
         for service in configuration.services {
             do {
                 let pair = try ServiceHandlers.handlers(for: service, context: context)
-                handlers[service.name] = ServiceHandlerSet(datagram: pair.datagram, stream: pair.stream)
+                handlers[service.name] = ServiceHandlerSet(
+                    datagram: pair.datagram, stream: pair.stream,
+                    connectionPolicy: ConnectionPolicy(
+                        service, table: previous[service.name]?.connectionPolicy.table ?? ConnectionTable())
+                )
             } catch {
                 problems.append("\(configuration.file):\(service.position): error: \(error)")
             }
@@ -160,7 +170,7 @@ public actor Supervisor {
                 if let socket = inherited[plan.key] {
                     bound.append((plan, try adopt(socket, for: plan)))
                 } else {
-                    bound.append((plan, try BoundSocket.bind(plan)))
+                    bound.append((plan, try bindSocket(plan)))
                 }
             } catch where error.code == .addressNotAvailable && plan.followsAddresses {
                 noteUnusableAddress(plan, error: error)
@@ -184,6 +194,17 @@ public actor Supervisor {
             throw SupervisorError(messages: failures)
         }
         return bound
+    }
+
+    /// Binds from now on on `binder`'s thread, the only one that kept CAP_NET_BIND_SERVICE after the drop.
+    public func bindOn(_ binder: PrivilegedBinder) {
+        self.binder = binder
+    }
+
+    /// Binds a planned listener's sockets, on the privileged binder thread when privileges were dropped.
+    func bindSocket(_ plan: PlannedListener) throws(BindError) -> BoundSocket {
+        guard let binder else { return try BoundSocket.bind(plan) }
+        return try binder.run { () throws(BindError) in try BoundSocket.bind(plan) }
     }
 
     /// Starts serving one bound socket and records it.

@@ -1,4 +1,4 @@
-/// Why a datagram was not answered; each reason has its own counter.
+/// Why a datagram was not answered, or a TCP connection refused or closed; each reason has its own counter.
 public enum DropReason: Int, Sendable, CaseIterable, CustomStringConvertible {
     /// It arrived larger than the receive buffer (MSG_TRUNC).
     case truncated
@@ -17,6 +17,14 @@ public enum DropReason: Int, Sendable, CaseIterable, CustomStringConvertible {
     case denied
     /// The handler could not serve it (an upstream or program failed, a limit was reached).
     case handlerFailed
+    /// A TCP connection was closed to make room under the service's `max-connections` (the oldest goes first).
+    case connectionLimit
+    /// A TCP connection was refused: its source already had `max-connections-per-source` connections.
+    case sourceLimit
+    /// A TCP connection was closed after `idle-timeout` without a byte read or written.
+    case idleTimeout
+    /// A framed TCP connection was closed: a message did not arrive whole within the request deadline.
+    case requestDeadline
     /// A forward's oldest UDP session was dropped to make room under `max-sessions`.
     case sessionEvicted
     /// A forward's upstream was unreachable, refused, or did not accept the request or connection.
@@ -41,6 +49,10 @@ public enum DropReason: Int, Sendable, CaseIterable, CustomStringConvertible {
         case .rateLimited: "rate_limited"
         case .denied: "denied"
         case .handlerFailed: "handler_failed"
+        case .connectionLimit: "connection_limit"
+        case .sourceLimit: "source_limit"
+        case .idleTimeout: "idle_timeout"
+        case .requestDeadline: "request_deadline"
         case .sessionEvicted: "session_evicted"
         case .upstreamError: "upstream_error"
         case .instancesExceeded: "instances_exceeded"

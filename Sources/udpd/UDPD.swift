@@ -3,6 +3,7 @@ import Foundation
 import Logging
 import NIOPosix
 import ServiceLifecycle
+import Synchronization
 import UDPDConfig
 import UDPDControl
 import UDPDSupervisor
@@ -12,7 +13,7 @@ import UnixSignals
 /// `udpd`: the command line of the daemon. Everything it does lives in UDPDSupervisor; this file only parses
 /// arguments, sets up logging and maps outcomes to exit codes.
 @main
-struct UDPD: AsyncParsableCommand {
+struct UDPD: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "udpd",
         abstract: "Serve the UDP and TCP services of a YAML file, answering every datagram from the address it was sent to.",
@@ -45,7 +46,31 @@ struct UDPD: AsyncParsableCommand {
         "The control socket's path, overriding control.socket.", valueName: "path"))
     var controlSocket: String?
 
-    func run() async throws {
+    /// Runs the daemon on the cooperative pool while the main thread waits, alive.
+    ///
+    /// Not `AsyncParsableCommand`: Swift's async main hands the main thread to Dispatch, which ends it with
+    /// pthread_exit. The process's first thread would then be a dead thread that keeps the credentials it had
+    /// (root): `ps` would show udpd as root after the drop, and the kernel checks some permissions against it.
+    /// A waiting main thread takes part in glibc's setresuid broadcast like every other thread.
+    func run() throws {
+        let outcome = Mutex<Result<Void, any Error>?>(nil)
+        let finished = DispatchSemaphore(value: 0)
+        let command = self
+        // The one unstructured task of udpd: the bridge from the synchronous main thread into async code.
+        Task.detached {
+            do {
+                try await command.serve()
+                outcome.withLock { $0 = .success(()) }
+            } catch {
+                outcome.withLock { $0 = .failure(error) }
+            }
+            finished.signal()
+        }
+        finished.wait()
+        try outcome.withLock { $0 ?? .success(()) }.get()
+    }
+
+    func serve() async throws {
         let configuration: Configuration
         do throws(ConfigurationErrors) {
             configuration = try ConfigurationLoader.load(path: config)
@@ -56,6 +81,16 @@ struct UDPD: AsyncParsableCommand {
         if check {
             print("\(config): configuration is valid (\(configuration.services.count) services)")
             return
+        }
+
+        var privilegeTarget: PrivilegeTarget?
+        if configuration.user != nil || configuration.group != nil {
+            do throws(PrivilegeError) {
+                privilegeTarget = try PrivilegeTarget.resolve(user: configuration.user, group: configuration.group)
+            } catch {
+                printError("udpd: \(config): \(error)")
+                throw ExitCode(1)
+            }
         }
 
         let logLevel = DaemonLogLevel(Logger.Level(configuration.log.level))
@@ -120,6 +155,20 @@ struct UDPD: AsyncParsableCommand {
             printError("udpd: control socket \(socketPath): \(error)")
             await supervisor.stopAll(grace: .zero)
             throw ExitCode(1)
+        }
+
+        if let privilegeTarget {
+            do throws(PrivilegeError) {
+                await supervisor.bindOn(try PrivilegedBinder.drop(to: privilegeTarget))
+                logger.notice("dropped privileges", metadata: [
+                    "user": "\(configuration.user ?? "-")", "uid": "\(getuid())", "gid": "\(getgid())",
+                    "kept": "CAP_NET_BIND_SERVICE on the binder thread",
+                ])
+            } catch {
+                printError("udpd: \(error)")
+                await supervisor.stopAll(grace: .zero)
+                throw ExitCode(1)
+            }
         }
 
         let daemon = Daemon(supervisor: supervisor, controlServer: controlServer, metricsServer: metricsServer,

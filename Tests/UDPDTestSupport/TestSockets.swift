@@ -103,9 +103,12 @@ public final class TCPTestClient {
     /// The socket.
     public let descriptor: SocketDescriptor
 
-    /// Connects to `server`; reads wait at most `timeoutMilliseconds`.
-    public init(to server: IPEndpoint, timeoutMilliseconds: Int = 2000) throws {
+    /// Connects to `server`, from `local` (port 0) when given; reads wait at most `timeoutMilliseconds`.
+    public init(from local: String? = nil, to server: IPEndpoint, timeoutMilliseconds: Int = 2000) throws {
         descriptor = try SocketDescriptor.open(family: server.family, type: CInt(SOCK_STREAM.rawValue), context: "tcp client")
+        if let local {
+            try descriptor.bind(to: IPEndpoint(address: local, port: 0)!, context: "tcp client")
+        }
         var timeout = timeval(tv_sec: timeoutMilliseconds / 1000, tv_usec: Int((timeoutMilliseconds % 1000) * 1000))
         setsockopt(descriptor.rawValue, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
         let fd = descriptor.rawValue
@@ -146,6 +149,13 @@ public final class TCPTestClient {
     public func readsEndOfFile() -> Bool {
         var byte: UInt8 = 0
         return recv(descriptor.rawValue, &byte, 1, 0) == 0
+    }
+
+    /// Whether the peer closed or reset the connection (a read ends within the timeout without data).
+    public func isClosedByPeer() -> Bool {
+        var byte: UInt8 = 0
+        let got = recv(descriptor.rawValue, &byte, 1, 0)
+        return got == 0 || (got < 0 && errno == ECONNRESET)
     }
 
     /// Closes the writing half (the server sees end of input).

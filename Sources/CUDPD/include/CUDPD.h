@@ -57,6 +57,20 @@ extern const short cudpd_spawn_setsigmask;
 /// POSIX_SPAWN_SETSIGDEF.
 extern const short cudpd_spawn_setsigdef;
 
+// MARK: - Privileges (prctl and capset are variadic or have no libc wrapper; 0 / ENOSYS elsewhere)
+
+/// prctl(PR_SET_KEEPCAPS, on): keep the permitted capabilities of the calling thread across a change of uid.
+int cudpd_prctl_keepcaps(int on);
+/// capset() of the calling thread (Linux capability version 3, two 32-bit words per set).
+int cudpd_capset(uint32_t effective0, uint32_t permitted0, uint32_t inheritable0);
+/// capget() of the calling thread into three words (the first word of each set).
+int cudpd_capget(uint32_t *_Nonnull effective0, uint32_t *_Nonnull permitted0, uint32_t *_Nonnull inheritable0);
+/// CAP_NET_BIND_SERVICE's bit number (10 on Linux).
+extern const int cudpd_cap_net_bind_service;
+/// setresuid/setresgid, which glibc declares only under _GNU_SOURCE; glibc applies them to every thread.
+int cudpd_setresuid(uid_t uid);
+int cudpd_setresgid(gid_t gid);
+
 // MARK: - Destination-address options (0 where the platform has no such option)
 
 /// IP_PKTINFO (Linux, Solaris, NetBSD, macOS), else 0.
