@@ -20,7 +20,10 @@ public enum FuzzEntryPoints {
             _ = try ConfigurationLoader.parse(text: text, file: "fuzz.yaml")
         } catch {
             precondition(!error.errors.isEmpty, "a rejected configuration names no error")
-            let lines = text.utf8.count(where: { $0 == UInt8(ascii: "\n") }) + 2
+            // YAML breaks lines at LF, CR and CRLF (and libyaml also at NEL, LS and PS): count them all, so that a
+            // position after a lone CR is not mistaken for one outside the text.
+            let breaks: Set<Unicode.Scalar> = ["\n", "\r", "\u{85}", "\u{2028}", "\u{2029}"]
+            let lines = text.unicodeScalars.count(where: { breaks.contains($0) }) + 2
             for item in error.errors {
                 let line = item.description.split(separator: ":").dropFirst().first.flatMap { Int($0) }
                 precondition(line.map { $0 >= 1 && $0 <= lines } ?? true, "error outside the text: \(item)")
