@@ -21,15 +21,19 @@ public struct ServiceHandlerError: Error, Sendable, CustomStringConvertible {
 
 /// What handlers need from the daemon around them.
 public struct ServiceContext: Sendable {
-    /// Where forward sessions and upstream connections run.
+    /// Where upstream TCP connections run and forward sessions are swept.
     public var group: any EventLoopGroup
     /// Where handlers log (upstream failures, exec programs' stderr).
     public var logger: Logger
+    /// The daemon's UDP worker threads, which also serve forward sessions' upstream sockets. It outlives every
+    /// handler.
+    public var pool: UDPWorkerPool
 
     /// Creates a context.
-    public init(group: any EventLoopGroup, logger: Logger) {
+    public init(group: any EventLoopGroup, logger: Logger, pool: UDPWorkerPool) {
         self.group = group
         self.logger = logger
+        self.pool = pool
     }
 }
 
@@ -77,8 +81,12 @@ public enum ServiceHandlers {
             })
         case .forward:
             let upstream = try resolveUpstream(service)
+            guard let upstreamEndpoint = upstream.withSockAddr({ address, _ in IPEndpoint(UnsafeRawPointer(address)) })
+            else {
+                throw ServiceHandlerError(service: service.name, message: "upstream \(upstream) is not an IP address")
+            }
             let datagram = ForwardDatagramHandler(
-                upstream: upstream, group: context.group, logger: logger,
+                upstream: upstreamEndpoint, pool: context.pool, group: context.group, logger: logger,
                 timeout: service.timeout ?? defaultSessionTimeout,
                 maxSessions: service.maxSessions ?? defaultMaxSessions)
             let failures = RateLimitedLog(logger: logger)

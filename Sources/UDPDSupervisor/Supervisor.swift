@@ -144,7 +144,7 @@ public actor Supervisor {
     ) throws(SupervisorError) -> [String: ServiceHandlerSet] {
         var handlers: [String: ServiceHandlerSet] = [:]
         var problems: [String] = []
-        let context = ServiceContext(group: group, logger: logger)
+        let context = ServiceContext(group: group, logger: logger, pool: pool)
         for service in configuration.services {
             do {
                 let pair = try ServiceHandlers.handlers(for: service, context: context)
@@ -243,6 +243,8 @@ public actor Supervisor {
             if let listener = await entry.listener.stop(pool: pool) { tcp.append(listener) }
         }
         listeners = [:]
+        // The handlers go before the pool stops: a forward's deinit retires its sessions' sockets from the pool.
+        handlers = [:]
         addressWatcher?.stop()
         addressWatcher = nil
         addressChangeSink.finish()
