@@ -81,7 +81,8 @@ struct ReportCommand: ParsableCommand {
             print("")
             print("Control details: `udpd --check` of 1,000 services \(format(control.checkMilliseconds, 1)) ms "
                 + "(process start included); reload max \(format(control.reloadOneChangeMaxMilliseconds, 1)) ms; "
-                + "status max \(format(control.statusMaxMilliseconds, 1)) ms; RSS with 1,000 services "
+                + "status max \(format(control.statusMaxMilliseconds, 1)) ms (answer read, not decoded; a client's "
+                + "JSONDecoder then takes \(format(control.statusDecodeMedianMilliseconds, 1)) ms); RSS with 1,000 services "
                 + "\(control.residentKiBWithAllServices.map { format(Double($0) / 1024, 1) } ?? "n/a") MiB in "
                 + "\(control.threadsWithAllServices.map(String.init) ?? "n/a") threads.")
         }
