@@ -20,7 +20,10 @@ public final class UDPWorkerPool: Sendable {
     }
 
     /// The number of CPUs the process may run on: the default thread count.
-    public static var defaultThreadCount: Int { max(1, SystemInfo.onlineProcessorCount) }
+    ///
+    /// Read once: sysconf opens and parses a file in /sys on every call, and the reload of a 1,000-service file
+    /// asked it a thousand times.
+    public static let defaultThreadCount: Int = max(1, SystemInfo.onlineProcessorCount)
 
     /// Threads running now.
     public var threadCount: Int { threads.withLock { $0.count } }
