@@ -149,7 +149,7 @@ public actor Supervisor {
             do {
                 let pair = try ServiceHandlers.handlers(for: service, context: context)
                 handlers[service.name] = ServiceHandlerSet(
-                    datagram: pair.datagram, stream: pair.stream,
+                    datagram: pair.datagram, stream: pair.stream, activity: pair.activity,
                     connectionPolicy: ConnectionPolicy(
                         service, table: previous[service.name]?.connectionPolicy.table ?? ConnectionTable())
                 )
