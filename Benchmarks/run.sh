@@ -14,6 +14,7 @@
 #   alloc-*       heap allocations per request (udpd echo and forward, the C reference), with
 #                 Benchmarks/reference/malloc_count.so preloaded
 #   control       1,000 services: load to ready, one-change reload, status latency, RSS
+#   tcp-idle      10,000 idle TCP connections (1,000 with --quick): udpd's extra resident memory
 # and prints Markdown tables with medians and the ratios the targets are stated in (BENCHMARKS.md).
 #
 # Exit status: 0 when everything that could be measured was measured, whatever the numbers; non-zero when the
@@ -276,6 +277,10 @@ duration=$alloc_duration measure alloc-ref-echo 1 "$ref_alloc_port" "$ref_alloc_
 echo "bench: control plane with 1,000 services"
 if [ "$quick" = 1 ]; then control_args=(--status-requests 5 --reloads 2); else control_args=(); fi
 "$bin/udpd-bench" control --udpd "$bin/udpd" --services 1000 "${control_args[@]}" >> "$results"
+
+echo "bench: idle TCP connections"
+if [ "$quick" = 1 ]; then idle_connections=1000; else idle_connections=10000; fi
+python3 Benchmarks/tcp_idle.py "$bin/udpd" "$idle_connections" >> "$results"
 
 echo
 echo "Machine: $(nproc) CPUs, $(awk -F': ' '/model name/{print $2; exit}' /proc/cpuinfo), Linux $(uname -r);" \
