@@ -103,6 +103,7 @@ while kill -0 "$traffic_pid" 2>/dev/null; do
     if [ $(( reloads % 2 )) = 0 ]; then cp "$work/b.yaml" "$work/services.yaml"; else cp "$work/a.yaml" "$work/services.yaml"; fi
     "${run[@]}" "$bin/udpctl" -s "$control" reload >/dev/null 2>&1 || failed_reloads=$(( failed_reloads + 1 ))
     reloads=$(( reloads + 1 ))
+    [ $(( reloads % 10 )) = 0 ] && echo "soak: ${reloads} s: $(fds) descriptors, $(rss) KiB resident"
     if [ -n "$netns" ]; then
         octet=$(( reloads % 200 + 1 ))
         ip -n "$netns" addr add "192.0.2.$octet/32" dev lo 2>/dev/null || true

@@ -12,16 +12,24 @@ public final class StreamHandlerSlot: Sendable {
     /// need not be `Sendable`: they are made and added on the connection's own event loop.
     public typealias Factory = @Sendable (ListenerCounters) -> [any ChannelHandler]
 
-    private let current: Mutex<(factory: Factory, policy: ConnectionPolicy)>
+    /// What the slot holds. A struct, not a tuple: a closure inside a tuple in the mutex's generic storage is
+    /// re-wrapped in a reabstraction thunk on every `withLock`, so each accepted connection made the factory one
+    /// thunk longer; after some 60,000 connections calling (or freeing) it overflowed the event loop's stack.
+    private struct Current {
+        var factory: Factory
+        var policy: ConnectionPolicy
+    }
+
+    private let current: Mutex<Current>
 
     /// Creates a slot with `factory`, under `policy`.
     public init(_ factory: @escaping Factory, policy: ConnectionPolicy = ConnectionPolicy()) {
-        current = Mutex((factory, policy))
+        current = Mutex(Current(factory: factory, policy: policy))
     }
 
     /// Puts `factory` and `policy` in place for connections accepted from now on.
     public func replace(with factory: @escaping Factory, policy: ConnectionPolicy) {
-        current.withLock { $0 = (factory, policy) }
+        current.withLock { $0 = Current(factory: factory, policy: policy) }
     }
 
     /// The policy for a new connection.
