@@ -11,8 +11,10 @@
 #   nginx-1w/2w   nginx's stream UDP proxy (1 and 2 workers) in front of a C reference backend, when nginx and
 #                 libnginx-mod-stream are installed
 #   udpd-forward  udpd's forward handler in front of the same backend, when this udpd accepts `handler: forward`
-#   alloc-*       heap allocations per request, with Benchmarks/reference/malloc_count.so preloaded
+#   alloc-*       heap allocations per request (udpd echo and forward, the C reference), with
+#                 Benchmarks/reference/malloc_count.so preloaded
 #   control       1,000 services: load to ready, one-change reload, status latency, RSS
+#   tcp-idle      10,000 idle TCP connections (1,000 with --quick): udpd's extra resident memory
 # and prints Markdown tables with medians and the ratios the targets are stated in (BENCHMARKS.md).
 #
 # Exit status: 0 when everything that could be measured was measured, whatever the numbers; non-zero when the
@@ -169,7 +171,7 @@ start_reference ref-echo "$threads"
 ref_echo_port=$ref_port ref_echo_pid=$ref_pid
 start_reference backend "$threads"
 backend_port=$ref_port
-mapfile -t ports < <("$bin/udpd-bench" ports --count 5)
+mapfile -t ports < <("$bin/udpd-bench" ports --count 6)
 
 udpd_config="$work/udpd.yaml"
 {
@@ -237,9 +239,14 @@ done
 # Heap allocations per request: the same servers again, with the malloc counter preloaded.
 alloc_duration=$([ "$quick" = 1 ] && echo 1 || echo 3)
 alloc_port=${ports[4]}
+alloc_forward_port=${ports[5]}
 {
     printf 'log:\n  level: warning\nservices:\n'
     printf '  echo:\n    handler: echo\n    udp: %s\n    family: ipv4\n%s\n' "$alloc_port" "$workers_line"
+    if [ "$have_forward" = 1 ]; then
+        printf '  forward:\n    handler: forward\n    udp: %s\n    family: ipv4\n    upstream: 127.0.0.1:%s\n%s\n' \
+            "$alloc_forward_port" "$backend_port" "$workers_line"
+    fi
 } | grep -v '^$' > "$work/alloc.yaml"
 MALLOC_COUNT_FILE="$work/udpd.malloc" LD_PRELOAD="$work/malloc_count.so" \
     "$bin/udpd" -c "$work/alloc.yaml" --control-socket "$work/alloc.sock" > "$work/udpd-alloc.log" 2>&1 &
@@ -247,6 +254,11 @@ alloc_pid=$!
 pids+=("$alloc_pid")
 wait_udpd "$work/alloc.sock" "$alloc_pid"
 duration=$alloc_duration measure alloc-udpd-echo 1 "$alloc_port" "$alloc_pid" --malloc-count-file "$work/udpd.malloc"
+if [ "$have_forward" = 1 ]; then
+    # Sessions are opened during the warm-up, so this counts the steady state of known clients.
+    duration=$alloc_duration measure alloc-udpd-forward 1 "$alloc_forward_port" "$alloc_pid" \
+        --malloc-count-file "$work/udpd.malloc"
+fi
 kill "$alloc_pid"
 
 : > "$work/ref-alloc.out"
@@ -265,6 +277,10 @@ duration=$alloc_duration measure alloc-ref-echo 1 "$ref_alloc_port" "$ref_alloc_
 echo "bench: control plane with 1,000 services"
 if [ "$quick" = 1 ]; then control_args=(--status-requests 5 --reloads 2); else control_args=(); fi
 "$bin/udpd-bench" control --udpd "$bin/udpd" --services 1000 "${control_args[@]}" >> "$results"
+
+echo "bench: idle TCP connections"
+if [ "$quick" = 1 ]; then idle_connections=1000; else idle_connections=10000; fi
+python3 Benchmarks/tcp_idle.py "$bin/udpd" "$idle_connections" >> "$results"
 
 echo
 echo "Machine: $(nproc) CPUs, $(awk -F': ' '/model name/{print $2; exit}' /proc/cpuinfo), Linux $(uname -r);" \

@@ -39,13 +39,21 @@ extension Diagnostics {
     ///
     /// Services whose `bind` or `family` is invalid are left out: their claims are unknown, and guessing would add
     /// errors that vanish once the first one is fixed.
+    ///
+    /// Earlier claims are indexed by protocol and port, the only ones that can overlap, so that a thousand services
+    /// cost a thousand lookups rather than half a million comparisons.
     mutating func checkOverlaps(_ services: [DecodedService]) {
-        var earlier: [Claim] = []
+        struct PortKey: Hashable {
+            var proto: String
+            var port: UInt16
+        }
+        var earlier: [PortKey: [Claim]] = [:]
         for (index, service) in services.enumerated() where service.bindIsValid {
             let claims = Self.claims(of: service, index: index)
             var reported: Set<SourcePosition> = []
             for claim in claims where !reported.contains(claim.position) {
-                guard let first = earlier.first(where: { $0.overlaps(claim) }) else { continue }
+                let samePort = earlier[PortKey(proto: claim.proto, port: claim.port)] ?? []
+                guard let first = samePort.first(where: { $0.overlaps(claim) }) else { continue }
                 reported.insert(claim.position)
                 let owner = services[first.service].definition.name
                 error(
@@ -55,7 +63,7 @@ extension Diagnostics {
                     at: claim.position
                 )
             }
-            earlier += claims
+            for claim in claims { earlier[PortKey(proto: claim.proto, port: claim.port), default: []].append(claim) }
         }
     }
 

@@ -16,9 +16,14 @@ enum YAMLParser {
         var problems: [(position: SourcePosition, message: String)]
     }
 
-    private enum Frame {
-        case sequence(SourcePosition, [YAMLNode])
-        case mapping(SourcePosition, [YAMLNode.Entry], pendingKey: YAMLNode?)
+    /// A sequence or mapping being read. A struct mutated in place at the top of the stack, so that appending to
+    /// its items never copies them (an enum payload taken out and put back did, making long lists quadratic).
+    private struct Frame {
+        var start: SourcePosition
+        var isSequence: Bool
+        var items: [YAMLNode] = []
+        var entries: [YAMLNode.Entry] = []
+        var pendingKey: YAMLNode?
     }
 
     /// Parses `text`, which holds at most one YAML document.
@@ -94,14 +99,11 @@ enum YAMLParser {
                 if let tag = string(tag), tag != "tag:yaml.org,2002:seq", tag != "tag:yaml.org,2002:map" {
                     outcome.problems.append((position, "YAML tags ('\(tag)') are not supported"))
                 }
-                stack.append(isSequence ? .sequence(position, []) : .mapping(position, [], pendingKey: nil))
+                stack.append(Frame(start: position, isSequence: isSequence))
             case YAML_SEQUENCE_END_EVENT, YAML_MAPPING_END_EVENT:
-                switch stack.removeLast() {
-                case .sequence(let start, let items):
-                    completed = YAMLNode(content: .sequence(items), position: start)
-                case .mapping(let start, let entries, _):
-                    completed = YAMLNode(content: .mapping(entries), position: start)
-                }
+                let frame = stack.removeLast()
+                completed = YAMLNode(content: frame.isSequence ? .sequence(frame.items) : .mapping(frame.entries),
+                                     position: frame.start)
             default:
                 break
             }
@@ -112,21 +114,18 @@ enum YAMLParser {
     }
 
     private static func attach(_ node: YAMLNode, to stack: inout [Frame], root: inout YAMLNode?) {
-        guard let top = stack.popLast() else {
+        guard !stack.isEmpty else {
             root = node
             return
         }
-        switch top {
-        case .sequence(let start, var items):
-            items.append(node)
-            stack.append(.sequence(start, items))
-        case .mapping(let start, var entries, let pendingKey):
-            if let key = pendingKey {
-                entries.append(YAMLNode.Entry(key: key, value: node))
-                stack.append(.mapping(start, entries, pendingKey: nil))
-            } else {
-                stack.append(.mapping(start, entries, pendingKey: node))
-            }
+        let top = stack.count - 1
+        if stack[top].isSequence {
+            stack[top].items.append(node)
+        } else if let key = stack[top].pendingKey {
+            stack[top].entries.append(YAMLNode.Entry(key: key, value: node))
+            stack[top].pendingKey = nil
+        } else {
+            stack[top].pendingKey = node
         }
     }
 

@@ -1,4 +1,13 @@
+#if canImport(FoundationEssentials)
+import FoundationEssentials
+#else
 import Foundation
+#endif
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
 import Logging
 import Synchronization
 import UDPDTransport
@@ -33,7 +42,7 @@ final class ExecProgram: Sendable {
     }
 
     /// Programs of this service running now.
-    var instances: Int { running.load(ordering: .relaxed) }
+    public var instances: Int { running.load(ordering: .relaxed) }
 
     /// Runs the program for one request, or returns false (having counted the refusal) when `max-instances` are
     /// already running. `onExit` runs on the exec runner's thread once the program has been reaped.

@@ -1,35 +1,53 @@
 import Logging
 import NIOCore
-import NIOPosix
 import Synchronization
 import UDPDTransport
 
 /// Relays UDP to an upstream server: each (client address and port, local address it asked) pair gets a session
-/// with its own connected upstream socket, so that each upstream reply goes back to that client from the local
-/// address it asked, through the listener's ``DatagramReplier``.
+/// with its own connected, non-blocking upstream socket, so that each upstream reply goes back to that client from
+/// the local address it asked.
 ///
-/// The listener's worker thread only copies the datagram and hands it to the session's SwiftNIO channel; it never
-/// waits for the upstream. Sessions end after `timeout` without traffic; at `maxSessions` the oldest is closed to
-/// make room, and counted. The session table lives with the handler: a reload that changes the service drops its
-/// sessions (a client's next datagram opens a new one), a reload that does not keeps them.
+/// The datapath has no hop and no copy. A request is sent upstream from the listener's worker thread, straight from
+/// the batch buffer it was received in (one `send`); finding its session takes a mutex and a dictionary lookup and
+/// allocates nothing. Each session socket is served by the daemon's ``UDPWorkerPool`` like a listener's, and an
+/// upstream reply is sent to the client from that pool thread's batch buffer with `sendmsg` and the client's
+/// destination address (IP_PKTINFO).
 ///
-/// `Sendable`: the session table is behind a mutex; the rest is immutable.
+/// Sessions end after `timeout` without traffic either way, found by a sweep every quarter of `timeout` (at most
+/// every second) on an event loop of the daemon; at `maxSessions` the oldest is given up to make room, and counted.
+/// Ending a session never waits for the pool (it may happen on a pool thread): its registration is retired and its
+/// socket closes when the last reference goes. The session table lives with the handler: a reload that changes
+/// the service drops the handler and so its sessions (a client's next datagram opens a new one); a reload that does
+/// not keeps them.
+///
+/// `Sendable`: the session table and the sweep task are behind mutexes; the rest is immutable.
 public final class ForwardDatagramHandler: DatagramHandler {
-    private let upstream: SocketAddress
+    private let upstream: IPEndpoint
+    private let pool: UDPWorkerPool
     private let group: any EventLoopGroup
     private let timeout: Duration
     private let sessions: ForwardSessionTable
     private let failures: RateLimitedLog
-    private let allocator = ByteBufferAllocator()
+    /// Counts what the pool receives on the session sockets; not reported (the listener counts the replies it sends).
+    private let upstreamCounters = ListenerCounters()
+    private let sweeper = Mutex<RepeatedTask?>(nil)
+    private let sweeping = Atomic<Bool>(false)
 
-    /// Creates a handler relaying to `upstream`.
-    public init(upstream: SocketAddress, group: any EventLoopGroup, logger: Logger, timeout: Duration,
-                maxSessions: Int) {
+    /// Creates a handler relaying to `upstream`; session sockets are served by `pool`, and idle sessions are swept
+    /// on an event loop of `group`.
+    public init(upstream: IPEndpoint, pool: UDPWorkerPool, group: any EventLoopGroup, logger: Logger,
+                timeout: Duration, maxSessions: Int) {
         self.upstream = upstream
+        self.pool = pool
         self.group = group
         self.timeout = timeout
         self.sessions = ForwardSessionTable(capacity: maxSessions)
         self.failures = RateLimitedLog(logger: logger)
+    }
+
+    deinit {
+        sweeper.withLock { $0?.cancel() }
+        for session in sessions.removeAll() { session.retire(from: pool) }
     }
 
     /// Sessions open now.
@@ -42,183 +60,68 @@ public final class ForwardDatagramHandler: DatagramHandler {
         destination: DatagramDestination,
         replier: DatagramReplier
     ) -> DatagramVerdict {
-        var payload = allocator.buffer(capacity: length)
-        payload.writeBytes(UnsafeRawBufferPointer(rebasing: buffer[0..<length]))
         let key = ForwardSessionKey(peer: peer, local: destination.endpoint)
-        let (session, evicted) = sessions.session(for: key) {
-            ForwardSession(key: key, destination: destination, replier: replier, failures: failures)
-        }
-        if let evicted {
-            replier.counters.addDrop(.sessionEvicted)
-            evicted.close()
-        }
-        if session.isNew { open(session.value) }
-        session.value.send(payload)
-        return .noReply
-    }
-
-    /// Opens the session's upstream socket: a datagram channel connected to the upstream, so that only the
-    /// upstream's replies reach it and an unreachable upstream shows as an error.
-    private func open(_ session: ForwardSession) {
-        let sessions = self.sessions
-        let timeout = TimeAmount.nanoseconds(Int64(timeout.components.seconds) * 1_000_000_000
-                                              + Int64(timeout.components.attoseconds / 1_000_000_000))
-        let bootstrap = DatagramBootstrap(group: group)
-            .channelInitializer { channel in
-                channel.eventLoop.makeCompletedFuture {
-                    try channel.pipeline.syncOperations.addHandler(UpstreamReplyHandler(session: session))
-                }
+        guard let session = sessions.session(for: key) ?? open(key, destination: destination, replier: replier)
+        else { return .drop(.upstreamError) }
+        session.touch()
+        do {
+            if try session.upstream.sendConnected(UnsafeRawBufferPointer(rebasing: buffer[0..<length])) {
+                return .noReply
             }
-        bootstrap.connect(to: upstream).whenComplete { result in
-            switch result {
-            case .success(let channel):
-                session.attach(channel)
-                channel.closeFuture.whenComplete { _ in sessions.remove(session) }
-                ForwardSession.expireWhenIdle(session, channel: channel, timeout: timeout)
-            case .failure(let error):
-                session.replier.counters.addDrop(.upstreamError)
-                session.failures.warning("cannot open an upstream UDP socket", metadata: ["error": "\(error)"])
-                session.close()
-                sessions.remove(session)
+            failures.warning("the upstream socket's send buffer is full", metadata: ["upstream": "\(upstream)"])
+        } catch {
+            // ECONNREFUSED here reports an ICMP error for an earlier request; the session stays.
+            failures.warning("cannot send to the upstream", metadata: [
+                "upstream": "\(upstream)", "client": "\(peer)", "error": "\(error)",
+            ])
+        }
+        return .drop(.upstreamError)
+    }
+
+    /// Opens the session for `key`, making room if the table is full; `nil` when no socket could be opened.
+    private func open(_ key: ForwardSessionKey, destination: DatagramDestination,
+                      replier: DatagramReplier) -> ForwardSession? {
+        let opened: (session: ForwardSession, evicted: ForwardSession?)
+        do {
+            opened = try sessions.session(for: key) { () throws(SystemCallError) in
+                try ForwardSession.open(key: key, destination: destination, replier: replier, upstream: upstream,
+                                        pool: pool, upstreamCounters: upstreamCounters,
+                                        failures: failures)
             }
-        }
-    }
-}
-
-/// Who a session serves: the client and the local address it asked.
-struct ForwardSessionKey: Hashable, Sendable {
-    var peer: IPEndpoint
-    var local: IPEndpoint
-}
-
-/// One client's relay to the upstream.
-///
-/// `Sendable`: its mutable state (the channel, or the datagrams waiting for it) is behind a mutex; the time of the
-/// last traffic is atomic.
-final class ForwardSession: Sendable {
-    private enum State {
-        case opening([ByteBuffer])
-        case open(any Channel)
-        case closed
-    }
-
-    /// At most this many datagrams wait for the upstream socket to open; more are dropped.
-    static let maxWaiting = 16
-
-    let key: ForwardSessionKey
-    let destination: DatagramDestination
-    let replier: DatagramReplier
-    let failures: RateLimitedLog
-    private let state = Mutex(State.opening([]))
-    /// `NIODeadline.now().uptimeNanoseconds` of the last datagram either way.
-    let lastActivity = Atomic<UInt64>(NIODeadline.now().uptimeNanoseconds)
-
-    init(key: ForwardSessionKey, destination: DatagramDestination, replier: DatagramReplier,
-         failures: RateLimitedLog) {
-        self.key = key
-        self.destination = destination
-        self.replier = replier
-        self.failures = failures
-    }
-
-    /// Sends a client's datagram upstream, or keeps it until the upstream socket is open.
-    func send(_ payload: ByteBuffer) {
-        lastActivity.store(NIODeadline.now().uptimeNanoseconds, ordering: .relaxed)
-        let channel: (any Channel)? = state.withLock { state in
-            switch state {
-            case .opening(var waiting):
-                if waiting.count < Self.maxWaiting {
-                    waiting.append(payload)
-                    state = .opening(waiting)
-                } else {
-                    replier.counters.addDrop(.upstreamError)
-                }
-                return nil
-            case .open(let channel):
-                return channel
-            case .closed:
-                replier.counters.addDrop(.upstreamError)
-                return nil
-            }
-        }
-        channel.map { write(payload, on: $0) }
-    }
-
-    /// The upstream socket is open: send what waited.
-    func attach(_ channel: any Channel) {
-        let waiting: [ByteBuffer]? = state.withLock { state in
-            guard case .opening(let waiting) = state else { return nil }
-            state = .open(channel)
-            return waiting
-        }
-        guard let waiting else {
-            channel.close(promise: nil)
-            return
-        }
-        for payload in waiting { write(payload, on: channel) }
-    }
-
-    private func write(_ payload: ByteBuffer, on channel: any Channel) {
-        let counters = replier.counters
-        let failures = self.failures
-        channel.writeAndFlush(payload).whenFailure { error in
-            counters.addDrop(.upstreamError)
-            failures.warning("cannot send to the upstream", metadata: ["error": "\(error)"])
-        }
-    }
-
-    /// Sends an upstream reply to the client, from the address it asked.
-    func reply(_ payload: ByteBuffer) {
-        lastActivity.store(NIODeadline.now().uptimeNanoseconds, ordering: .relaxed)
-        payload.withUnsafeReadableBytes { bytes in
-            _ = replier.send(bytes, to: key.peer, from: destination)
-        }
-    }
-
-    /// Closes the upstream socket; datagrams still waiting are dropped.
-    func close() {
-        let channel: (any Channel)? = state.withLock { state in
-            defer { state = .closed }
-            if case .open(let channel) = state { return channel }
+        } catch {
+            failures.warning("cannot open an upstream UDP socket", metadata: [
+                "upstream": "\(upstream)", "error": "\(error)",
+            ])
             return nil
         }
-        channel?.close(promise: nil)
-    }
-
-    /// Closes the session's channel once it has seen no traffic for `timeout`.
-    static func expireWhenIdle(_ session: ForwardSession, channel: any Channel, timeout: TimeAmount) {
-        let idle = Int64(NIODeadline.now().uptimeNanoseconds &- session.lastActivity.load(ordering: .relaxed))
-        if idle >= timeout.nanoseconds {
-            session.close()
-            return
+        if let evicted = opened.evicted {
+            replier.counters.addDrop(.sessionEvicted)
+            evicted.retire(from: pool)
         }
-        channel.eventLoop.scheduleTask(in: timeout - .nanoseconds(idle)) {
-            expireWhenIdle(session, channel: channel, timeout: timeout)
+        startSweeping()
+        return opened.session
+    }
+
+    /// Starts the idle sweep once, with the first session: a handler that never sees traffic holds nothing.
+    private func startSweeping() {
+        guard !sweeping.load(ordering: .relaxed),
+            sweeping.compareExchange(expected: false, desired: true, ordering: .relaxed).exchanged
+        else { return }
+        let quarter = timeout / 4
+        let interval = min(max(quarter, .milliseconds(20)), .seconds(1))
+        let sessions = self.sessions
+        let pool = self.pool
+        let idleNanoseconds = UInt64(timeout.components.seconds) * 1_000_000_000
+            + UInt64(timeout.components.attoseconds / 1_000_000_000)
+        let delay = TimeAmount.nanoseconds(Int64(interval.components.seconds) * 1_000_000_000
+                                           + interval.components.attoseconds / 1_000_000_000)
+        let task = group.next().scheduleRepeatedTask(initialDelay: delay, delay: delay) { _ in
+            let now = NIODeadline.now().uptimeNanoseconds
+            guard now > idleNanoseconds else { return }
+            for session in sessions.removeIdle(lastActiveBefore: now - idleNanoseconds) {
+                session.retire(from: pool)
+            }
         }
-    }
-}
-
-/// Passes the upstream's replies to the session, and counts what goes wrong upstream.
-///
-/// `Sendable`: it holds only the `Sendable` session.
-private final class UpstreamReplyHandler: ChannelInboundHandler, Sendable {
-    typealias InboundIn = AddressedEnvelope<ByteBuffer>
-
-    let session: ForwardSession
-
-    init(session: ForwardSession) {
-        self.session = session
-    }
-
-    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
-        session.reply(unwrapInboundIn(data).data)
-    }
-
-    func errorCaught(context: ChannelHandlerContext, error: any Error) {
-        // ECONNREFUSED (the upstream's port is closed) is not fatal for a datagram channel: the session stays.
-        session.replier.counters.addDrop(.upstreamError)
-        session.failures.warning("upstream error", metadata: [
-            "client": "\(session.key.peer)", "error": "\(error)",
-        ])
+        sweeper.withLock { $0 = task }
     }
 }

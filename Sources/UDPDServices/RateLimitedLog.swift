@@ -20,8 +20,9 @@ final class RateLimitedLog: Sendable {
         self.interval = interval
     }
 
-    /// Logs `message` at warning level unless a line was logged less than an interval ago.
-    func warning(_ message: @autoclosure () -> String, metadata: Logger.Metadata = [:]) {
+    /// Logs `message` at warning level unless a line was logged less than an interval ago. Neither the message nor
+    /// the metadata is built for a line left out, so a failing datapath does not allocate for them.
+    func warning(_ message: @autoclosure () -> String, metadata: @autoclosure () -> Logger.Metadata = [:]) {
         let now = ContinuousClock.now
         let suppressed: Int? = state.withLock { state in
             if let last = state.last, now - last < interval {
@@ -33,7 +34,7 @@ final class RateLimitedLog: Sendable {
             return state.suppressed
         }
         guard let suppressed else { return }
-        var metadata = metadata
+        var metadata = metadata()
         if suppressed > 0 { metadata["suppressed"] = "\(suppressed)" }
         logger.warning("\(message())", metadata: metadata)
     }

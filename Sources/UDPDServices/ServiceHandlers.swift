@@ -21,15 +21,19 @@ public struct ServiceHandlerError: Error, Sendable, CustomStringConvertible {
 
 /// What handlers need from the daemon around them.
 public struct ServiceContext: Sendable {
-    /// Where forward sessions and upstream connections run.
+    /// Where upstream TCP connections run and forward sessions are swept.
     public var group: any EventLoopGroup
     /// Where handlers log (upstream failures, exec programs' stderr).
     public var logger: Logger
+    /// The daemon's UDP worker threads, which also serve forward sessions' upstream sockets. It outlives every
+    /// handler.
+    public var pool: UDPWorkerPool
 
     /// Creates a context.
-    public init(group: any EventLoopGroup, logger: Logger) {
+    public init(group: any EventLoopGroup, logger: Logger, pool: UDPWorkerPool) {
         self.group = group
         self.logger = logger
+        self.pool = pool
     }
 }
 
@@ -40,6 +44,23 @@ public struct ServiceHandlerPair: Sendable {
     public var datagram: any DatagramHandler
     /// What builds the handlers of each connection accepted by the service's TCP listeners.
     public var stream: StreamHandlerSlot.Factory
+    /// What the handlers hold open now, for status and metrics.
+    public var activity: ServiceActivity = ServiceActivity()
+}
+
+/// Live figures of a service's handlers: UDP sessions a forward keeps open, programs an exec runs. `nil` for
+/// handlers that have no such thing.
+public struct ServiceActivity: Sendable {
+    /// Forward: UDP sessions open now.
+    public var forwardSessions: (@Sendable () -> Int)?
+    /// Exec: programs running now.
+    public var execInstances: (@Sendable () -> Int)?
+
+    /// Creates the figures of a handler.
+    public init(forwardSessions: (@Sendable () -> Int)? = nil, execInstances: (@Sendable () -> Int)? = nil) {
+        self.forwardSessions = forwardSessions
+        self.execInstances = execInstances
+    }
 }
 
 /// Builds the handlers that serve a service's UDP and TCP listeners from its definition.
@@ -77,15 +98,21 @@ public enum ServiceHandlers {
             })
         case .forward:
             let upstream = try resolveUpstream(service)
+            guard let upstreamEndpoint = upstream.withSockAddr({ address, _ in IPEndpoint(UnsafeRawPointer(address)) })
+            else {
+                throw ServiceHandlerError(service: service.name, message: "upstream \(upstream) is not an IP address")
+            }
             let datagram = ForwardDatagramHandler(
-                upstream: upstream, group: context.group, logger: logger,
+                upstream: upstreamEndpoint, pool: context.pool, group: context.group, logger: logger,
                 timeout: service.timeout ?? defaultSessionTimeout,
                 maxSessions: service.maxSessions ?? defaultMaxSessions)
             let failures = RateLimitedLog(logger: logger)
-            return ServiceHandlerPair(datagram: guarded(datagram, service), stream: { counters in
+            var pair = ServiceHandlerPair(datagram: guarded(datagram, service), stream: { counters in
                 [ForwardStreamHandler(upstream: upstream, connectTimeout: upstreamConnectTimeout,
                                       counters: counters, failures: failures)]
             })
+            pair.activity = ServiceActivity(forwardSessions: { datagram.sessionCount })
+            return pair
         case .exec:
             guard let command = service.command, !command.isEmpty else {
                 throw ServiceHandlerError(service: service.name, message: "handler 'exec' needs a 'command'")
@@ -99,9 +126,10 @@ public enum ServiceHandlers {
             let program = ExecProgram(
                 service: service.name, argv: command, timeout: service.timeout ?? defaultExecTimeout,
                 maxInstances: service.maxInstances ?? defaultMaxInstances, identity: identity, logger: logger)
-            return ServiceHandlerPair(datagram: guarded(ExecDatagramHandler(program: program), service), stream: { counters in
-                [ExecStreamHandler(program: program, counters: counters)]
-            })
+            var pair = ServiceHandlerPair(datagram: guarded(ExecDatagramHandler(program: program), service),
+                                          stream: { counters in [ExecStreamHandler(program: program, counters: counters)] })
+            pair.activity = ServiceActivity(execInstances: { program.instances })
+            return pair
         }
     }
 

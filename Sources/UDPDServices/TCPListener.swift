@@ -12,32 +12,38 @@ public final class StreamHandlerSlot: Sendable {
     /// need not be `Sendable`: they are made and added on the connection's own event loop.
     public typealias Factory = @Sendable (ListenerCounters) -> [any ChannelHandler]
 
-    /// What the slot holds. A struct, not a tuple: a closure inside a tuple in the mutex's generic storage is
-    /// re-wrapped in a reabstraction thunk on every `withLock`, so each accepted connection made the factory one
-    /// thunk longer; after some 60,000 connections calling (or freeing) it overflowed the event loop's stack.
-    private struct Current {
-        var factory: Factory
-        var policy: ConnectionPolicy
+    /// The factory and policy in place, boxed in a class: a closure kept directly in the mutex's generic tuple
+    /// came back re-wrapped in a reabstraction thunk on every read, a chain that grew with every connection
+    /// accepted until accepting 10,000 connections took a minute.
+    private final class Contents: Sendable {
+        let factory: Factory
+        let policy: ConnectionPolicy
+
+        init(factory: @escaping Factory, policy: ConnectionPolicy) {
+            self.factory = factory
+            self.policy = policy
+        }
     }
 
-    private let current: Mutex<Current>
+    private let current: Mutex<Contents>
 
     /// Creates a slot with `factory`, under `policy`.
     public init(_ factory: @escaping Factory, policy: ConnectionPolicy = ConnectionPolicy()) {
-        current = Mutex(Current(factory: factory, policy: policy))
+        current = Mutex(Contents(factory: factory, policy: policy))
     }
 
     /// Puts `factory` and `policy` in place for connections accepted from now on.
     public func replace(with factory: @escaping Factory, policy: ConnectionPolicy) {
-        current.withLock { $0 = Current(factory: factory, policy: policy) }
+        let contents = Contents(factory: factory, policy: policy)
+        current.withLock { $0 = contents }
     }
 
     /// The policy for a new connection.
-    public var policy: ConnectionPolicy { current.withLock { $0.policy } }
+    public var policy: ConnectionPolicy { current.withLock { $0 }.policy }
 
     /// The handlers for a new connection of a listener counting on `counters`.
     public func makeHandlers(counters: ListenerCounters) -> [any ChannelHandler] {
-        current.withLock { $0.factory }(counters)
+        current.withLock { $0 }.factory(counters)
     }
 }
 
@@ -66,6 +72,7 @@ public final class TCPListener: Sendable {
     ) async throws -> TCPListener {
         let connections = ConnectionRegistry()
         let bootstrap = ServerBootstrap(group: group)
+            .serverChannelOption(.maxMessagesPerRead, value: 64)
             .childChannelOption(.allowRemoteHalfClosure, value: true)
             .childChannelInitializer { channel in
                 let policy = slot.policy
@@ -84,6 +91,12 @@ public final class TCPListener: Sendable {
             }
         let descriptor = socket.descriptor.release()
         let channel = try await bootstrap.withBoundSocket(descriptor).get()
+        // SwiftNIO calls listen() again on an adopted socket with its fixed backlog of 128 (the .backlog option
+        // applies only to sockets it binds itself); listening once more restores TCPListenerSocket's backlog, as
+        // Linux and the BSDs allow on a listening socket. A failure leaves the smaller backlog, which still works.
+        _ = try? systemCall("listen", context: "tcp \(socket.localEndpoint)") {
+            listen(descriptor, TCPListenerSocket.defaultBacklog)
+        }
         return TCPListener(localEndpoint: socket.localEndpoint, serverChannel: channel, connections: connections)
     }
 

@@ -1,4 +1,13 @@
+#if canImport(FoundationEssentials)
+import FoundationEssentials
+#else
 import Foundation
+#endif
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
 import Logging
 import Synchronization
 
@@ -54,6 +63,23 @@ public struct DaemonLogHandler: LogHandler {
         let merged = metadata.merging(event.metadata ?? [:]) { _, new in new }
         let fields = merged.keys.sorted().map { "\($0)=\(merged[$0]!)" }.joined(separator: " ")
         let line = "udpd[\(getpid())]: \(event.level): \(event.message)\(fields.isEmpty ? "" : " " + fields)\n"
-        FileHandle.standardError.write(Data(line.utf8))
+        writeToStandardError(line)
+    }
+}
+
+/// Writes `text` to standard error with write(2), whole, retrying short writes and EINTR; errors are ignored, as a
+/// logger has nowhere else to report them. (Plain write(2) keeps the daemon free of Foundation's FileHandle.)
+public func writeToStandardError(_ text: String) {
+    var bytes = Array(text.utf8)
+    var offset = 0
+    while offset < bytes.count {
+        let written = bytes.withUnsafeMutableBytes { write(2, $0.baseAddress! + offset, $0.count - offset) }
+        if written > 0 {
+            offset += written
+        } else if written < 0 && errno == EINTR {
+            continue
+        } else {
+            return
+        }
     }
 }

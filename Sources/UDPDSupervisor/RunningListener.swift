@@ -32,6 +32,8 @@ enum BoundSocket: Sendable {
 struct ServiceHandlerSet: Sendable {
     var datagram: any DatagramHandler
     var stream: StreamHandlerSlot.Factory
+    /// Sessions or programs the handlers hold open now.
+    var activity: ServiceActivity
     /// The TCP limits; its connection table is the service's, kept across reloads.
     var connectionPolicy: ConnectionPolicy
 }

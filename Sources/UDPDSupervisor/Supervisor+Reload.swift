@@ -1,4 +1,13 @@
+#if canImport(FoundationEssentials)
+import FoundationEssentials
+#else
 import Foundation
+#endif
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
 import Logging
 import UDPDConfig
 import UDPDControl
@@ -19,7 +28,7 @@ extension Supervisor {
         } catch {
             return reject(error.errors.map(\.description), at: at)
         }
-        let newHandlers: [String: ServiceHandlerSet]
+        var newHandlers: [String: ServiceHandlerSet]
         do throws(SupervisorError) {
             newHandlers = try buildHandlers(for: newConfiguration, previous: handlers)
         } catch {
@@ -55,6 +64,11 @@ extension Supervisor {
                 "running": "\(configuration.metrics.map { "\($0.listen)" } ?? "off")",
                 "configured": "\(newConfiguration.metrics.map { "\($0.listen)" } ?? "off")",
             ])
+        }
+        // An unchanged service keeps the handlers that serve it now, with their state (a forward's sessions), so
+        // that status reports them and new listeners of the service share them.
+        for name in newServices.keys where oldServices[name] != nil && !changedServices.contains(name) {
+            if let running = handlers[name] { newHandlers[name] = running }
         }
         handlers = newHandlers
         configuration = newConfiguration

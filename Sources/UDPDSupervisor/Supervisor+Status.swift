@@ -1,4 +1,13 @@
+#if canImport(FoundationEssentials)
+import FoundationEssentials
+#else
 import Foundation
+#endif
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
 import UDPDConfig
 import UDPDControl
 import UDPDServices
@@ -31,8 +40,8 @@ extension Supervisor {
                 },
                 counters: ServiceCounters(total),
                 bindFallback: service.fallsBack(on: host) ? true : nil,
-                forwardSessions: (handlers[service.name]?.datagram as? ForwardDatagramHandler)
-                    .map { UInt64($0.sessionCount) }
+                forwardSessions: handlers[service.name]?.activity.forwardSessions.map { UInt64($0()) },
+                execInstances: handlers[service.name]?.activity.execInstances.map { UInt64($0()) }
             )
         }
         return StatusReport(

@@ -1,4 +1,13 @@
+#if canImport(FoundationEssentials)
+import FoundationEssentials
+#else
 import Foundation
+#endif
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
 import Logging
 import NIOCore
 import UDPDConfig
@@ -135,12 +144,12 @@ public actor Supervisor {
     ) throws(SupervisorError) -> [String: ServiceHandlerSet] {
         var handlers: [String: ServiceHandlerSet] = [:]
         var problems: [String] = []
-        let context = ServiceContext(group: group, logger: logger)
+        let context = ServiceContext(group: group, logger: logger, pool: pool)
         for service in configuration.services {
             do {
                 let pair = try ServiceHandlers.handlers(for: service, context: context)
                 handlers[service.name] = ServiceHandlerSet(
-                    datagram: pair.datagram, stream: pair.stream,
+                    datagram: pair.datagram, stream: pair.stream, activity: pair.activity,
                     connectionPolicy: ConnectionPolicy(
                         service, table: previous[service.name]?.connectionPolicy.table ?? ConnectionTable())
                 )
@@ -234,6 +243,8 @@ public actor Supervisor {
             if let listener = await entry.listener.stop(pool: pool) { tcp.append(listener) }
         }
         listeners = [:]
+        // The handlers go before the pool stops: a forward's deinit retires its sessions' sockets from the pool.
+        handlers = [:]
         addressWatcher?.stop()
         addressWatcher = nil
         addressChangeSink.finish()

@@ -1,4 +1,13 @@
+#if canImport(FoundationEssentials)
+import FoundationEssentials
+#else
 import Foundation
+#endif
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
 import UDPDTransport
 
 /// Tells systemd about the daemon's state through `NOTIFY_SOCKET` (the sd_notify protocol: one datagram of
@@ -33,7 +42,7 @@ public struct SystemdNotifier: Sendable {
     /// Sends `message`; failures are ignored, as sd_notify does: systemd's supervision must not stop the daemon.
     public func send(_ message: String) {
         guard let path else { return }
-        guard let socket = try? systemCall("socket", { Foundation.socket(AF_UNIX, Int32(SOCK_DGRAM.rawValue), 0) })
+        guard let socket = try? systemCall("socket", { socket(AF_UNIX, Int32(SOCK_DGRAM.rawValue), 0) })
         else { return }
         defer { close(socket) }
         var address = sockaddr_un()

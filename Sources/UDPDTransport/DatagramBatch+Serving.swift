@@ -31,7 +31,7 @@ extension DatagramBatch {
     func drain(_ served: ServedSocket, maximumBatches: Int, useBatchCalls: inout Bool) -> Bool {
         let fd = served.socket.descriptor.rawValue
         for _ in 0..<maximumBatches {
-            let received = receive(fd, &useBatchCalls)
+            let received = receive(fd, served, &useBatchCalls)
             guard received > 0 else { return false }
             serve(served, count: received)
             send(fd, served.counters, &useBatchCalls)
@@ -42,7 +42,7 @@ extension DatagramBatch {
     }
 
     /// Receives up to a batch without blocking; 0 when nothing is waiting.
-    private func receive(_ fd: CInt, _ useBatchCalls: inout Bool) -> Int {
+    private func receive(_ fd: CInt, _ served: ServedSocket, _ useBatchCalls: inout Bool) -> Int {
         if useBatchCalls {
             do {
                 let count = try nonBlockingSystemCall("recvmmsg") {
@@ -52,11 +52,18 @@ extension DatagramBatch {
             } catch where error.errno == ENOSYS {
                 useBatchCalls = false
             } catch {
+                served.slot.handler.receiveFailed(error)
                 return 0
             }
         }
         let header = receiveHeaders
-        let length = try? nonBlockingSystemCall("recvmsg") { recvmsg(fd, &header.pointee.msg_hdr, cudpd_msg_dontwait) }
+        let length: Int?
+        do {
+            length = try nonBlockingSystemCall("recvmsg") { recvmsg(fd, &header.pointee.msg_hdr, cudpd_msg_dontwait) }
+        } catch {
+            served.slot.handler.receiveFailed(error)
+            return 0
+        }
         guard let length else { return 0 }
         header.pointee.msg_len = UInt32(length)
         return 1

@@ -111,4 +111,14 @@ public protocol DatagramHandler: Sendable {
         destination: DatagramDestination,
         replier: DatagramReplier
     ) -> DatagramVerdict
+
+    /// Told when receiving on the socket failed with something other than "nothing waiting": on a connected
+    /// socket, ECONNREFUSED reports an ICMP error for an earlier datagram. Reading the error clears it; the worker
+    /// goes on serving the socket. The default does nothing.
+    func receiveFailed(_ error: SystemCallError)
+}
+
+extension DatagramHandler {
+    /// Does nothing: a listener's bound socket has no peer to report about.
+    public func receiveFailed(_ error: SystemCallError) {}
 }

@@ -23,14 +23,20 @@ public final class TCPListenerSocket: Sendable {
         self.localEndpoint = localEndpoint
     }
 
+    /// The listen backlog of every TCP listener.
+    public static let defaultBacklog: CInt = 4096
+
     /// Opens a TCP socket bound to `endpoint` and listening.
+    ///
+    /// The backlog is 4096 (the kernel caps it at net.core.somaxconn): a burst of connections larger than the
+    /// accept queue overflows it, and each dropped handshake costs its client a one-second retransmission.
     ///
     /// SO_REUSEADDR is set, as every TCP server does, so that a restart does not wait for TIME_WAIT; on Linux and
     /// the BSDs it never lets two listening sockets share a port. SO_REUSEPORT is not set.
     public static func bind(
         _ endpoint: IPEndpoint,
         options: UDPSocketOptions = UDPSocketOptions(),
-        backlog: CInt = 511
+        backlog: CInt = TCPListenerSocket.defaultBacklog
     ) throws(BindError) -> TCPListenerSocket {
         let context = "tcp \(endpoint)"
         do {

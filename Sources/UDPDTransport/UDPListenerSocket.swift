@@ -67,10 +67,17 @@ public final class UDPListenerSocket: Sendable {
         guard count > 1 else { return [first] }
         var local = endpoint
         local.port = first.localEndpoint.port
-        first.close()
-        var group: [UDPListenerSocket] = []
-        do {
-            for _ in 0..<count { group.append(try bind(local, options: options, reusePort: true)) }
+        var group = [first]
+        do throws(BindError) {
+            // The first socket, bound alone, proved the port free; it now takes SO_REUSEPORT (Linux and the BSDs
+            // accept it on a bound socket, and the group forms when the next member binds) and stays the first
+            // worker, which saves a socket, a bind and a close per listener.
+            do {
+                try first.descriptor.setOption(level: SOL_SOCKET, name: SO_REUSEPORT, value: 1, "SO_REUSEPORT \(local)")
+            } catch {
+                throw BindError(proto: "udp", endpoint: local, underlying: error)
+            }
+            for _ in 1..<count { group.append(try bind(local, options: options, reusePort: true)) }
         } catch {
             group.forEach { $0.close() }
             throw error

@@ -20,7 +20,10 @@ public final class UDPWorkerPool: Sendable {
     }
 
     /// The number of CPUs the process may run on: the default thread count.
-    public static var defaultThreadCount: Int { max(1, SystemInfo.onlineProcessorCount) }
+    ///
+    /// Read once: sysconf opens and parses a file in /sys on every call, and the reload of a 1,000-service file
+    /// asked it a thousand times.
+    public static let defaultThreadCount: Int = max(1, SystemInfo.onlineProcessorCount)
 
     /// Threads running now.
     public var threadCount: Int { threads.withLock { $0.count } }
@@ -63,6 +66,32 @@ public final class UDPWorkerPool: Sendable {
     /// Stops serving a listener's sockets; on return no thread touches them, so they may be closed.
     public func remove(_ registration: UDPPoolRegistration) {
         for (thread, socket) in registration.placements { thread.remove(socket) }
+    }
+
+    /// Serves one socket of the daemon's own, such as a forward session's upstream socket, with `handler`, on the
+    /// next thread in turn. Returns what ``retire(_:)`` needs to stop serving it.
+    public func register(
+        _ socket: UDPListenerSocket,
+        handler: any DatagramHandler,
+        counters: ListenerCounters
+    ) throws(SystemCallError) -> UDPPoolRegistration {
+        let all = threads.withLock { $0 }
+        guard !all.isEmpty else {
+            throw SystemCallError(call: "epoll_ctl", errno: ESHUTDOWN, context: "the UDP worker pool is stopped")
+        }
+        let thread = all[nextThread.wrappingAdd(1, ordering: .relaxed).oldValue % all.count]
+        try thread.add(ServedSocket(socket: socket, slot: DatagramHandlerSlot(handler), counters: counters))
+        return UDPPoolRegistration(placements: [(thread, socket)])
+    }
+
+    /// Stops serving a registration's sockets without waiting: unlike ``remove(_:)``, it may be called from a pool
+    /// thread (a handler ending a session), where waiting for the thread's pass would wait for itself.
+    ///
+    /// A pass already under way may still serve the socket once more: it holds its own reference to it, so the
+    /// descriptor stays open until that pass ends. So the caller must never close the socket itself; it is closed
+    /// when its last reference goes.
+    public func retire(_ registration: UDPPoolRegistration) {
+        for (thread, socket) in registration.placements { thread.retire(socket) }
     }
 
     /// Stops every thread and waits for them.

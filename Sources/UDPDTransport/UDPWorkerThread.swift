@@ -71,6 +71,20 @@ final class UDPWorkerThread: Sendable {
         quiesce()
     }
 
+    /// Stops serving `socket` without waiting for the loop: the socket leaves the registrations and epoll at once, and
+    /// a pass that already took it keeps it alive through its own reference until it ends.
+    func retire(_ socket: UDPListenerSocket) {
+        let fd = socket.descriptor.rawValue
+        let removed = registrations.withLock { registered -> ServedSocket? in
+            guard registered[fd]?.socket === socket else { return nil }
+            return registered.removeValue(forKey: fd)
+        }
+        guard removed != nil else { return }
+        #if os(Linux)
+        _ = epoll_ctl(epollDescriptor, EPOLL_CTL_DEL, fd, nil)
+        #endif
+    }
+
     /// Waits until the loop has finished the pass it was in, if it is running.
     private func quiesce() {
         guard !stopping.load(ordering: .acquiring), thread.withLock({ $0 != nil }) else { return }

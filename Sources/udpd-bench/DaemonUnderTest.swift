@@ -86,6 +86,7 @@ struct ControlReport: Codable {
     var reloadOneChangeMaxMilliseconds: Double?
     var statusMedianMilliseconds: Double?
     var statusMaxMilliseconds: Double?
+    var statusDecodeMedianMilliseconds: Double?
     var residentKiBWithAllServices: Int?
     var threadsWithAllServices: Int?
     var idleResidentKiB: Int?
@@ -100,6 +101,7 @@ struct ControlReport: Codable {
         case reloadOneChangeMaxMilliseconds = "reload_one_change_max_ms"
         case statusMedianMilliseconds = "status_ms"
         case statusMaxMilliseconds = "status_max_ms"
+        case statusDecodeMedianMilliseconds = "status_decode_ms"
         case residentKiBWithAllServices = "rss_kib_all_services"
         case threadsWithAllServices = "threads_all_services"
         case idleResidentKiB = "idle_rss_kib"

@@ -139,7 +139,8 @@ struct ReloadTests {
         #expect(result.status == 0, "\(result.standardOutput)\(result.standardError)")
         #expect(udpd.log.contains("workers=1"))
         #expect(try ask(a, "after") == "after")
-        #expect(try udpd.status().services.first?.counters.rxPackets == 21)
+        let counted = try udpd.status().services.first?.counters.rxPackets
+        #expect(counted == 21, "rx_packets \(String(describing: counted)); log:\n\(udpd.log)")
     }
 
     @Test("zero loss: a steady stream to an unchanged service while 50 reloads alternate two configurations")

@@ -1,3 +1,4 @@
+import Synchronization
 import UDPDTransport
 
 #if canImport(Glibc)
@@ -66,11 +67,16 @@ public final class ConnectedUDPClient {
 }
 
 /// Finds a port that is free for UDP and TCP on both wildcard addresses at the moment of asking.
+///
+/// Every port is handed out once per test process: tests run in parallel, and a port probed free, closed and then
+/// probed again by another test before the first one binds it would make both use it. The kernel's ephemeral
+/// range is large enough that skipping used ports never runs dry.
 public func probeFreePort() throws -> UInt16 {
-    for _ in 0..<50 {
+    for _ in 0..<200 {
         let udp = try UDPListenerSocket.bind(IPEndpoint.wildcard(.ipv4, port: 0))
         let port = udp.localEndpoint.port
         defer { udp.close() }
+        guard handedOutPorts.withLock({ $0.insert(port).inserted }) else { continue }
         var holders: [SocketDescriptor] = []
         defer { holders.forEach { $0.close() } }
         do {
@@ -84,6 +90,9 @@ public func probeFreePort() throws -> UInt16 {
     }
     throw TestFailure("no free port found")
 }
+
+/// Ports ``probeFreePort()`` has returned in this process.
+private let handedOutPorts = Mutex<Set<UInt16>>([])
 
 /// Whether the tests run as root (network namespaces, privileged ports).
 public var isRoot: Bool { geteuid() == 0 }

@@ -148,6 +148,29 @@ struct ReplySourceTests {
         #expect(eventually { server.counters.snapshot().sentPackets == 64 })
     }
 
+    @Test("every socket of a worker group receives its share of the datagrams")
+    func reusePortGroupSpreads() throws {
+        let sockets = try UDPListenerSocket.bindGroup(.wildcard(.ipv4, port: 0), count: 2)
+        defer { sockets.forEach { $0.close() } }
+        let pool = try UDPWorkerPool(threadCount: 2)
+        defer { pool.shutdown() }
+        let counters = [ListenerCounters(), ListenerCounters()]
+        let registrations = try zip(sockets, counters).map { socket, counters in
+            try pool.add([socket], slot: DatagramHandlerSlot(PlainEcho()), counters: counters)
+        }
+        defer { registrations.forEach { pool.remove($0) } }
+        // 64 clients on 64 source ports: the kernel's hash sends every one of them to the same member with a
+        // probability of 2^-63 if both sockets are in the group.
+        let clients = try (0..<64).map { _ in
+            try ConnectedUDPClient(from: "127.0.0.1", to: IPEndpoint(address: "127.0.0.1", port: sockets[0].localEndpoint.port)!)
+        }
+        for (index, client) in clients.enumerated() { try client.send("s\(index)") }
+        for (index, client) in clients.enumerated() { #expect(client.receiveText() == "s\(index)") }
+        let received = counters.map { $0.snapshot().receivedPackets }
+        #expect(received.reduce(0, +) == 64)
+        #expect(received.allSatisfy { $0 > 0 }, "one member of the group got nothing: \(received)")
+    }
+
     @Test("a worker group never shares its port with a socket that was there first")
     func reusePortGroupRefusesForeignHolder() throws {
         let holder = try UDPListenerSocket.bind(IPEndpoint(address: "127.0.0.1", port: 0)!)

@@ -1,0 +1,114 @@
+import Logging
+import NIOCore
+import Synchronization
+import UDPDTransport
+
+/// Who a session serves: the client and the local address it asked.
+struct ForwardSessionKey: Hashable, Sendable {
+    var peer: IPEndpoint
+    var local: IPEndpoint
+}
+
+/// One client's relay to the upstream: its own connected upstream socket, served by the daemon's worker pool.
+///
+/// Requests go out on the socket straight from the listener's worker thread; the upstream's replies arrive on a pool
+/// thread, which sends each to the client from the address it asked, through the listener's ``DatagramReplier``.
+///
+/// `@unchecked Sendable`: everything is immutable except the time of the last traffic, which is atomic, the pool
+/// registration, which is behind a mutex, and ``serial``, which only the ``ForwardSessionTable`` writes and reads,
+/// under its lock.
+final class ForwardSession: @unchecked Sendable {
+    let key: ForwardSessionKey
+    let destination: DatagramDestination
+    let replier: DatagramReplier
+    /// The connected upstream socket. Never closed explicitly: another thread may be sending on it; it closes when
+    /// the session, the pool's registration and any pass serving it have all let go of it.
+    let upstream: UDPListenerSocket
+    /// `NIODeadline.now().uptimeNanoseconds` of the last datagram either way.
+    let lastActivity: Atomic<UInt64>
+    private let registration = Mutex<UDPPoolRegistration?>(nil)
+    /// The table's creation number for this session; guarded by the table's lock.
+    var serial: UInt64 = 0
+
+    init(key: ForwardSessionKey, destination: DatagramDestination, replier: DatagramReplier,
+         upstream: UDPListenerSocket, now: UInt64) {
+        self.key = key
+        self.destination = destination
+        self.replier = replier
+        self.upstream = upstream
+        self.lastActivity = Atomic(now)
+    }
+
+    /// Opens a session: a socket connected to `upstream`, registered with `pool` to serve the replies.
+    static func open(
+        key: ForwardSessionKey,
+        destination: DatagramDestination,
+        replier: DatagramReplier,
+        upstream: IPEndpoint,
+        pool: UDPWorkerPool,
+        upstreamCounters: ListenerCounters,
+        failures: RateLimitedLog
+    ) throws(SystemCallError) -> ForwardSession {
+        let socket = try UDPListenerSocket.connected(to: upstream)
+        let session = ForwardSession(key: key, destination: destination, replier: replier, upstream: socket,
+                                     now: NIODeadline.now().uptimeNanoseconds)
+        let registration = try pool.register(socket, handler: UpstreamReplyHandler(session: session, failures: failures),
+                                             counters: upstreamCounters)
+        session.registration.withLock { $0 = registration }
+        return session
+    }
+
+    /// Records traffic now.
+    @inline(__always)
+    func touch() {
+        lastActivity.store(NIODeadline.now().uptimeNanoseconds, ordering: .relaxed)
+    }
+
+    /// Stops serving the upstream socket, without waiting (safe on any thread, a pool thread included); the socket
+    /// closes when the last reference to it goes. Later calls do nothing.
+    func retire(from pool: UDPWorkerPool) {
+        let registration = registration.withLock { current -> UDPPoolRegistration? in
+            defer { current = nil }
+            return current
+        }
+        if let registration { pool.retire(registration) }
+    }
+}
+
+/// Serves a session's upstream socket on a pool thread: each upstream datagram goes to the session's client, from
+/// the local address the client asked, straight from the pool thread's batch buffer.
+///
+/// `Sendable`: it holds only the `Sendable` session and log.
+final class UpstreamReplyHandler: DatagramHandler {
+    let session: ForwardSession
+    let failures: RateLimitedLog
+
+    init(session: ForwardSession, failures: RateLimitedLog) {
+        self.session = session
+        self.failures = failures
+    }
+
+    /// The upstream refused an earlier request (ECONNREFUSED from an ICMP port unreachable) or another error
+    /// arrived on the session socket: counted on the client's listener; the session stays.
+    func receiveFailed(_ error: SystemCallError) {
+        session.replier.counters.addDrop(.upstreamError)
+        failures.warning("upstream error", metadata: ["client": "\(session.key.peer)", "error": "\(error)"])
+    }
+
+    func handle(
+        _ buffer: UnsafeMutableRawBufferPointer,
+        length: Int,
+        peer: IPEndpoint,
+        destination: DatagramDestination,
+        replier: DatagramReplier
+    ) -> DatagramVerdict {
+        // The connected socket only receives from the upstream, so `peer` needs no check.
+        session.touch()
+        let client = session.replier
+        // A listener that a reload removed has closed its socket: its number may already name another socket.
+        guard !client.socket.descriptor.isClosed else { return .noReply }
+        client.send(UnsafeRawBufferPointer(rebasing: buffer[0..<length]), to: session.key.peer,
+                    from: session.destination)
+        return .noReply
+    }
+}

@@ -1,0 +1,56 @@
+import CUDPD
+
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Musl)
+import Musl
+#elseif canImport(Darwin)
+import Darwin
+#endif
+
+extension UDPListenerSocket {
+    /// Opens a non-blocking UDP socket connected to `upstream`: a forward session's own socket.
+    ///
+    /// Being connected, it receives only the upstream's datagrams, and an unreachable upstream shows as an error
+    /// (ECONNREFUSED) on it rather than being silent. Its source address is the one the kernel routes from; its reply
+    /// source is ``ReplySource/bound``. Register it with ``UDPWorkerPool/register(_:handler:counters:)`` to serve
+    /// what the upstream sends back.
+    public static func connected(to upstream: IPEndpoint) throws(SystemCallError) -> UDPListenerSocket {
+        let context = "udp upstream \(upstream)"
+        let socket = try SocketDescriptor.open(family: upstream.family, type: CInt(SOCK_DGRAM.rawValue),
+                                               context: context)
+        let fd = socket.rawValue
+        let flags = try systemCall("fcntl", context: context) { fcntl(fd, F_GETFL, 0) }
+        try systemCall("fcntl", context: context) { fcntl(fd, F_SETFL, flags | O_NONBLOCK) }
+        _ = try upstream.withSockAddr { (address, length) throws(SystemCallError) in
+            try systemCall("connect", context: context) {
+                #if canImport(Glibc)
+                Glibc.connect(fd, address, length)
+                #elseif canImport(Musl)
+                Musl.connect(fd, address, length)
+                #else
+                Darwin.connect(fd, address, length)
+                #endif
+            }
+        }
+        let local = try socket.localEndpoint(context: context)
+        return UDPListenerSocket(descriptor: socket, localEndpoint: local, replySource: .bound)
+    }
+
+    /// Sends `payload` on this connected socket without blocking. Returns `false` when the socket's send buffer is
+    /// full (EAGAIN); throws for any other failure, such as ECONNREFUSED left by an earlier ICMP error.
+    @inline(__always)
+    public func sendConnected(_ payload: UnsafeRawBufferPointer) throws(SystemCallError) -> Bool {
+        let fd = descriptor.rawValue
+        let sent = try nonBlockingSystemCall("send") {
+            #if canImport(Glibc)
+            Glibc.send(fd, payload.baseAddress, payload.count, cudpd_msg_dontwait)
+            #elseif canImport(Musl)
+            Musl.send(fd, payload.baseAddress, payload.count, cudpd_msg_dontwait)
+            #else
+            Darwin.send(fd, payload.baseAddress, payload.count, cudpd_msg_dontwait)
+            #endif
+        }
+        return sent != nil
+    }
+}

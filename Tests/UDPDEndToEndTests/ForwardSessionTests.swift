@@ -1,0 +1,130 @@
+import Foundation
+import Testing
+import UDPDControl
+import UDPDTestSupport
+import UDPDTransport
+
+/// Distinct free ports.
+private func freePorts(_ count: Int) throws -> [UInt16] {
+    var ports: [UInt16] = []
+    while ports.count < count {
+        let port = try probeFreePort()
+        if !ports.contains(port) { ports.append(port) }
+    }
+    return ports
+}
+
+private func forwardStatus(_ udpd: UDPDProcess) throws -> ServiceStatus {
+    try #require(try udpd.status().services.first { $0.name == "fwd" })
+}
+
+/// Descriptors udpd holds open: a session's upstream socket is one, so this shows sessions really closed.
+private func openDescriptors(_ udpd: UDPDProcess) -> Int {
+    (try? FileManager.default.contentsOfDirectory(atPath: "/proc/\(udpd.pid)/fd").count) ?? -1
+}
+
+/// The configuration of an echo upstream and a forward to it.
+private func forwardConfig(_ ports: [UInt16], extra: String) -> String {
+    """
+    services:
+      echo:
+        handler: echo
+        udp: \(ports[0])
+        bind: [127.0.0.1]
+      fwd:
+        handler: forward
+        udp: \(ports[1])
+        bind: [127.0.0.1]
+        upstream: 127.0.0.1:\(ports[0])
+    \(extra)
+    """
+}
+
+@Suite("forward sessions", .serialized)
+struct ForwardSessionTests {
+    @Test("more clients than max-sessions: the oldest are evicted and counted, sessions stay bounded, service answers")
+    func evictionKeepsSessionsBounded() throws {
+        let ports = try freePorts(2)
+        let maxSessions = 8
+        let clients = 40
+        let udpd = try UDPDProcess(config: forwardConfig(ports, extra: "    max-sessions: \(maxSessions)"))
+        try udpd.waitUntilReady()
+        let idleDescriptors = openDescriptors(udpd)
+        let server = IPEndpoint(address: "127.0.0.1", port: ports[1])!
+        // Each client is its own socket, so its own session; bounded in count and, by the receive timeout, in time.
+        // All stay open until the end: a closed client's port could be given to the next, which would then reuse
+        // its session.
+        var open: [ConnectedUDPClient] = []
+        for index in 0..<clients {
+            let client = try ConnectedUDPClient(from: "127.0.0.1", to: server, timeoutMilliseconds: 2000)
+            open.append(client)
+            try client.send("client \(index)")
+            #expect(client.receiveText() == "client \(index)", "client \(index) got no reply:\n\(udpd.log)")
+        }
+        let status = try forwardStatus(udpd)
+        #expect(status.forwardSessions == UInt64(maxSessions))
+        #expect(status.counters.drops["session_evicted"] == UInt64(clients - maxSessions), "\(status.counters.drops)")
+        #expect(status.counters.txPackets == UInt64(clients))
+        // Evicted sessions closed their sockets: udpd holds at most one more descriptor per kept session.
+        let held = openDescriptors(udpd)
+        #expect(held >= 0 && held <= idleDescriptors + maxSessions + 2, "\(held) descriptors, \(idleDescriptors) idle")
+        // A kept session (one of the newest) and a new client are still served.
+        let late = try ConnectedUDPClient(from: "127.0.0.1", to: server)
+        try late.send("still answering")
+        #expect(late.receiveText() == "still answering")
+        #expect(try forwardStatus(udpd).forwardSessions == UInt64(maxSessions))
+    }
+
+    @Test("idle sessions expire after timeout: forward_sessions drops to 0 and their sockets close")
+    func idleSessionsExpire() throws {
+        let ports = try freePorts(2)
+        let udpd = try UDPDProcess(config: forwardConfig(ports, extra: "    timeout: 500ms"))
+        try udpd.waitUntilReady()
+        let idleDescriptors = openDescriptors(udpd)
+        let server = IPEndpoint(address: "127.0.0.1", port: ports[1])!
+        let clients = try (0..<3).map { _ in try ConnectedUDPClient(from: "127.0.0.1", to: server) }
+        for (index, client) in clients.enumerated() {
+            try client.send("hello \(index)")
+            #expect(client.receiveText() == "hello \(index)")
+        }
+        #expect(try forwardStatus(udpd).forwardSessions == 3)
+        let started = ContinuousClock.now
+        #expect(try eventually(timeout: .seconds(5)) { try forwardStatus(udpd).forwardSessions == 0 })
+        #expect(ContinuousClock.now - started >= .milliseconds(300), "sessions ended before their timeout")
+        // ≤: a control connection still closing may have been counted before.
+        #expect(eventually(timeout: .seconds(2)) { openDescriptors(udpd) <= idleDescriptors },
+                "\(openDescriptors(udpd)) descriptors, \(idleDescriptors) before any session")
+        #expect(try forwardStatus(udpd).counters.drops["session_evicted", default: 0] == 0)
+        // A client whose session expired opens a new one with its next request.
+        try clients[0].send("again")
+        #expect(clients[0].receiveText() == "again")
+        #expect(try forwardStatus(udpd).forwardSessions == 1)
+    }
+
+    @Test("a reload keeps an unchanged forward's sessions and drops a changed one's, closing their sockets")
+    func reloadKeepsOrDropsSessions() throws {
+        let ports = try freePorts(2)
+        let udpd = try UDPDProcess(config: forwardConfig(ports, extra: "    timeout: 60s"))
+        try udpd.waitUntilReady()
+        let idleDescriptors = openDescriptors(udpd)
+        let server = IPEndpoint(address: "127.0.0.1", port: ports[1])!
+        let clients = try (0..<4).map { _ in try ConnectedUDPClient(from: "127.0.0.1", to: server) }
+        for client in clients {
+            try client.send("before")
+            #expect(client.receiveText() == "before")
+        }
+        #expect(try forwardStatus(udpd).forwardSessions == 4)
+        try udpd.rewriteConfig(forwardConfig(ports, extra: "    timeout: 60s"))
+        #expect(try udpd.udpctl(["reload"]).status == 0)
+        #expect(try forwardStatus(udpd).forwardSessions == 4, "an unchanged service lost its sessions")
+        try udpd.rewriteConfig(forwardConfig(ports, extra: "    timeout: 59s"))
+        #expect(try udpd.udpctl(["reload"]).status == 0)
+        #expect(try forwardStatus(udpd).forwardSessions == 0, "a changed service kept its sessions")
+        // One spare for a control connection still closing; four leaked sessions would exceed it.
+        #expect(eventually(timeout: .seconds(2)) { openDescriptors(udpd) <= idleDescriptors + 1 },
+                "\(openDescriptors(udpd)) descriptors, \(idleDescriptors) before any session")
+        try clients[1].send("after")
+        #expect(clients[1].receiveText() == "after")
+        #expect(try forwardStatus(udpd).forwardSessions == 1)
+    }
+}
