@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
-# Soak test: udpd under echo traffic, a reload every second between two configurations, TCP connection churn,
-# bursts of malformed datagrams, garbage TCP and garbage control requests and, as root, addresses added and
-# removed in a network namespace of its own. Bounded: --minutes N (default 10; CI uses --seconds 60).
+# Soak test: udpd under echo traffic (direct and through a forward service), a reload every second between two
+# configurations, TCP connection churn, bursts of malformed datagrams, garbage TCP and garbage control requests
+# and, as root, addresses added and removed in a network namespace of its own. Bounded: --minutes N (default 10;
+# CI uses --seconds 45).
 #
-# Passes when, at the end, udpd still answers, the unchanged echo listener lost no datagram and answered every
-# TCP round trip, and its open descriptors and resident memory are within 10% of where they stood after the
-# warm-up (the first tenth of the run, at least 5 s: allocator caches and thread stacks settle then).
+# Passes when, at the end, udpd still answers, the unchanged echo and forward listeners lost no datagram, echo
+# answered every TCP round trip, and its open descriptors and resident memory are within 10% of where they stood
+# after the warm-up (the first tenth of the run, at least 5 s: allocator caches and thread stacks settle then).
 #
 #   Soak/soak.sh [--minutes N | --seconds N]
 set -euo pipefail
@@ -43,7 +44,7 @@ if [ "$(id -u)" = 0 ] && command -v ip >/dev/null; then
 fi
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
-echo_port=$(free_port); discard_port=$(free_port); extra_port=$(free_port)
+echo_port=$(free_port); discard_port=$(free_port); extra_port=$(free_port); forward_port=$(free_port)
 control="$work/control.sock"
 cat > "$work/a.yaml" <<YAML
 services:
@@ -57,6 +58,10 @@ services:
     udp: $discard_port
     tcp: $discard_port
     max-datagram: 4KiB
+  forward:
+    handler: forward
+    udp: $forward_port
+    upstream: 127.0.0.1:$echo_port
 YAML
 cp "$work/a.yaml" "$work/b.yaml"
 cat >> "$work/b.yaml" <<YAML
@@ -81,7 +86,7 @@ udpd_pid=$(pgrep -f -n -- "--control-socket $control")
 fds() { ls "/proc/$udpd_pid/fd" | wc -l; }
 rss() { awk '/^VmRSS:/ { print $2 }' "/proc/$udpd_pid/status"; }
 
-"${run[@]}" python3 Soak/traffic.py --echo "$echo_port" --discard "$discard_port" --control "$control" \
+"${run[@]}" python3 Soak/traffic.py --echo "$echo_port" --discard "$discard_port" --forward "$forward_port" --control "$control" \
     --seconds "$seconds" >"$work/traffic.json" &
 traffic_pid=$!
 pids+=($traffic_pid)
@@ -98,6 +103,7 @@ while kill -0 "$traffic_pid" 2>/dev/null; do
     if [ $(( reloads % 2 )) = 0 ]; then cp "$work/b.yaml" "$work/services.yaml"; else cp "$work/a.yaml" "$work/services.yaml"; fi
     "${run[@]}" "$bin/udpctl" -s "$control" reload >/dev/null 2>&1 || failed_reloads=$(( failed_reloads + 1 ))
     reloads=$(( reloads + 1 ))
+    [ $(( reloads % 10 )) = 0 ] && echo "soak: ${reloads} s: $(fds) descriptors, $(rss) KiB resident"
     if [ -n "$netns" ]; then
         octet=$(( reloads % 200 + 1 ))
         ip -n "$netns" addr add "192.0.2.$octet/32" dev lo 2>/dev/null || true
@@ -124,6 +130,8 @@ stats = json.load(open(sys.argv[1]))
 problems = []
 if stats.get("udp_lost", 1) != 0: problems.append("the unchanged echo listener lost %s datagrams" % stats.get("udp_lost"))
 if stats.get("udp_sent", 0) == 0: problems.append("no steady traffic was sent")
+if stats.get("fwd_lost", 1) != 0: problems.append("the unchanged forward listener lost %s datagrams" % stats.get("fwd_lost"))
+if stats.get("fwd_sent", 0) == 0: problems.append("no traffic was sent through the forward service")
 if stats.get("tcp_failed", 1) != 0: problems.append("%s TCP round trips failed" % stats.get("tcp_failed"))
 for p in problems: print("soak: FAIL: " + p)
 sys.exit(1 if problems else 0)

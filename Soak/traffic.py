@@ -1,13 +1,13 @@
 #!/usr/bin/env python3
-"""Soak traffic for udpd: a steady UDP echo stream that must lose nothing, TCP connection churn, bursts of
+"""Soak traffic for udpd: steady UDP echo streams (direct and through a forward service) that must lose nothing, TCP connection churn, bursts of
 malformed datagrams, garbage TCP and garbage control requests. Runs for --seconds, then prints one JSON line.
 Traffic goes only to the address given (loopback, or an address inside the soak's own network namespace)."""
 import argparse, json, os, random, socket, threading, time
 
-def steady(args, stats, stop):
+def steady(args, stats, stop, port=None, prefix="udp"):
     """Numbered datagrams, at most 32 unanswered; one unanswered for 2 s is lost."""
     s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    s.connect((args.host, args.echo))
+    s.connect((args.host, port or args.echo))
     s.settimeout(2.0)
     sent = answered = lost = 0
     while not stop.is_set():
@@ -26,7 +26,12 @@ def steady(args, stats, stop):
             answered += 1
         except socket.timeout:
             lost += sent - answered - lost
-    stats.update(udp_sent=sent, udp_answered=answered, udp_lost=lost)
+    stats.update({prefix + "_sent": sent, prefix + "_answered": answered, prefix + "_lost": lost})
+
+def forwarded(args, stats, stop):
+    """The same steady stream through a forward service whose upstream is the echo service."""
+    if args.forward:
+        steady(args, stats, stop, port=args.forward, prefix="fwd")
 
 def tcp_churn(args, stats, stop):
     ok = failed = 0
@@ -102,13 +107,14 @@ def main():
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--echo", type=int, required=True)
     p.add_argument("--discard", type=int, required=True)
+    p.add_argument("--forward", type=int, default=0)
     p.add_argument("--control", required=True)
     p.add_argument("--seconds", type=float, required=True)
     args = p.parse_args()
     stop = threading.Event()
     stats = {}
     threads = [threading.Thread(target=f, args=(args, stats, stop))
-               for f in (steady, tcp_churn, malformed, garbage_tcp, garbage_control)]
+               for f in (steady, forwarded, tcp_churn, malformed, garbage_tcp, garbage_control)]
     for t in threads:
         t.start()
     time.sleep(args.seconds)

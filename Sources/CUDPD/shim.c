@@ -155,6 +155,85 @@ int cudpd_spawn_file_actions_addclosefrom(posix_spawn_file_actions_t *actions, i
 }
 #endif
 
+// MARK: - Starting a program as another user
+
+#include <grp.h>
+#include <signal.h>
+#include <sys/wait.h>
+
+pid_t cudpd_spawn_as(const char *path, char *const *argv, char *const *envp, int fd0, int fd1, int fd2,
+                     uid_t uid, gid_t gid) {
+    int report[2];
+#if defined(__linux__)
+    if (pipe2(report, O_CLOEXEC) != 0) return -1;
+#else
+    if (pipe(report) != 0) return -1;
+    fcntl(report[0], F_SETFD, FD_CLOEXEC);
+    fcntl(report[1], F_SETFD, FD_CLOEXEC);
+#endif
+    pid_t pid = fork();
+    if (pid < 0) {
+        int saved = errno;
+        close(report[0]);
+        close(report[1]);
+        errno = saved;
+        return -1;
+    }
+    if (pid == 0) {
+        // The child: async-signal-safe calls only. Descriptors 0..2 are moved out of the way first so that a
+        // source that is itself 0, 1 or 2 is not overwritten before it is duplicated.
+        int failed = 0;
+        int sources[3] = {fd0, fd1, fd2};
+        sigset_t none;
+        sigemptyset(&none);
+        struct sigaction reset;
+        reset.sa_handler = SIG_DFL;
+        reset.sa_flags = 0;
+        sigemptyset(&reset.sa_mask);
+        for (int signal = 1; signal < NSIG; signal++) sigaction(signal, &reset, NULL);
+        if (sigprocmask(SIG_SETMASK, &none, NULL) != 0) failed = errno;
+        if (!failed && setpgid(0, 0) != 0) failed = errno;
+        for (int i = 0; i < 3 && !failed; i++) {
+            if (sources[i] < 3) {
+                int moved = fcntl(sources[i], F_DUPFD_CLOEXEC, 3);
+                if (moved < 0) failed = errno; else sources[i] = moved;
+            }
+        }
+        for (int i = 0; i < 3 && !failed; i++) {
+            if (dup2(sources[i], i) < 0) failed = errno;
+        }
+        if (!failed && setgroups(1, &gid) != 0) failed = errno;
+        if (!failed && setgid(gid) != 0) failed = errno;
+        if (!failed && setuid(uid) != 0) failed = errno;
+        if (!failed) {
+            // Everything udpd opens is close-on-exec already; where the kernel can, mark every other descriptor
+            // so too (CLOSE_RANGE_CLOEXEC, 4), which keeps the report pipe open until execve succeeds.
+#if defined(__linux__) && defined(SYS_close_range)
+            (void)syscall(SYS_close_range, 3U, ~0U, 4U);
+#endif
+            execve(path, argv, envp);
+            failed = errno;
+        }
+        ssize_t ignored = write(report[1], &failed, sizeof failed);
+        (void)ignored;
+        _exit(127);
+    }
+    close(report[1]);
+    int childError = 0;
+    ssize_t count;
+    do {
+        count = read(report[0], &childError, sizeof childError);
+    } while (count < 0 && errno == EINTR);
+    close(report[0]);
+    if (count == (ssize_t)sizeof childError) {
+        int status;
+        while (waitpid(pid, &status, 0) < 0 && errno == EINTR) {}
+        errno = childError;
+        return -1;
+    }
+    return pid;
+}
+
 const short cudpd_spawn_setpgroup = POSIX_SPAWN_SETPGROUP;
 const short cudpd_spawn_setsigmask = POSIX_SPAWN_SETSIGMASK;
 const short cudpd_spawn_setsigdef = POSIX_SPAWN_SETSIGDEF;

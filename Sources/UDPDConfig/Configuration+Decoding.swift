@@ -39,6 +39,15 @@ extension Diagnostics {
             }
         }
         configuration.services = decoded.filter(\.isComplete).map(\.definition)
+        if let user = configuration.user {
+            // After binding udpd runs as `user` and can start programs as no one else.
+            for service in configuration.services where service.user.map({ $0 != user }) ?? false {
+                error(
+                    "service '\(service.name)' runs its program as '\(service.user ?? "")', but udpd drops to "
+                        + "'\(user)' after binding and cannot start programs as another user",
+                    at: service.position)
+            }
+        }
         return (configuration, decoded)
     }
 

@@ -270,6 +270,11 @@ public struct ServiceDefinition: Sendable {
     public var command: [String]?
     /// `max-instances:` (exec).
     public var maxInstances: Int?
+    /// `user:` (exec): who the program runs as. Without it, a udpd running as root starts programs as `nobody`;
+    /// `user: root` is the explicit opt-in to root.
+    public var user: String?
+    /// `group:` (exec): the program's group; without it, the user's primary group (`nogroup` for the default).
+    public var group: String?
     /// Where the service's name stands in the file; used to point at the service in later errors.
     public var position: SourcePosition
 
@@ -306,6 +311,8 @@ public struct ServiceDefinition: Sendable {
         self.maxSessions = nil
         self.command = nil
         self.maxInstances = nil
+        self.user = nil
+        self.group = nil
         self.position = position
     }
 }
@@ -327,6 +334,6 @@ extension ServiceDefinition: Equatable {
             && maxConnectionsPerSource == other.maxConnectionsPerSource && idleTimeout == other.idleTimeout
             && framing == other.framing && maxMessage == other.maxMessage && upstream == other.upstream
             && timeout == other.timeout && maxSessions == other.maxSessions && command == other.command
-            && maxInstances == other.maxInstances
+            && maxInstances == other.maxInstances && user == other.user && group == other.group
     }
 }

@@ -17,13 +17,14 @@ extension Diagnostics {
     static let serviceKeys = [
         "handler", "udp", "tcp", "bind", "family", "interfaces", "freebind", "workers", "max-datagram",
         "rate-limit", "allow", "deny", "max-connections", "max-connections-per-source", "idle-timeout",
-        "framing", "max-message", "upstream", "timeout", "max-sessions", "command", "max-instances",
+        "framing", "max-message", "upstream", "timeout", "max-sessions", "command", "max-instances", "user",
+        "group",
     ]
 
     /// Keys that only some handlers take.
     static let handlerKeys: [String: [HandlerKind]] = [
         "upstream": [.forward], "max-sessions": [.forward], "timeout": [.forward, .exec],
-        "command": [.exec], "max-instances": [.exec],
+        "command": [.exec], "max-instances": [.exec], "user": [.exec], "group": [.exec],
         // An exec program owns its connection's socket, so udpd never sees the frames to check them.
         "framing": [.echo, .discard, .forward], "max-message": [.echo, .discard, .forward],
     ]
@@ -115,6 +116,8 @@ extension Diagnostics {
         service.timeout = keys["timeout"].flatMap { duration($0, named: "'timeout'") }
         service.maxSessions = keys["max-sessions"].flatMap { positiveInteger($0, named: "'max-sessions'") }
         service.maxInstances = keys["max-instances"].flatMap { positiveInteger($0, named: "'max-instances'") }
+        service.user = keys["user"].flatMap { text($0, named: "'user'") }
+        service.group = keys["group"].flatMap { text($0, named: "'group'") }
         if let node = keys["command"], let argv = textList(node, named: "'command'", nonEmpty: true) {
             if case .sequence(let items) = node.content, let program = argv.first, !program.hasPrefix("/") {
                 error(

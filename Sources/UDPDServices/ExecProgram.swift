@@ -20,14 +20,24 @@ final class ExecProgram: Sendable {
     let argv: [String]
     let timeout: Duration
     let maxInstances: Int
+    /// The service's `user:`/`group:`; `nil` for the default (see ``ProcessIdentity/effective(explicit:)``).
+    let identity: ProcessIdentity?
     let logger: Logger
     private let running = Atomic<Int>(0)
 
-    init(service: String, argv: [String], timeout: Duration, maxInstances: Int, logger: Logger) {
+    init(
+        service: String,
+        argv: [String],
+        timeout: Duration,
+        maxInstances: Int,
+        identity: ProcessIdentity?,
+        logger: Logger
+    ) {
         self.service = service
         self.argv = argv
         self.timeout = timeout
         self.maxInstances = maxInstances
+        self.identity = identity
         self.logger = logger
     }
 
@@ -63,6 +73,7 @@ final class ExecProgram: Sendable {
             environment: environment(proto: proto, remote: remote, local: local),
             input: input,
             timeout: timeout,
+            identity: ProcessIdentity.effective(explicit: identity),
             onStandardError: { line in logger.notice("\(line)", metadata: ["program": "\(program)"]) },
             onExit: { outcome in
                 self.running.wrappingSubtract(1, ordering: .relaxed)
@@ -73,6 +84,11 @@ final class ExecProgram: Sendable {
                     counters.addDrop(.execTimeout)
                     logger.warning("the program ran past its timeout; its process group was killed", metadata: [
                         "program": "\(program)", "timeout": "\(timeout)",
+                    ])
+                } else if let status = outcome.waitStatus, let signal = ProcessOutcome.terminatingSignal(status) {
+                    counters.addDrop(.execCrashed)
+                    logger.warning("the program was killed by a signal", metadata: [
+                        "program": "\(program)", "signal": "\(signal)",
                     ])
                 }
                 onExit(outcome)

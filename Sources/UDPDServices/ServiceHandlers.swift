@@ -117,9 +117,15 @@ public enum ServiceHandlers {
             guard let command = service.command, !command.isEmpty else {
                 throw ServiceHandlerError(service: service.name, message: "handler 'exec' needs a 'command'")
             }
+            let identity: ProcessIdentity?
+            do {
+                identity = try ProcessIdentity.resolve(user: service.user, group: service.group)
+            } catch {
+                throw ServiceHandlerError(service: service.name, message: "\(error)")
+            }
             let program = ExecProgram(
                 service: service.name, argv: command, timeout: service.timeout ?? defaultExecTimeout,
-                maxInstances: service.maxInstances ?? defaultMaxInstances, logger: logger)
+                maxInstances: service.maxInstances ?? defaultMaxInstances, identity: identity, logger: logger)
             var pair = ServiceHandlerPair(datagram: guarded(ExecDatagramHandler(program: program), service),
                                           stream: { counters in [ExecStreamHandler(program: program, counters: counters)] })
             pair.activity = ServiceActivity(execInstances: { program.instances })

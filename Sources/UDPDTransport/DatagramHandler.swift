@@ -33,6 +33,9 @@ public enum DropReason: Int, Sendable, CaseIterable, CustomStringConvertible {
     case instancesExceeded
     /// An exec program ran past its `timeout` and its process group was killed.
     case execTimeout
+    /// An exec program died of a signal udpd did not send (it crashed: SIGSEGV, SIGABRT, ...); other requests and
+    /// the next one are not affected.
+    case execCrashed
     /// A krb5-framed TCP message announced more than `max-message` bytes; the connection was closed.
     case frameTooLong
     /// A krb5-framed TCP message set the reserved high bit of its length; the connection was closed.
@@ -57,6 +60,7 @@ public enum DropReason: Int, Sendable, CaseIterable, CustomStringConvertible {
         case .upstreamError: "upstream_error"
         case .instancesExceeded: "instances_exceeded"
         case .execTimeout: "exec_timeout"
+        case .execCrashed: "exec_crashed"
         case .frameTooLong: "frame_too_long"
         case .frameReservedBit: "frame_reserved_bit"
         }

@@ -34,6 +34,7 @@ public final class ListenerCounters: Sendable {
     private let upstreamError = Atomic<UInt64>(0)
     private let instancesExceeded = Atomic<UInt64>(0)
     private let execTimeout = Atomic<UInt64>(0)
+    private let execCrashed = Atomic<UInt64>(0)
     private let frameTooLong = Atomic<UInt64>(0)
     private let frameReservedBit = Atomic<UInt64>(0)
 
@@ -107,6 +108,7 @@ public final class ListenerCounters: Sendable {
         case .upstreamError: upstreamError.wrappingAdd(count, ordering: .relaxed)
         case .instancesExceeded: instancesExceeded.wrappingAdd(count, ordering: .relaxed)
         case .execTimeout: execTimeout.wrappingAdd(count, ordering: .relaxed)
+        case .execCrashed: execCrashed.wrappingAdd(count, ordering: .relaxed)
         case .frameTooLong: frameTooLong.wrappingAdd(count, ordering: .relaxed)
         case .frameReservedBit: frameReservedBit.wrappingAdd(count, ordering: .relaxed)
         }
@@ -131,6 +133,7 @@ public final class ListenerCounters: Sendable {
         case .upstreamError: upstreamError.load(ordering: .relaxed)
         case .instancesExceeded: instancesExceeded.load(ordering: .relaxed)
         case .execTimeout: execTimeout.load(ordering: .relaxed)
+        case .execCrashed: execCrashed.load(ordering: .relaxed)
         case .frameTooLong: frameTooLong.load(ordering: .relaxed)
         case .frameReservedBit: frameReservedBit.load(ordering: .relaxed)
         }

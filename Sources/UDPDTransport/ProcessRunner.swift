@@ -29,6 +29,8 @@ public struct ProcessRequest: Sendable {
     public var input: Input
     /// How long the program may run before its process group is killed.
     public var timeout: Duration
+    /// Whom the program runs as; `nil` for udpd's own user.
+    public var identity: ProcessIdentity?
     /// Called on the runner's thread with each line the program writes to stderr.
     public var onStandardError: @Sendable (String) -> Void
     /// Called on the runner's thread once the program has exited and been reaped (or could not start).
@@ -40,6 +42,7 @@ public struct ProcessRequest: Sendable {
         environment: [String],
         input: Input,
         timeout: Duration,
+        identity: ProcessIdentity? = nil,
         onStandardError: @escaping @Sendable (String) -> Void,
         onExit: @escaping @Sendable (ProcessOutcome) -> Void
     ) {
@@ -47,6 +50,7 @@ public struct ProcessRequest: Sendable {
         self.environment = environment
         self.input = input
         self.timeout = timeout
+        self.identity = identity
         self.onStandardError = onStandardError
         self.onExit = onExit
     }
@@ -62,6 +66,13 @@ public struct ProcessOutcome: Sendable {
     public var timedOut: Bool
     /// Why it could not be started, if it could not.
     public var spawnError: SystemCallError?
+
+    /// The signal that ended a process with wait status `status`, or `nil` when it exited (WIFSIGNALED and
+    /// WTERMSIG are macros Swift cannot import).
+    public static func terminatingSignal(_ status: CInt) -> CInt? {
+        let signal = status & 0x7f
+        return signal != 0 && signal != 0x7f ? signal : nil
+    }
 }
 
 /// Runs the programs of every exec service on one dedicated thread: it spawns them, feeds their stdin, collects
@@ -170,12 +181,14 @@ private struct ProcessRunnerLoop {
                 child.standardOutput = output.read
                 child.captureLimit = limit
                 child.pid = try ChildSpawn.spawn(argv: request.argv, environment: request.environment,
-                                                 stdin: input.read, stdout: output.write, stderr: errors.write)
+                                                 stdin: input.read, stdout: output.write, stderr: errors.write,
+                                                 identity: request.identity)
             case .socket(let fd):
                 toClose.append(fd)
                 try Self.makeBlocking(fd, errors.write)
                 child.pid = try ChildSpawn.spawn(argv: request.argv, environment: request.environment,
-                                                 stdin: fd, stdout: fd, stderr: errors.write)
+                                                 stdin: fd, stdout: fd, stderr: errors.write,
+                                                 identity: request.identity)
             }
         } catch {
             for fd in [child.standardInput, child.standardOutput, child.standardError] where fd >= 0 { close(fd) }

@@ -71,6 +71,17 @@ extern const int cudpd_cap_net_bind_service;
 int cudpd_setresuid(uid_t uid);
 int cudpd_setresgid(gid_t gid);
 
+// MARK: - Starting a program as another user (posix_spawn cannot change the uid)
+
+/// fork(), then in the child only system calls: a process group of its own, an empty signal mask and default
+/// dispositions, `fd0`..`fd2` as descriptors 0..2, every other descriptor closed, supplementary groups set to
+/// `gid` alone, gid, uid, execve(path, argv, envp). The child reports a failed step's errno through a close-on-exec
+/// pipe and exits 127. This is the one piece of C with control flow: no Swift may run between fork and exec.
+///
+/// Returns the child's pid, or -1 with errno set (nothing is left running then).
+pid_t cudpd_spawn_as(const char *_Nonnull path, char *_Nullable const *_Nonnull argv,
+                     char *_Nullable const *_Nonnull envp, int fd0, int fd1, int fd2, uid_t uid, gid_t gid);
+
 // MARK: - Destination-address options (0 where the platform has no such option)
 
 /// IP_PKTINFO (Linux, Solaris, NetBSD, macOS), else 0.

@@ -1,0 +1,60 @@
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Musl)
+import Musl
+#elseif canImport(Darwin)
+import Darwin
+#endif
+
+/// The user and group an exec program runs as.
+public struct ProcessIdentity: Sendable, Equatable, CustomStringConvertible {
+    /// The uid to run as.
+    public var uid: UInt32
+    /// The gid to run as; it is also the only supplementary group.
+    public var gid: UInt32
+
+    /// Creates an identity.
+    public init(uid: UInt32, gid: UInt32) {
+        self.uid = uid
+        self.gid = gid
+    }
+
+    public var description: String { "uid \(uid) gid \(gid)" }
+
+    /// `nobody` and `nogroup` (or `nobody`, or the user's primary group), 65534 where the databases lack them:
+    /// whom a udpd running as root starts programs as unless the service names a user.
+    public static let unprivileged: ProcessIdentity = {
+        let uid = getpwnam("nobody").map { UInt32($0.pointee.pw_uid) } ?? 65_534
+        let gid = getgrnam("nogroup").map { UInt32($0.pointee.gr_gid) }
+            ?? getgrnam("nobody").map { UInt32($0.pointee.gr_gid) }
+            ?? getpwnam("nobody").map { UInt32($0.pointee.pw_gid) } ?? 65_534
+        return ProcessIdentity(uid: uid, gid: gid)
+    }()
+
+    /// Looks `user` up in the user database, and `group` (else the user's primary group) in the group database.
+    /// With neither, `nil`: the default applies (see ``effective(explicit:)``).
+    public static func resolve(user: String?, group: String?) throws(PrivilegeError) -> ProcessIdentity? {
+        guard user != nil || group != nil else { return nil }
+        var uid = UInt32(geteuid())
+        var gid = UInt32(getegid())
+        if let user {
+            guard let entry = getpwnam(user) else { throw PrivilegeError("unknown user '\(user)'") }
+            uid = UInt32(entry.pointee.pw_uid)
+            gid = UInt32(entry.pointee.pw_gid)
+        } else if uid == 0 {
+            // A group alone does not opt in to root: the user is still the unprivileged default.
+            uid = unprivileged.uid
+        }
+        if let group {
+            guard let entry = getgrnam(group) else { throw PrivilegeError("unknown group '\(group)'") }
+            gid = UInt32(entry.pointee.gr_gid)
+        }
+        return ProcessIdentity(uid: uid, gid: gid)
+    }
+
+    /// Whom to start a program as now: the service's explicit identity, else ``unprivileged`` while udpd runs as
+    /// root, else `nil` (udpd's own user, which it dropped to or was started as).
+    public static func effective(explicit: ProcessIdentity?) -> ProcessIdentity? {
+        explicit ?? (geteuid() == 0 ? unprivileged : nil)
+    }
+}
