@@ -45,7 +45,8 @@ extension Diagnostics {
                 error(
                     "service '\(service.name)' runs its program as '\(service.user ?? "")', but udpd drops to "
                         + "'\(user)' after binding and cannot start programs as another user",
-                    at: service.position)
+                    at: service.position
+                )
             }
         }
         return (configuration, decoded)

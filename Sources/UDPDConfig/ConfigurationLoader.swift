@@ -5,8 +5,7 @@
 public enum ConfigurationLoader {
     /// Service keys that are parsed and validated but not yet acted on by udpd; using one is an error, so that an
     /// operator who writes `rate-limit:` is never silently unprotected. Remove a key here when its feature lands.
-    public static let unimplementedServiceKeys: Set<String> = [
-    ]
+    public static let unimplementedServiceKeys: Set<String> = []
 
     /// Top-level keys that are parsed and validated but not yet acted on; using one is an error.
     public static let unimplementedTopLevelKeys: Set<String> = []

@@ -136,7 +136,8 @@ extension Diagnostics {
         for entry in keys.entries {
             if let handler, let owners = Self.handlerKeys[entry.name], !owners.contains(handler) {
                 let quoted = owners.map { "'\($0.rawValue)'" }
-                let names = quoted.count > 1
+                let names =
+                    quoted.count > 1
                     ? quoted.dropLast().joined(separator: ", ") + " and " + quoted.last! : quoted.joined()
                 error("'\(entry.name)' is only valid for handler\(owners.count > 1 ? "s" : "") \(names)", at: entry.key)
             }

@@ -102,8 +102,10 @@ enum YAMLParser {
                 stack.append(Frame(start: position, isSequence: isSequence))
             case YAML_SEQUENCE_END_EVENT, YAML_MAPPING_END_EVENT:
                 let frame = stack.removeLast()
-                completed = YAMLNode(content: frame.isSequence ? .sequence(frame.items) : .mapping(frame.entries),
-                                     position: frame.start)
+                completed = YAMLNode(
+                    content: frame.isSequence ? .sequence(frame.items) : .mapping(frame.entries),
+                    position: frame.start
+                )
             default:
                 break
             }
@@ -129,7 +131,10 @@ enum YAMLParser {
         }
     }
 
-    private static func syntaxProblem(_ parser: yaml_parser_t, bytes: UnsafeBufferPointer<UInt8>) -> (
+    private static func syntaxProblem(
+        _ parser: yaml_parser_t,
+        bytes: UnsafeBufferPointer<UInt8>
+    ) -> (
         position: SourcePosition, message: String
     ) {
         let problem = string(parser.problem) ?? "invalid YAML"

@@ -1,3 +1,5 @@
+import UDPDTransport
+
 #if canImport(Glibc)
 import Glibc
 #elseif canImport(Musl)
@@ -5,7 +7,6 @@ import Musl
 #elseif canImport(Darwin)
 import Darwin
 #endif
-import UDPDTransport
 
 /// The client's side of the control socket: one blocking request and its response, for `udpctl`.
 ///

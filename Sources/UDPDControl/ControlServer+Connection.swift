@@ -61,8 +61,10 @@ struct ControlConnection: Sendable {
     /// Answers a peer that may not use the socket with one error line, then closes the connection.
     func refuse(logger: Logger) async {
         let uid = peer.uid.map(String.init) ?? "unknown"
-        logger.notice("control connection refused: uid \(uid) may not use the control socket",
-                      metadata: ["peer_pid": "\(peer.pid.map(String.init) ?? "?")"])
+        logger.notice(
+            "control connection refused: uid \(uid) may not use the control socket",
+            metadata: ["peer_pid": "\(peer.pid.map(String.init) ?? "?")"]
+        )
         let message = "permission denied: uid \(uid) may not use this control socket (see control.mode)"
         // Answer the first request (or the deadline's close), so that the client reads the error instead of
         // finding the connection gone while it writes.

@@ -1,3 +1,5 @@
+import UDPDTransport
+
 #if canImport(Glibc)
 import Glibc
 #elseif canImport(Musl)
@@ -5,7 +7,6 @@ import Musl
 #elseif canImport(Darwin)
 import Darwin
 #endif
-import UDPDTransport
 
 /// The identity of a file, so the server removes its socket at shutdown only if nobody replaced it meanwhile.
 struct SocketFileIdentity: Sendable, Equatable {
@@ -37,7 +38,7 @@ enum SocketFile {
         if try isAnswering(path) { throw .alreadyRunning(path) }
         do {
             try systemCall("unlink", context: path) { unlink(path) }
-        } catch where error.errno == ENOENT {
+        } catch  where error.errno == ENOENT {
             return
         } catch {
             throw ControlServerError(.staleSocket, path: path, systemError: error)
@@ -83,7 +84,7 @@ enum SocketFile {
                 try systemCall("connect", context: path) { connect(fd, address, length) }
             }
             return true
-        } catch where error.errno == ECONNREFUSED || error.errno == ENOENT {
+        } catch  where error.errno == ECONNREFUSED || error.errno == ENOENT {
             return false
         } catch {
             throw ControlServerError(.staleSocket, path: path, systemError: error)
@@ -112,7 +113,7 @@ enum SocketFile {
         let mode: mode_t = isPerUser(directory) ? 0o700 : 0o755
         do {
             try systemCall("mkdir", context: directory) { mkdir(directory, mode) }
-        } catch where error.errno == EEXIST {
+        } catch  where error.errno == EEXIST {
             return
         } catch {
             throw ControlServerError(.directory, path: directory, systemError: error)
@@ -145,7 +146,7 @@ enum SocketFile {
         do {
             try systemCall("lstat", context: path) { lstat(path, &status) }
             return status
-        } catch where error.errno == ENOENT {
+        } catch  where error.errno == ENOENT {
             return nil
         } catch {
             throw ControlServerError(code, path: path, systemError: error)

@@ -86,8 +86,14 @@ public final class ControlServer: Sendable {
         do {
             let identity = try SocketFile.finish(path, mode: mode)
             logger.info("control socket ready", metadata: ["path": "\(path)", "mode": "\(String(mode, radix: 8))"])
-            return ControlServer(path: path, channel: channel, identity: identity, logger: logger, registry: registry,
-                                 access: ControlAccess(ownerUID: UInt32(geteuid()), mode: mode))
+            return ControlServer(
+                path: path,
+                channel: channel,
+                identity: identity,
+                logger: logger,
+                registry: registry,
+                access: ControlAccess(ownerUID: UInt32(geteuid()), mode: mode)
+            )
         } catch {
             try? await channel.channel.close()
             if let identity = SocketFile.identity(of: path) { SocketFile.remove(path, ifStill: identity) }
@@ -120,7 +126,7 @@ public final class ControlServer: Sendable {
                     }
                 }
             }
-        } catch where Task.isCancelled {
+        } catch  where Task.isCancelled {
             // Cancellation is how the server is asked to stop; the stream may report it as an error.
         }
         logger.info("control socket closed", metadata: ["path": "\(path)"])

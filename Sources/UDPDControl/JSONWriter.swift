@@ -56,7 +56,8 @@ struct JSONWriter {
         bytes.append(UInt8(ascii: "\""))
         let utf8 = value.utf8
         // Almost every string (names, addresses, reasons) needs no escaping: copy those whole.
-        let needsEscaping = utf8.withContiguousStorageIfAvailable { $0.contains(where: Self.needsEscaping) }
+        let needsEscaping =
+            utf8.withContiguousStorageIfAvailable { $0.contains(where: Self.needsEscaping) }
             ?? utf8.contains(where: Self.needsEscaping)
         if needsEscaping {
             appendEscaped(utf8)

@@ -69,7 +69,7 @@ public final class MetricsHTTPServer: Sendable {
                     }
                 }
             }
-        } catch where Task.isCancelled {
+        } catch  where Task.isCancelled {
             // Cancellation is how the endpoint is asked to stop; the stream may report it as an error.
         }
         logger.info("metrics endpoint closed")

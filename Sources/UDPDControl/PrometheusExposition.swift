@@ -106,8 +106,11 @@ public enum PrometheusExposition {
             "How a listener's replies leave from the right address (pktinfo, recvdstaddr, bound, kernel, connection)."
         )
         for (service, listener) in listeners {
-            out.sample("udpd_listener_reply_source",
-                       labels(service, listener) + [("reply_source", listener.replySource)], "1")
+            out.sample(
+                "udpd_listener_reply_source",
+                labels(service, listener) + [("reply_source", listener.replySource)],
+                "1"
+            )
         }
         let traffic: [(String, String, KeyPath<ServiceCounters, UInt64>)] = [
             ("udpd_listener_received_packets_total", "Datagrams and TCP messages a listener received.", \.rxPackets),
@@ -129,11 +132,15 @@ public enum PrometheusExposition {
         }
         let tcp = listeners.filter { $0.1.proto == "tcp" }
         let connectionFigures: [(String, MetricType, String, KeyPath<ServiceCounters, UInt64>)] = [
-            ("udpd_listener_tcp_connections_accepted_total", .counter, "TCP connections a listener accepted.",
-             \.tcpAccepted),
+            (
+                "udpd_listener_tcp_connections_accepted_total", .counter, "TCP connections a listener accepted.",
+                \.tcpAccepted
+            ),
             ("udpd_listener_tcp_connections_active", .gauge, "TCP connections of a listener open now.", \.tcpActive),
-            ("udpd_listener_tcp_connections_closed_total", .counter, "TCP connections of a listener closed.",
-             \.tcpClosed),
+            (
+                "udpd_listener_tcp_connections_closed_total", .counter, "TCP connections of a listener closed.",
+                \.tcpClosed
+            ),
         ]
         for (name, type, help, figure) in connectionFigures {
             out.family(name, type, help)

@@ -39,8 +39,10 @@ public enum StatusTable {
         let fallbacks = report.services.filter { $0.bindFallback == true }.map(\.name)
         if !fallbacks.isEmpty {
             lines.append("")
-            lines.append("bind fallback: \(fallbacks.joined(separator: ", ")): no pktinfo on wildcard sockets here, so "
-                + "UDP is served per address")
+            lines.append(
+                "bind fallback: \(fallbacks.joined(separator: ", ")): no pktinfo on wildcard sockets here, so "
+                    + "UDP is served per address"
+            )
         }
         return lines.joined(separator: "\n") + "\n"
     }

@@ -1,3 +1,5 @@
+import UDPDTransport
+
 #if canImport(Glibc)
 import Glibc
 #elseif canImport(Musl)
@@ -5,7 +7,6 @@ import Musl
 #elseif canImport(Darwin)
 import Darwin
 #endif
-import UDPDTransport
 
 /// `SOCK_STREAM` as the `Int32` that `socket(2)` takes on every platform.
 #if canImport(Glibc)

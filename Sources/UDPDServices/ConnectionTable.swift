@@ -59,8 +59,12 @@ public final class ConnectionTable: Sendable {
                 Self.remove(oldest, from: &state)
                 evicted.append(entry)
             }
-            state.entries[key] = Entry(sequence: state.nextSequence, channel: channel, source: source,
-                                       counters: counters)
+            state.entries[key] = Entry(
+                sequence: state.nextSequence,
+                channel: channel,
+                source: source,
+                counters: counters
+            )
             state.nextSequence += 1
             state.perSource[source, default: 0] += 1
             return evicted

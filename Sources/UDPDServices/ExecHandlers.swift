@@ -23,8 +23,11 @@ public struct ExecDatagramHandler: DatagramHandler {
         let request = Array(UnsafeRawBufferPointer(rebasing: buffer[0..<length]))
         // A refusal (max-instances) is counted by the program; either way nothing is sent now.
         _ = program.run(
-            proto: "udp", remote: peer, local: destination.endpoint,
-            input: .bytes(request, captureLimit: Self.maxReply), counters: replier.counters
+            proto: "udp",
+            remote: peer,
+            local: destination.endpoint,
+            input: .bytes(request, captureLimit: Self.maxReply),
+            counters: replier.counters
         ) { outcome in
             guard !outcome.timedOut, !outcome.standardOutput.isEmpty else { return }
             outcome.standardOutput.withUnsafeBytes { _ = replier.send($0, to: peer, from: destination) }
@@ -55,16 +58,21 @@ final class ExecStreamHandler: ChannelDuplexHandler {
         context.fireChannelActive()
         let channel = context.channel
         guard let local = channel.localAddress.flatMap(IPEndpoint.init(nio:)),
-              let remote = channel.remoteAddress.flatMap(IPEndpoint.init(nio:)),
-              let socket = ConnectedSocketLookup.duplicate(local: local, remote: remote)
+            let remote = channel.remoteAddress.flatMap(IPEndpoint.init(nio:)),
+            let socket = ConnectedSocketLookup.duplicate(local: local, remote: remote)
         else {
             counters.addDrop(.handlerFailed)
             program.logger.error("cannot find the connection's socket to give to the program")
             context.close(promise: nil)
             return
         }
-        let started = program.run(proto: "tcp", remote: remote, local: local, input: .socket(socket),
-                                  counters: counters) { _ in }
+        let started = program.run(
+            proto: "tcp",
+            remote: remote,
+            local: local,
+            input: .socket(socket),
+            counters: counters
+        ) { _ in }
         if !started { SocketDescriptor(taking: socket).close() }
         // udpd's own descriptor goes now: closing it (without shutdown) leaves the connection to the program, and
         // SwiftNIO would otherwise read the program's input when the client half-closes.

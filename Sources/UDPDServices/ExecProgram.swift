@@ -1,3 +1,7 @@
+import Logging
+import Synchronization
+import UDPDTransport
+
 #if canImport(FoundationEssentials)
 import FoundationEssentials
 #else
@@ -8,9 +12,6 @@ import Glibc
 #elseif canImport(Darwin)
 import Darwin
 #endif
-import Logging
-import Synchronization
-import UDPDTransport
 
 /// An exec service's program and its limits, shared by the service's UDP and TCP handlers.
 ///
@@ -82,14 +83,20 @@ final class ExecProgram: Sendable {
                     logger.error("cannot start the program", metadata: ["error": "\(error)"])
                 } else if outcome.timedOut {
                     counters.addDrop(.execTimeout)
-                    logger.warning("the program ran past its timeout; its process group was killed", metadata: [
-                        "program": "\(program)", "timeout": "\(timeout)",
-                    ])
+                    logger.warning(
+                        "the program ran past its timeout; its process group was killed",
+                        metadata: [
+                            "program": "\(program)", "timeout": "\(timeout)",
+                        ]
+                    )
                 } else if let status = outcome.waitStatus, let signal = ProcessOutcome.terminatingSignal(status) {
                     counters.addDrop(.execCrashed)
-                    logger.warning("the program was killed by a signal", metadata: [
-                        "program": "\(program)", "signal": "\(signal)",
-                    ])
+                    logger.warning(
+                        "the program was killed by a signal",
+                        metadata: [
+                            "program": "\(program)", "signal": "\(signal)",
+                        ]
+                    )
                 }
                 onExit(outcome)
             }

@@ -35,8 +35,14 @@ public final class ForwardDatagramHandler: DatagramHandler {
 
     /// Creates a handler relaying to `upstream`; session sockets are served by `pool`, and idle sessions are swept
     /// on an event loop of `group`.
-    public init(upstream: IPEndpoint, pool: UDPWorkerPool, group: any EventLoopGroup, logger: Logger,
-                timeout: Duration, maxSessions: Int) {
+    public init(
+        upstream: IPEndpoint,
+        pool: UDPWorkerPool,
+        group: any EventLoopGroup,
+        logger: Logger,
+        timeout: Duration,
+        maxSessions: Int
+    ) {
         self.upstream = upstream
         self.pool = pool
         self.group = group
@@ -71,27 +77,42 @@ public final class ForwardDatagramHandler: DatagramHandler {
             failures.warning("the upstream socket's send buffer is full", metadata: ["upstream": "\(upstream)"])
         } catch {
             // ECONNREFUSED here reports an ICMP error for an earlier request; the session stays.
-            failures.warning("cannot send to the upstream", metadata: [
-                "upstream": "\(upstream)", "client": "\(peer)", "error": "\(error)",
-            ])
+            failures.warning(
+                "cannot send to the upstream",
+                metadata: [
+                    "upstream": "\(upstream)", "client": "\(peer)", "error": "\(error)",
+                ]
+            )
         }
         return .drop(.upstreamError)
     }
 
     /// Opens the session for `key`, making room if the table is full; `nil` when no socket could be opened.
-    private func open(_ key: ForwardSessionKey, destination: DatagramDestination,
-                      replier: DatagramReplier) -> ForwardSession? {
+    private func open(
+        _ key: ForwardSessionKey,
+        destination: DatagramDestination,
+        replier: DatagramReplier
+    ) -> ForwardSession? {
         let opened: (session: ForwardSession, evicted: ForwardSession?)
         do {
             opened = try sessions.session(for: key) { () throws(SystemCallError) in
-                try ForwardSession.open(key: key, destination: destination, replier: replier, upstream: upstream,
-                                        pool: pool, upstreamCounters: upstreamCounters,
-                                        failures: failures)
+                try ForwardSession.open(
+                    key: key,
+                    destination: destination,
+                    replier: replier,
+                    upstream: upstream,
+                    pool: pool,
+                    upstreamCounters: upstreamCounters,
+                    failures: failures
+                )
             }
         } catch {
-            failures.warning("cannot open an upstream UDP socket", metadata: [
-                "upstream": "\(upstream)", "error": "\(error)",
-            ])
+            failures.warning(
+                "cannot open an upstream UDP socket",
+                metadata: [
+                    "upstream": "\(upstream)", "error": "\(error)",
+                ]
+            )
             return nil
         }
         if let evicted = opened.evicted {
@@ -111,10 +132,13 @@ public final class ForwardDatagramHandler: DatagramHandler {
         let interval = min(max(quarter, .milliseconds(20)), .seconds(1))
         let sessions = self.sessions
         let pool = self.pool
-        let idleNanoseconds = UInt64(timeout.components.seconds) * 1_000_000_000
+        let idleNanoseconds =
+            UInt64(timeout.components.seconds) * 1_000_000_000
             + UInt64(timeout.components.attoseconds / 1_000_000_000)
-        let delay = TimeAmount.nanoseconds(Int64(interval.components.seconds) * 1_000_000_000
-                                           + interval.components.attoseconds / 1_000_000_000)
+        let delay = TimeAmount.nanoseconds(
+            Int64(interval.components.seconds) * 1_000_000_000
+                + interval.components.attoseconds / 1_000_000_000
+        )
         let task = group.next().scheduleRepeatedTask(initialDelay: delay, delay: delay) { _ in
             let now = NIODeadline.now().uptimeNanoseconds
             guard now > idleNanoseconds else { return }

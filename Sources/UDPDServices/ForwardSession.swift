@@ -30,8 +30,13 @@ final class ForwardSession: @unchecked Sendable {
     /// The table's creation number for this session; guarded by the table's lock.
     var serial: UInt64 = 0
 
-    init(key: ForwardSessionKey, destination: DatagramDestination, replier: DatagramReplier,
-         upstream: UDPListenerSocket, now: UInt64) {
+    init(
+        key: ForwardSessionKey,
+        destination: DatagramDestination,
+        replier: DatagramReplier,
+        upstream: UDPListenerSocket,
+        now: UInt64
+    ) {
         self.key = key
         self.destination = destination
         self.replier = replier
@@ -50,10 +55,18 @@ final class ForwardSession: @unchecked Sendable {
         failures: RateLimitedLog
     ) throws(SystemCallError) -> ForwardSession {
         let socket = try UDPListenerSocket.connected(to: upstream)
-        let session = ForwardSession(key: key, destination: destination, replier: replier, upstream: socket,
-                                     now: NIODeadline.now().uptimeNanoseconds)
-        let registration = try pool.register(socket, handler: UpstreamReplyHandler(session: session, failures: failures),
-                                             counters: upstreamCounters)
+        let session = ForwardSession(
+            key: key,
+            destination: destination,
+            replier: replier,
+            upstream: socket,
+            now: NIODeadline.now().uptimeNanoseconds
+        )
+        let registration = try pool.register(
+            socket,
+            handler: UpstreamReplyHandler(session: session, failures: failures),
+            counters: upstreamCounters
+        )
         session.registration.withLock { $0 = registration }
         return session
     }
@@ -107,8 +120,11 @@ final class UpstreamReplyHandler: DatagramHandler {
         let client = session.replier
         // A listener that a reload removed has closed its socket: its number may already name another socket.
         guard !client.socket.descriptor.isClosed else { return .noReply }
-        client.send(UnsafeRawBufferPointer(rebasing: buffer[0..<length]), to: session.key.peer,
-                    from: session.destination)
+        client.send(
+            UnsafeRawBufferPointer(rebasing: buffer[0..<length]),
+            to: session.key.peer,
+            from: session.destination
+        )
         return .noReply
     }
 }

@@ -76,9 +76,12 @@ final class ForwardStreamHandler: ChannelDuplexHandler {
                 case .failure(let error):
                     handler.partner = nil
                     handler.counters?.addDrop(.upstreamError)
-                    handler.failures?.warning("cannot connect to the upstream", metadata: [
-                        "upstream": "\(upstream)", "error": "\(error)",
-                    ])
+                    handler.failures?.warning(
+                        "cannot connect to the upstream",
+                        metadata: [
+                            "upstream": "\(upstream)", "error": "\(error)",
+                        ]
+                    )
                     handler.context?.close(promise: nil)
                 }
             }

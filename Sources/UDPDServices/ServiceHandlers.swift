@@ -89,13 +89,19 @@ public enum ServiceHandlers {
         let logger = context.logger.with(service: service.name)
         switch service.handler {
         case .echo:
-            return ServiceHandlerPair(datagram: guarded(EchoDatagramHandler(), service), stream: { counters in
-                [EchoStreamHandler()]
-            })
+            return ServiceHandlerPair(
+                datagram: guarded(EchoDatagramHandler(), service),
+                stream: { counters in
+                    [EchoStreamHandler()]
+                }
+            )
         case .discard:
-            return ServiceHandlerPair(datagram: guarded(DiscardDatagramHandler(), service), stream: { counters in
-                [DiscardStreamHandler()]
-            })
+            return ServiceHandlerPair(
+                datagram: guarded(DiscardDatagramHandler(), service),
+                stream: { counters in
+                    [DiscardStreamHandler()]
+                }
+            )
         case .forward:
             let upstream = try resolveUpstream(service)
             guard let upstreamEndpoint = upstream.withSockAddr({ address, _ in IPEndpoint(UnsafeRawPointer(address)) })
@@ -103,14 +109,27 @@ public enum ServiceHandlers {
                 throw ServiceHandlerError(service: service.name, message: "upstream \(upstream) is not an IP address")
             }
             let datagram = ForwardDatagramHandler(
-                upstream: upstreamEndpoint, pool: context.pool, group: context.group, logger: logger,
+                upstream: upstreamEndpoint,
+                pool: context.pool,
+                group: context.group,
+                logger: logger,
                 timeout: service.timeout ?? defaultSessionTimeout,
-                maxSessions: service.maxSessions ?? defaultMaxSessions)
+                maxSessions: service.maxSessions ?? defaultMaxSessions
+            )
             let failures = RateLimitedLog(logger: logger)
-            var pair = ServiceHandlerPair(datagram: guarded(datagram, service), stream: { counters in
-                [ForwardStreamHandler(upstream: upstream, connectTimeout: upstreamConnectTimeout,
-                                      counters: counters, failures: failures)]
-            })
+            var pair = ServiceHandlerPair(
+                datagram: guarded(datagram, service),
+                stream: { counters in
+                    [
+                        ForwardStreamHandler(
+                            upstream: upstream,
+                            connectTimeout: upstreamConnectTimeout,
+                            counters: counters,
+                            failures: failures
+                        )
+                    ]
+                }
+            )
             pair.activity = ServiceActivity(forwardSessions: { datagram.sessionCount })
             return pair
         case .exec:
@@ -124,10 +143,17 @@ public enum ServiceHandlers {
                 throw ServiceHandlerError(service: service.name, message: "\(error)")
             }
             let program = ExecProgram(
-                service: service.name, argv: command, timeout: service.timeout ?? defaultExecTimeout,
-                maxInstances: service.maxInstances ?? defaultMaxInstances, identity: identity, logger: logger)
-            var pair = ServiceHandlerPair(datagram: guarded(ExecDatagramHandler(program: program), service),
-                                          stream: { counters in [ExecStreamHandler(program: program, counters: counters)] })
+                service: service.name,
+                argv: command,
+                timeout: service.timeout ?? defaultExecTimeout,
+                maxInstances: service.maxInstances ?? defaultMaxInstances,
+                identity: identity,
+                logger: logger
+            )
+            var pair = ServiceHandlerPair(
+                datagram: guarded(ExecDatagramHandler(program: program), service),
+                stream: { counters in [ExecStreamHandler(program: program, counters: counters)] }
+            )
             pair.activity = ServiceActivity(execInstances: { program.instances })
             return pair
         }
@@ -150,8 +176,10 @@ public enum ServiceHandlers {
             do {
                 return try SocketAddress.makeAddressResolvingHost(upstream.host, port: Int(upstream.port))
             } catch {
-                throw ServiceHandlerError(service: service.name,
-                                          message: "cannot resolve upstream '\(upstream)': \(error)")
+                throw ServiceHandlerError(
+                    service: service.name,
+                    message: "cannot resolve upstream '\(upstream)': \(error)"
+                )
             }
         }
     }

@@ -83,7 +83,8 @@ public final class TCPListener: Sendable {
                 return channel.eventLoop.makeCompletedFuture {
                     try channel.pipeline.syncOperations.addHandler(ByteCountingHandler(counters: counters))
                     try channel.pipeline.syncOperations.addHandler(
-                        ConnectionGuardHandler(policy: policy, counters: counters))
+                        ConnectionGuardHandler(policy: policy, counters: counters)
+                    )
                     for handler in slot.makeHandlers(counters: counters) {
                         try channel.pipeline.syncOperations.addHandler(handler)
                     }

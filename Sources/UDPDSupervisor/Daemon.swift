@@ -119,11 +119,19 @@ public struct Daemon: Service {
         case .metrics:
             return ControlResponse(ok: true, metrics: PrometheusExposition.render(await supervisor.status()))
         case .reload:
-            logger.notice("reload requested over the control socket", metadata: ["uid": "\(peer.uid.map { "\($0)" } ?? "?")"])
+            logger.notice(
+                "reload requested over the control socket",
+                metadata: ["uid": "\(peer.uid.map { "\($0)" } ?? "?")"]
+            )
             let report = await withCheckedContinuation { continuation in
                 if case .terminated = requestReload.yield(ReloadTicket(reply: continuation)) {
-                    continuation.resume(returning: ReloadReport(ok: false, generation: 0,
-                                                                errors: ["udpd is shutting down"]))
+                    continuation.resume(
+                        returning: ReloadReport(
+                            ok: false,
+                            generation: 0,
+                            errors: ["udpd is shutting down"]
+                        )
+                    )
                 }
             }
             return ControlResponse(ok: report.ok, error: report.ok ? nil : "reload rejected", reload: report)

@@ -1,3 +1,6 @@
+import Logging
+import Synchronization
+
 #if canImport(FoundationEssentials)
 import FoundationEssentials
 #else
@@ -8,8 +11,6 @@ import Glibc
 #elseif canImport(Darwin)
 import Darwin
 #endif
-import Logging
-import Synchronization
 
 /// The log level the daemon runs at; a reload that changes `log.level` changes it for every logger at once.
 ///

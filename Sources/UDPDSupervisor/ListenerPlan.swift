@@ -75,11 +75,15 @@ extension Configuration {
                     for port in ports {
                         var endpoint = address.endpoint
                         endpoint.port = port
-                        planned.append(PlannedListener(
-                            key: ListenerKey(proto: proto, endpoint: endpoint, device: address.device),
-                            service: service.name, options: options,
-                            workers: proto == .udp ? service.workers ?? UDPWorkerPool.defaultThreadCount : 1,
-                            followsAddresses: address.followsAddresses))
+                        planned.append(
+                            PlannedListener(
+                                key: ListenerKey(proto: proto, endpoint: endpoint, device: address.device),
+                                service: service.name,
+                                options: options,
+                                workers: proto == .udp ? service.workers ?? UDPWorkerPool.defaultThreadCount : 1,
+                                followsAddresses: address.followsAddresses
+                            )
+                        )
                     }
                 }
             }
@@ -114,8 +118,14 @@ extension ServiceDefinition {
                 let wildcardProtocols: Set<ListenerProtocol> = fallback ? [.tcp] : [.udp, .tcp]
                 let devices: [String?] = interfaces.isEmpty ? [nil] : interfaces
                 for device in devices {
-                    result.append(ListenAddress(endpoint: .wildcard(family, port: 0), device: device,
-                                                protocols: wildcardProtocols, followsAddresses: false))
+                    result.append(
+                        ListenAddress(
+                            endpoint: .wildcard(family, port: 0),
+                            device: device,
+                            protocols: wildcardProtocols,
+                            followsAddresses: false
+                        )
+                    )
                 }
                 if fallback {
                     result += localAddresses(on: host, family: family).map {

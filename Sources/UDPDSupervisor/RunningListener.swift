@@ -13,7 +13,9 @@ enum BoundSocket: Sendable {
     static func bind(_ planned: PlannedListener) throws(BindError) -> BoundSocket {
         switch planned.key.proto {
         case .udp:
-            .udp(try UDPListenerSocket.bindGroup(planned.key.endpoint, count: planned.workers, options: planned.options))
+            .udp(
+                try UDPListenerSocket.bindGroup(planned.key.endpoint, count: planned.workers, options: planned.options)
+            )
         case .tcp:
             .tcp(try TCPListenerSocket.bind(planned.key.endpoint, options: planned.options))
         }

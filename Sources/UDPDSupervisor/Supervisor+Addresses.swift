@@ -19,18 +19,23 @@ extension Supervisor {
                 sink.yield(change)
             }
         } catch {
-            logger.warning("cannot watch address changes; per-address listeners follow addresses only at reload",
-                           metadata: ["error": "\(error)"])
+            logger.warning(
+                "cannot watch address changes; per-address listeners follow addresses only at reload",
+                metadata: ["error": "\(error)"]
+            )
         }
     }
 
     /// Warns about every wildcard service whose UDP ports are served per address for want of pktinfo.
     func logFallbacks(_ configuration: Configuration) {
         for service in configuration.services where service.fallsBack(on: host) {
-            logger.warning("""
+            logger.warning(
+                """
                 wildcard UDP sockets cannot learn destination addresses here (no IP_PKTINFO/IP_RECVDSTADDR): serving \
                 the service per address instead, following address changes
-                """, metadata: ["service": "\(service.name)", "bind_fallback": "true"])
+                """,
+                metadata: ["service": "\(service.name)", "bind_fallback": "true"]
+            )
         }
     }
 
@@ -47,11 +52,13 @@ extension Supervisor {
     /// not on one of the service's `interfaces`), unless the service has `freebind: true`. Addresses that running
     /// listeners are already bound to pass: their sockets stay bound whatever happened to the address since.
     func checkExplicitAddresses(_ configuration: Configuration) throws(SupervisorError) {
-        let running = Set(listeners.keys.map { key in
-            var endpoint = key.endpoint
-            endpoint.port = 0
-            return endpoint
-        })
+        let running = Set(
+            listeners.keys.map { key in
+                var endpoint = key.endpoint
+                endpoint.port = 0
+                return endpoint
+            }
+        )
         var problems: [String] = []
         for service in configuration.services where !service.freebind {
             guard case .addresses(let addresses) = service.bind else { continue }
@@ -65,14 +72,18 @@ extension Supervisor {
                 if running.contains(endpoint) { continue }
                 let holders = host.addresses.filter { $0.endpoint == endpoint }
                 if holders.isEmpty && !InterfaceAddresses.isBindable(endpoint) {
-                    problems.append(prefix + "\(address.text) is not configured on this host; add 'freebind: true' "
-                        + "to bind it anyway (a failover address, or one that appears after udpd starts)")
+                    problems.append(
+                        prefix + "\(address.text) is not configured on this host; add 'freebind: true' "
+                            + "to bind it anyway (a failover address, or one that appears after udpd starts)"
+                    )
                 } else if !holders.isEmpty, !service.interfaces.isEmpty,
                     !holders.contains(where: { service.interfaces.contains($0.interface) })
                 {
                     let on = holders.map(\.interface).joined(separator: ", ")
-                    problems.append(prefix + "\(address.text) is on \(on), not on any of 'interfaces' "
-                        + "(\(service.interfaces.joined(separator: ", ")))")
+                    problems.append(
+                        prefix + "\(address.text) is on \(on), not on any of 'interfaces' "
+                            + "(\(service.interfaces.joined(separator: ", ")))"
+                    )
                 }
             }
         }
@@ -81,9 +92,12 @@ extension Supervisor {
 
     /// Remembers that a listener's address cannot be bound yet, so that binding it is retried soon.
     func noteUnusableAddress(_ plan: PlannedListener, error: BindError) {
-        logger.info("address not usable yet (tentative?); retrying", metadata: [
-            "service": "\(plan.service)", "listener": "\(plan.key)",
-        ])
+        logger.info(
+            "address not usable yet (tentative?); retrying",
+            metadata: [
+                "service": "\(plan.service)", "listener": "\(plan.key)",
+            ]
+        )
         if addressRetryDeadline == nil {
             addressRetryDeadline = .now + Self.unusableAddressPatience
         }
@@ -120,22 +134,28 @@ extension Supervisor {
             retire(entry)
             if let tcp = await entry.listener.stop(pool: pool) { draining.yield(tcp) }
             report.listenersRemoved.append("\(entry.service) \(key)")
-            logger.info("listener removed: its address is gone", metadata: [
-                "service": "\(entry.service)", "listener": "\(key)",
-            ])
+            logger.info(
+                "listener removed: its address is gone",
+                metadata: [
+                    "service": "\(entry.service)", "listener": "\(key)",
+                ]
+            )
         }
         var unusable = false
         for plan in planned where plan.followsAddresses && listeners[plan.key] == nil {
             let socket: BoundSocket
             do {
                 socket = try bindSocket(plan)
-            } catch where error.code == .addressNotAvailable {
+            } catch  where error.code == .addressNotAvailable {
                 noteUnusableAddress(plan, error: error)
                 unusable = true
                 continue
             } catch {
                 report.errors.append("service '\(plan.service)': \(error)")
-                logger.error("cannot bind a new address", metadata: ["service": "\(plan.service)", "error": "\(error)"])
+                logger.error(
+                    "cannot bind a new address",
+                    metadata: ["service": "\(plan.service)", "error": "\(error)"]
+                )
                 continue
             }
             do {
@@ -149,9 +169,12 @@ extension Supervisor {
         updateRetryDeadline(unusable: unusable)
         report.ok = report.errors.isEmpty
         if !report.listenersAdded.isEmpty || !report.listenersRemoved.isEmpty {
-            logger.notice("addresses followed", metadata: [
-                "added": "\(report.listenersAdded.count)", "removed": "\(report.listenersRemoved.count)",
-            ])
+            logger.notice(
+                "addresses followed",
+                metadata: [
+                    "added": "\(report.listenersAdded.count)", "removed": "\(report.listenersRemoved.count)",
+                ]
+            )
         }
         return report
     }
@@ -162,10 +185,12 @@ extension Supervisor {
             return
         }
         if let deadline = addressRetryDeadline, deadline < .now {
-            logger.warning("""
+            logger.warning(
+                """
                 an address stays unusable (failed duplicate address detection?); binding it is retried at the next \
                 address change
-                """)
+                """
+            )
             addressRetryDeadline = nil
         }
     }

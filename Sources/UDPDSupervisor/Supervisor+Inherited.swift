@@ -11,11 +11,12 @@ extension Supervisor {
         let plannedKeys = Set(planned.map(\.key))
         var matched: [ListenerKey: InheritedSocket] = [:]
         for socket in sockets {
-            let proto: ListenerProtocol? = switch socket.kind {
-            case .datagram: .udp
-            case .stream: .tcp
-            case .other: nil
-            }
+            let proto: ListenerProtocol? =
+                switch socket.kind {
+                case .datagram: .udp
+                case .stream: .tcp
+                case .other: nil
+                }
             if let proto, let endpoint = socket.localEndpoint {
                 let key = ListenerKey(proto: proto, endpoint: endpoint)
                 if plannedKeys.contains(key) && matched[key] == nil {
@@ -23,8 +24,10 @@ extension Supervisor {
                     continue
                 }
             }
-            logger.warning("an inherited socket matches no listener of the configuration; closing it",
-                           metadata: ["socket": "\(socket)"])
+            logger.warning(
+                "an inherited socket matches no listener of the configuration; closing it",
+                metadata: ["socket": "\(socket)"]
+            )
             socket.descriptor.close()
         }
         return matched
@@ -38,8 +41,13 @@ extension Supervisor {
         switch plan.key.proto {
         case .tcp:
             let socket = try TCPListenerSocket.adopt(inherited.descriptor)
-            logger.info("adopted an inherited socket", metadata: ["service": "\(plan.service)",
-                                                                   "socket": "\(inherited)"])
+            logger.info(
+                "adopted an inherited socket",
+                metadata: [
+                    "service": "\(plan.service)",
+                    "socket": "\(inherited)",
+                ]
+            )
             return .tcp(socket)
         case .udp:
             let first = try UDPListenerSocket.adopt(inherited.descriptor, options: plan.options)
@@ -54,13 +62,20 @@ extension Supervisor {
                     throw error
                 }
             } else if plan.workers > 1 {
-                logger.notice("the inherited socket has no SO_REUSEPORT (ReusePort=yes): one worker serves it",
-                              metadata: ["service": "\(plan.service)", "socket": "\(inherited)",
-                                         "workers_configured": "\(plan.workers)"])
+                logger.notice(
+                    "the inherited socket has no SO_REUSEPORT (ReusePort=yes): one worker serves it",
+                    metadata: [
+                        "service": "\(plan.service)", "socket": "\(inherited)",
+                        "workers_configured": "\(plan.workers)",
+                    ]
+                )
             }
-            logger.info("adopted an inherited socket", metadata: [
-                "service": "\(plan.service)", "socket": "\(inherited)", "workers": "\(workers)",
-            ])
+            logger.info(
+                "adopted an inherited socket",
+                metadata: [
+                    "service": "\(plan.service)", "socket": "\(inherited)", "workers": "\(workers)",
+                ]
+            )
             return .udp(group)
         }
     }

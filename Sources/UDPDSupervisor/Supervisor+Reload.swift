@@ -1,3 +1,8 @@
+import Logging
+import UDPDConfig
+import UDPDControl
+import UDPDTransport
+
 #if canImport(FoundationEssentials)
 import FoundationEssentials
 #else
@@ -8,10 +13,6 @@ import Glibc
 #elseif canImport(Darwin)
 import Darwin
 #endif
-import Logging
-import UDPDConfig
-import UDPDControl
-import UDPDTransport
 
 extension Supervisor {
     /// Reads the configuration file again and applies it, or changes nothing and says why.
@@ -56,14 +57,19 @@ extension Supervisor {
         // Nothing can fail from here on that would leave the old configuration half-replaced.
         let oldServices = Dictionary(configuration.services.map { ($0.name, $0) }, uniquingKeysWith: { a, _ in a })
         let newServices = Dictionary(newConfiguration.services.map { ($0.name, $0) }, uniquingKeysWith: { a, _ in a })
-        let changedServices = Set(newServices.keys.filter { name in
-            oldServices[name].map { $0 != newServices[name]! } ?? false
-        })
+        let changedServices = Set(
+            newServices.keys.filter { name in
+                oldServices[name].map { $0 != newServices[name]! } ?? false
+            }
+        )
         if configuration.metrics != newConfiguration.metrics {
-            logger.warning("metrics.listen changed: the HTTP endpoint moves only when udpd restarts", metadata: [
-                "running": "\(configuration.metrics.map { "\($0.listen)" } ?? "off")",
-                "configured": "\(newConfiguration.metrics.map { "\($0.listen)" } ?? "off")",
-            ])
+            logger.warning(
+                "metrics.listen changed: the HTTP endpoint moves only when udpd restarts",
+                metadata: [
+                    "running": "\(configuration.metrics.map { "\($0.listen)" } ?? "off")",
+                    "configured": "\(newConfiguration.metrics.map { "\($0.listen)" } ?? "off")",
+                ]
+            )
         }
         // An unchanged service keeps the handlers that serve it now, with their state (a forward's sessions), so
         // that status reports them and new listeners of the service share them.
@@ -117,11 +123,14 @@ extension Supervisor {
         reloadCounts.applied += 1
         report.generation = generation
         lastReload = ReloadOutcome(ok: true, at: at, errors: report.errors)
-        logger.notice("reload applied", metadata: [
-            "generation": "\(generation)", "added": "\(report.listenersAdded.count)",
-            "removed": "\(report.listenersRemoved.count)", "kept": "\(report.listenersKept.count)",
-            "changed_services": "\(report.servicesChanged.joined(separator: ","))",
-        ])
+        logger.notice(
+            "reload applied",
+            metadata: [
+                "generation": "\(generation)", "added": "\(report.listenersAdded.count)",
+                "removed": "\(report.listenersRemoved.count)", "kept": "\(report.listenersKept.count)",
+                "changed_services": "\(report.servicesChanged.joined(separator: ","))",
+            ]
+        )
         return report
     }
 

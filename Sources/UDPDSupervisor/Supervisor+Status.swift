@@ -1,3 +1,8 @@
+import UDPDConfig
+import UDPDControl
+import UDPDServices
+import UDPDTransport
+
 #if canImport(FoundationEssentials)
 import FoundationEssentials
 #else
@@ -8,10 +13,6 @@ import Glibc
 #elseif canImport(Darwin)
 import Darwin
 #endif
-import UDPDConfig
-import UDPDControl
-import UDPDServices
-import UDPDTransport
 
 extension Supervisor {
     /// The version udpd reports in status.

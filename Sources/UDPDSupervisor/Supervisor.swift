@@ -1,3 +1,10 @@
+import Logging
+import NIOCore
+import UDPDConfig
+import UDPDControl
+import UDPDServices
+import UDPDTransport
+
 #if canImport(FoundationEssentials)
 import FoundationEssentials
 #else
@@ -8,12 +15,6 @@ import Glibc
 #elseif canImport(Darwin)
 import Darwin
 #endif
-import Logging
-import NIOCore
-import UDPDConfig
-import UDPDControl
-import UDPDServices
-import UDPDTransport
 
 /// Why the supervisor could not start, with everything an operator needs to fix it.
 public struct SupervisorError: Error, Sendable, CustomStringConvertible {
@@ -104,8 +105,10 @@ public actor Supervisor {
         self.host = HostBindings(addresses: [], destinationInfo: Set(capable))
         self.inherited = inherited
         (drainQueue, draining) = AsyncStream.makeStream(of: TCPListener.self)
-        (addressChanges, addressChangeSink) = AsyncStream.makeStream(of: AddressChange.self,
-                                                                     bufferingPolicy: .bufferingNewest(1))
+        (addressChanges, addressChangeSink) = AsyncStream.makeStream(
+            of: AddressChange.self,
+            bufferingPolicy: .bufferingNewest(1)
+        )
     }
 
     /// The configuration running now.
@@ -149,9 +152,13 @@ public actor Supervisor {
             do {
                 let pair = try ServiceHandlers.handlers(for: service, context: context)
                 handlers[service.name] = ServiceHandlerSet(
-                    datagram: pair.datagram, stream: pair.stream, activity: pair.activity,
+                    datagram: pair.datagram,
+                    stream: pair.stream,
+                    activity: pair.activity,
                     connectionPolicy: ConnectionPolicy(
-                        service, table: previous[service.name]?.connectionPolicy.table ?? ConnectionTable())
+                        service,
+                        table: previous[service.name]?.connectionPolicy.table ?? ConnectionTable()
+                    )
                 )
             } catch {
                 problems.append("\(configuration.file):\(service.position): error: \(error)")
@@ -181,11 +188,13 @@ public actor Supervisor {
                 } else {
                     bound.append((plan, try bindSocket(plan)))
                 }
-            } catch where error.code == .addressNotAvailable && plan.followsAddresses {
+            } catch  where error.code == .addressNotAvailable && plan.followsAddresses {
                 noteUnusableAddress(plan, error: error)
-            } catch where error.code == .familyNotSupported && plan.key.endpoint.isWildcard {
-                logger.notice("skipping a listener: the host does not support its address family",
-                              metadata: ["service": "\(plan.service)", "listener": "\(plan.key)"])
+            } catch  where error.code == .familyNotSupported && plan.key.endpoint.isWildcard {
+                logger.notice(
+                    "skipping a listener: the host does not support its address family",
+                    metadata: ["service": "\(plan.service)", "listener": "\(plan.key)"]
+                )
             } catch {
                 failures.append("service '\(plan.service)': \(error)")
             }
@@ -219,20 +228,31 @@ public actor Supervisor {
     /// Starts serving one bound socket and records it.
     func startListener(_ plan: PlannedListener, socket: BoundSocket) async throws {
         guard let handlers = handlers[plan.service] else { return }
-        let listener = try await RunningListener.start(socket, key: plan.key, service: plan.service,
-                                                       handlers: handlers, group: group, pool: pool)
+        let listener = try await RunningListener.start(
+            socket,
+            key: plan.key,
+            service: plan.service,
+            handlers: handlers,
+            group: group,
+            pool: pool
+        )
         listeners[plan.key] = Entry(service: plan.service, listener: listener, plannedWorkers: plan.workers)
-        logger.info("listening", metadata: [
-            "service": "\(plan.service)", "proto": "\(plan.key.proto.rawValue)",
-            "address": "\(plan.key.endpoint.addressText)", "port": "\(plan.key.endpoint.port)",
-            "reply_source": "\(listener.replySource.rawValue)", "workers": "\(listener.workerCount)",
-        ])
+        logger.info(
+            "listening",
+            metadata: [
+                "service": "\(plan.service)", "proto": "\(plan.key.proto.rawValue)",
+                "address": "\(plan.key.endpoint.addressText)", "port": "\(plan.key.endpoint.port)",
+                "reply_source": "\(listener.replySource.rawValue)", "workers": "\(listener.workerCount)",
+            ]
+        )
         if listener.replySource == .kernel {
-            logger.warning("""
+            logger.warning(
+                """
                 this wildcard socket has neither IP_PKTINFO nor IP_RECVDSTADDR: the kernel picks the source \
                 address of its replies, which is wrong on multi-homed hosts
                 """,
-                metadata: ["service": "\(plan.service)", "listener": "\(plan.key)"])
+                metadata: ["service": "\(plan.service)", "listener": "\(plan.key)"]
+            )
         }
     }
 

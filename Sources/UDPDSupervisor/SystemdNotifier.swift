@@ -1,3 +1,5 @@
+import UDPDTransport
+
 #if canImport(FoundationEssentials)
 import FoundationEssentials
 #else
@@ -8,7 +10,6 @@ import Glibc
 #elseif canImport(Darwin)
 import Darwin
 #endif
-import UDPDTransport
 
 /// Tells systemd about the daemon's state through `NOTIFY_SOCKET` (the sd_notify protocol: one datagram of
 /// `KEY=VALUE` lines on a Unix datagram socket), without linking libsystemd.

@@ -161,21 +161,32 @@ public final class AddressWatcher: Sendable {
                 if kind == cudpd_ifa_flags, size >= 4 {
                     flags = data.loadUnaligned(as: UInt32.self)
                 } else if kind == cudpd_ifa_local || kind == cudpd_ifa_address {
-                    let endpoint = endpointOf(data, size: size, family: CInt(message.pointee.ifa_family),
-                                              index: message.pointee.ifa_index)
+                    let endpoint = endpointOf(
+                        data,
+                        size: size,
+                        family: CInt(message.pointee.ifa_family),
+                        index: message.pointee.ifa_index
+                    )
                     if kind == cudpd_ifa_local { local = endpoint } else { address = endpoint }
                 }
             }
-            changes.append(AddressChange(
-                kind: type == cudpd_rtm_newaddr ? .added : .removed,
-                address: local ?? address,
-                isTentative: flags & cudpd_ifa_f_tentative != 0
-            ))
+            changes.append(
+                AddressChange(
+                    kind: type == cudpd_rtm_newaddr ? .added : .removed,
+                    address: local ?? address,
+                    isTentative: flags & cudpd_ifa_f_tentative != 0
+                )
+            )
         }
         return changes
     }
 
-    private static func endpointOf(_ data: UnsafeMutableRawPointer, size: Int, family: CInt, index: UInt32)
+    private static func endpointOf(
+        _ data: UnsafeMutableRawPointer,
+        size: Int,
+        family: CInt,
+        index: UInt32
+    )
         -> IPEndpoint?
     {
         switch family {

@@ -1,3 +1,5 @@
+import CUDPD
+
 /// A listener that could not be opened: which protocol, address and port, and the system call that failed.
 public struct BindError: Error, Sendable, Equatable, CustomStringConvertible {
     /// What kind of failure this is.
@@ -51,8 +53,6 @@ public struct BindError: Error, Sendable, Equatable, CustomStringConvertible {
         }
     }
 }
-
-import CUDPD
 
 #if canImport(Glibc)
 import Glibc

@@ -28,8 +28,14 @@ enum ChildSpawn {
         identity: ProcessIdentity? = nil
     ) throws(SystemCallError) -> pid_t {
         if let identity, identity.uid != UInt32(geteuid()) || identity.gid != UInt32(getegid()) {
-            return try spawn(argv: argv, environment: environment, stdin: stdin, stdout: stdout, stderr: stderr,
-                             as: identity)
+            return try spawn(
+                argv: argv,
+                environment: environment,
+                stdin: stdin,
+                stdout: stdout,
+                stderr: stderr,
+                as: identity
+            )
         }
         var actions = posix_spawn_file_actions_t()
         var attributes = posix_spawnattr_t()
@@ -80,8 +86,16 @@ enum ChildSpawn {
             for pointer in cEnvironment { free(pointer) }
         }
         return try systemCall("fork+execve", context: "\(argv[0]) as \(identity)") {
-            cudpd_spawn_as(argv[0], cArguments, cEnvironment, stdin, stdout, stderr, uid_t(identity.uid),
-                           gid_t(identity.gid))
+            cudpd_spawn_as(
+                argv[0],
+                cArguments,
+                cEnvironment,
+                stdin,
+                stdout,
+                stderr,
+                uid_t(identity.uid),
+                gid_t(identity.gid)
+            )
         }
     }
 }

@@ -19,7 +19,7 @@ public enum ConnectedSocketLookup {
     public static func duplicate(local: IPEndpoint, remote: IPEndpoint) -> CInt? {
         for fd in openDescriptors() {
             guard let name = endpoint(fd, getsockname), name == local,
-                  let peer = endpoint(fd, getpeername), peer == remote
+                let peer = endpoint(fd, getpeername), peer == remote
             else { continue }
             return try? systemCall("fcntl", context: "F_DUPFD_CLOEXEC") { fcntl(fd, F_DUPFD_CLOEXEC, 3) }
         }

@@ -49,7 +49,7 @@ extension DatagramBatch {
                     cudpd_recvmmsg(fd, receiveHeaders, UInt32(capacity), cudpd_msg_dontwait)
                 }
                 return Int(count ?? 0)
-            } catch where error.errno == ENOSYS {
+            } catch  where error.errno == ENOSYS {
                 useBatchCalls = false
             } catch {
                 served.slot.handler.receiveFailed(error)
@@ -88,8 +88,11 @@ extension DatagramBatch {
             let destination: DatagramDestination
             switch replySource {
             case .pktinfo, .recvdstaddr:
-                guard let read = DestinationControlMessage.read(from: &header.pointee.msg_hdr,
-                                                                  localPort: localEndpoint.port)
+                guard
+                    let read = DestinationControlMessage.read(
+                        from: &header.pointee.msg_hdr,
+                        localPort: localEndpoint.port
+                    )
                 else {
                     counters.addDrop(.noDestination)
                     continue
@@ -98,12 +101,21 @@ extension DatagramBatch {
             case .bound, .kernel, .connection:
                 destination = DatagramDestination(endpoint: localEndpoint, interfaceIndex: 0)
             }
-            let verdict = handler.handle(buffer(index), length: length, peer: peer, destination: destination,
-                                         replier: served.replier)
+            let verdict = handler.handle(
+                buffer(index),
+                length: length,
+                peer: peer,
+                destination: destination,
+                replier: served.replier
+            )
             switch verdict {
             case .reply(let replyLength):
-                queueReply(slot: index, length: min(replyLength, bufferSize), source: destination,
-                           replySource: replySource)
+                queueReply(
+                    slot: index,
+                    length: min(replyLength, bufferSize),
+                    source: destination,
+                    replySource: replySource
+                )
             case .noReply:
                 break
             case .drop(let reason):
@@ -123,7 +135,8 @@ extension DatagramBatch {
             var sent = 0
             if useBatchCalls {
                 let headers = sendHeaders + next
-                sent = (try? systemCall("sendmmsg") { cudpd_sendmmsg(fd, headers, UInt32(total - next), 0) })
+                sent =
+                    (try? systemCall("sendmmsg") { cudpd_sendmmsg(fd, headers, UInt32(total - next), 0) })
                     .map(Int.init) ?? -1
             } else {
                 let header = sendHeaders + next

@@ -32,9 +32,15 @@ public struct DatagramReplier: Sendable {
         var control = (UInt64(0), UInt64(0), UInt64(0), UInt64(0), UInt64(0), UInt64(0), UInt64(0), UInt64(0))
         let sent: Int? = withUnsafeMutableBytes(of: &control) { controlBytes in
             let controlLength = DestinationControlMessage.write(
-                source: source, replySource: replySource, into: controlBytes.baseAddress!)
+                source: source,
+                replySource: replySource,
+                into: controlBytes.baseAddress!
+            )
             return peer.withSockAddr { address, addressLength in
-                var iov = iovec(iov_base: UnsafeMutableRawPointer(mutating: payload.baseAddress), iov_len: payload.count)
+                var iov = iovec(
+                    iov_base: UnsafeMutableRawPointer(mutating: payload.baseAddress),
+                    iov_len: payload.count
+                )
                 return withUnsafeMutablePointer(to: &iov) { iovPointer in
                     var message = msghdr()
                     message.msg_name = UnsafeMutableRawPointer(mutating: address)

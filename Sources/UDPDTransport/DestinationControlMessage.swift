@@ -35,7 +35,8 @@ enum DestinationControlMessage {
             if level == CInt(IPPROTO_IPV6) && type == cudpd_ipv6_pktinfo {
                 let info = data.loadUnaligned(as: cudpd_in6_pktinfo.self)
                 let endpoint = IPEndpoint(v6: info.ipi6_addr, scope: 0, port: localPort)
-                let scoped = endpoint.isLinkLocal
+                let scoped =
+                    endpoint.isLinkLocal
                     ? IPEndpoint(v6: info.ipi6_addr, scope: UInt32(info.ipi6_ifindex), port: localPort) : endpoint
                 return DatagramDestination(endpoint: scoped, interfaceIndex: UInt32(info.ipi6_ifindex))
             }
@@ -71,7 +72,12 @@ enum DestinationControlMessage {
         }
     }
 
-    private static func put<Value>(_ value: Value, level: CInt, type: CInt, into control: UnsafeMutableRawPointer) -> Int {
+    private static func put<Value>(
+        _ value: Value,
+        level: CInt,
+        type: CInt,
+        into control: UnsafeMutableRawPointer
+    ) -> Int {
         let space = cudpd_cmsg_space(MemoryLayout<Value>.size)
         precondition(space <= capacity, "control buffer too small")
         memset(control, 0, space)
@@ -83,7 +89,10 @@ enum DestinationControlMessage {
         header.pointee.cmsg_type = type
         header.pointee.cmsg_len = numericCast(cudpd_cmsg_len(MemoryLayout<Value>.size))
         withUnsafeBytes(of: value) { bytes in
-            UnsafeMutableRawPointer(cudpd_cmsg_data(header)).copyMemory(from: bytes.baseAddress!, byteCount: bytes.count)
+            UnsafeMutableRawPointer(cudpd_cmsg_data(header)).copyMemory(
+                from: bytes.baseAddress!,
+                byteCount: bytes.count
+            )
         }
         return space
     }

@@ -173,7 +173,8 @@ extension IPEndpoint: Hashable {
             return a.sin_port == b.sin_port && a.sin_addr.s_addr == b.sin_addr.s_addr
         case (.v6(let a), .v6(let b)):
             return a.sin6_port == b.sin6_port && a.sin6_scope_id == b.sin6_scope_id
-                && withUnsafeBytes(of: a.sin6_addr) { x in withUnsafeBytes(of: b.sin6_addr) { y in x.elementsEqual(y) } }
+                && withUnsafeBytes(of: a.sin6_addr) { x in withUnsafeBytes(of: b.sin6_addr) { y in x.elementsEqual(y) }
+                }
         default:
             return false
         }

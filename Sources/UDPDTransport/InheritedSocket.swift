@@ -54,11 +54,12 @@ public struct InheritedSocket: Sendable, CustomStringConvertible {
 
     /// `fd 3 "udpd.socket" udp 0.0.0.0:88`, for logs.
     public var description: String {
-        let proto = switch kind {
-        case .datagram: "udp"
-        case .stream: "tcp"
-        case .other: "not udp or tcp"
-        }
+        let proto =
+            switch kind {
+            case .datagram: "udp"
+            case .stream: "tcp"
+            case .other: "not udp or tcp"
+            }
         let named = name.map { " \"\($0)\"" } ?? ""
         return "fd \(descriptor.rawValue)\(named) \(proto) \(localEndpoint.map { "\($0)" } ?? "(not an IP socket)")"
     }
@@ -98,10 +99,12 @@ public enum SocketActivation {
         let names = environment["LISTEN_FDNAMES"].map {
             $0.split(separator: ":", omittingEmptySubsequences: false).map(String.init)
         }
-        return .success((0..<count).map { index in
-            let name = names.flatMap { $0.count == count ? $0[index] : nil }
-            return (firstDescriptor + CInt(index), name)
-        })
+        return .success(
+            (0..<count).map { index in
+                let name = names.flatMap { $0.count == count ? $0[index] : nil }
+                return (firstDescriptor + CInt(index), name)
+            }
+        )
     }
 
     /// Takes the sockets announced to this process: inspects each, marks it close-on-exec (so that programs udpd

@@ -169,8 +169,14 @@ public struct ListenerCountersSnapshot: Sendable, Equatable {
 
     /// Creates a snapshot from values.
     public init(
-        receivedPackets: UInt64, receivedBytes: UInt64, sentPackets: UInt64, sentBytes: UInt64,
-        tcpAccepted: UInt64, tcpActive: UInt64, tcpClosed: UInt64, drops: [DropReason: UInt64]
+        receivedPackets: UInt64,
+        receivedBytes: UInt64,
+        sentPackets: UInt64,
+        sentBytes: UInt64,
+        tcpAccepted: UInt64,
+        tcpActive: UInt64,
+        tcpClosed: UInt64,
+        drops: [DropReason: UInt64]
     ) {
         self.receivedPackets = receivedPackets
         self.receivedBytes = receivedBytes

@@ -25,7 +25,8 @@ public struct ProcessIdentity: Sendable, Equatable, CustomStringConvertible {
     /// whom a udpd running as root starts programs as unless the service names a user.
     public static let unprivileged: ProcessIdentity = {
         let uid = getpwnam("nobody").map { UInt32($0.pointee.pw_uid) } ?? 65_534
-        let gid = getgrnam("nogroup").map { UInt32($0.pointee.gr_gid) }
+        let gid =
+            getgrnam("nogroup").map { UInt32($0.pointee.gr_gid) }
             ?? getgrnam("nobody").map { UInt32($0.pointee.gr_gid) }
             ?? getpwnam("nobody").map { UInt32($0.pointee.pw_gid) } ?? 65_534
         return ProcessIdentity(uid: uid, gid: gid)

@@ -100,7 +100,12 @@ public final class ProcessRunner: Sendable {
         self.wakeup = wakeup
         let thread = try WorkerThread(name: "udpd-exec") { [unowned self] in
             var loop = ProcessRunnerLoop(wakeup: wakeup)
-            loop.run(take: { self.queue.withLock { pending in defer { pending = [] }; return pending } })
+            loop.run(take: {
+                self.queue.withLock { pending in
+                    defer { pending = [] }
+                    return pending
+                }
+            })
         }
         _ = thread  // runs as long as the process
     }
@@ -148,8 +153,14 @@ private struct ProcessRunnerLoop {
             for index in children.indices { service(&children[index]) }
             children.removeAll { child in
                 guard child.waitStatus != nil, !child.pipesOpen else { return false }
-                child.request.onExit(ProcessOutcome(standardOutput: child.collected, waitStatus: child.waitStatus,
-                                                    timedOut: child.timedOut, spawnError: nil))
+                child.request.onExit(
+                    ProcessOutcome(
+                        standardOutput: child.collected,
+                        waitStatus: child.waitStatus,
+                        timedOut: child.timedOut,
+                        spawnError: nil
+                    )
+                )
                 return true
             }
         }
@@ -180,15 +191,25 @@ private struct ProcessRunnerLoop {
                 child.pendingInput = bytes
                 child.standardOutput = output.read
                 child.captureLimit = limit
-                child.pid = try ChildSpawn.spawn(argv: request.argv, environment: request.environment,
-                                                 stdin: input.read, stdout: output.write, stderr: errors.write,
-                                                 identity: request.identity)
+                child.pid = try ChildSpawn.spawn(
+                    argv: request.argv,
+                    environment: request.environment,
+                    stdin: input.read,
+                    stdout: output.write,
+                    stderr: errors.write,
+                    identity: request.identity
+                )
             case .socket(let fd):
                 toClose.append(fd)
                 try Self.makeBlocking(fd, errors.write)
-                child.pid = try ChildSpawn.spawn(argv: request.argv, environment: request.environment,
-                                                 stdin: fd, stdout: fd, stderr: errors.write,
-                                                 identity: request.identity)
+                child.pid = try ChildSpawn.spawn(
+                    argv: request.argv,
+                    environment: request.environment,
+                    stdin: fd,
+                    stdout: fd,
+                    stderr: errors.write,
+                    identity: request.identity
+                )
             }
         } catch {
             for fd in [child.standardInput, child.standardOutput, child.standardError] where fd >= 0 { close(fd) }
@@ -232,14 +253,22 @@ private struct ProcessRunnerLoop {
         var timeout = Duration.milliseconds(250)
         let now = clock.now
         for child in children {
-            if child.standardInput >= 0 { fds.append(pollfd(fd: child.standardInput, events: Int16(POLLOUT), revents: 0)) }
-            if child.standardOutput >= 0 { fds.append(pollfd(fd: child.standardOutput, events: Int16(POLLIN), revents: 0)) }
-            if child.standardError >= 0 { fds.append(pollfd(fd: child.standardError, events: Int16(POLLIN), revents: 0)) }
+            if child.standardInput >= 0 {
+                fds.append(pollfd(fd: child.standardInput, events: Int16(POLLOUT), revents: 0))
+            }
+            if child.standardOutput >= 0 {
+                fds.append(pollfd(fd: child.standardOutput, events: Int16(POLLIN), revents: 0))
+            }
+            if child.standardError >= 0 {
+                fds.append(pollfd(fd: child.standardError, events: Int16(POLLIN), revents: 0))
+            }
             if child.waitStatus == nil {
                 timeout = min(timeout, child.pipesOpen ? max(.zero, child.deadline - now) : .milliseconds(5))
             }
         }
-        let milliseconds = CInt(timeout.components.seconds * 1000 + timeout.components.attoseconds / 1_000_000_000_000_000)
+        let milliseconds = CInt(
+            timeout.components.seconds * 1000 + timeout.components.attoseconds / 1_000_000_000_000_000
+        )
         _ = try? systemCall("poll") { poll(&fds, nfds_t(fds.count), max(1, milliseconds)) }
     }
 
@@ -295,7 +324,9 @@ private struct ProcessRunnerLoop {
         if child.waitStatus != nil, child.pipesOpen {
             // It has exited and its pipes have been drained above; a grandchild that kept them is not waited for.
             for fd in [child.standardInput, child.standardOutput, child.standardError] where fd >= 0 { close(fd) }
-            if !child.errorLine.isEmpty { child.request.onStandardError(String(decoding: child.errorLine, as: UTF8.self)) }
+            if !child.errorLine.isEmpty {
+                child.request.onStandardError(String(decoding: child.errorLine, as: UTF8.self))
+            }
             child.standardInput = -1
             child.standardOutput = -1
             child.standardError = -1

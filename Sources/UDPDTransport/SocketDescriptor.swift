@@ -25,7 +25,9 @@ public final class SocketDescriptor: Sendable {
 
     /// Opens a socket of `family` and `type` (`SOCK_DGRAM`, `SOCK_STREAM`) that is not inherited by children.
     public static func open(family: IPFamily, type: CInt, context: String) throws(SystemCallError) -> SocketDescriptor {
-        let fd = try systemCall("socket", context: context) { socket(family.socketDomain, type | cudpd_sock_cloexec, 0) }
+        let fd = try systemCall("socket", context: context) {
+            socket(family.socketDomain, type | cudpd_sock_cloexec, 0)
+        }
         #if !os(Linux)
         _ = fcntl(fd, F_SETFD, FD_CLOEXEC)
         #endif

@@ -17,8 +17,11 @@ extension UDPListenerSocket {
     /// what the upstream sends back.
     public static func connected(to upstream: IPEndpoint) throws(SystemCallError) -> UDPListenerSocket {
         let context = "udp upstream \(upstream)"
-        let socket = try SocketDescriptor.open(family: upstream.family, type: CInt(SOCK_DGRAM.rawValue),
-                                               context: context)
+        let socket = try SocketDescriptor.open(
+            family: upstream.family,
+            type: CInt(SOCK_DGRAM.rawValue),
+            context: context
+        )
         let fd = socket.rawValue
         let flags = try systemCall("fcntl", context: context) { fcntl(fd, F_GETFL, 0) }
         try systemCall("fcntl", context: context) { fcntl(fd, F_SETFL, flags | O_NONBLOCK) }

@@ -49,7 +49,10 @@ public final class UDPListenerSocket: Sendable {
     ///
     /// Neither SO_REUSEADDR nor SO_REUSEPORT is set, so a port that any other socket holds fails with
     /// ``BindError/Code/addressInUse`` instead of being silently shared.
-    public static func bind(_ endpoint: IPEndpoint, options: UDPSocketOptions = UDPSocketOptions())
+    public static func bind(
+        _ endpoint: IPEndpoint,
+        options: UDPSocketOptions = UDPSocketOptions()
+    )
         throws(BindError) -> UDPListenerSocket
     {
         try bind(endpoint, options: options, reusePort: false)
@@ -60,7 +63,11 @@ public final class UDPListenerSocket: Sendable {
     /// With more than one, they form a SO_REUSEPORT group so that the kernel spreads datagrams over them. So that
     /// the group never silently shares the port with another process, the port is first bound without
     /// SO_REUSEPORT: if anyone holds it, that fails with ``BindError/Code/addressInUse`` as a single socket would.
-    public static func bindGroup(_ endpoint: IPEndpoint, count: Int, options: UDPSocketOptions = UDPSocketOptions())
+    public static func bindGroup(
+        _ endpoint: IPEndpoint,
+        count: Int,
+        options: UDPSocketOptions = UDPSocketOptions()
+    )
         throws(BindError) -> [UDPListenerSocket]
     {
         let first = try bind(endpoint, options: options, reusePort: false)
@@ -85,19 +92,30 @@ public final class UDPListenerSocket: Sendable {
         return group
     }
 
-    static func bind(_ endpoint: IPEndpoint, options: UDPSocketOptions, reusePort: Bool)
+    static func bind(
+        _ endpoint: IPEndpoint,
+        options: UDPSocketOptions,
+        reusePort: Bool
+    )
         throws(BindError) -> UDPListenerSocket
     {
         let context = "udp \(endpoint)"
         do {
-            let socket = try SocketDescriptor.open(family: endpoint.family, type: CInt(SOCK_DGRAM.rawValue),
-                                                   context: context)
+            let socket = try SocketDescriptor.open(
+                family: endpoint.family,
+                type: CInt(SOCK_DGRAM.rawValue),
+                context: context
+            )
             if reusePort {
                 try socket.setOption(level: SOL_SOCKET, name: SO_REUSEPORT, value: 1, "SO_REUSEPORT \(context)")
             }
             if endpoint.family == .ipv6 {
-                try socket.setOption(level: CInt(IPPROTO_IPV6), name: IPV6_V6ONLY, value: 1,
-                                     "IPV6_V6ONLY \(context)")
+                try socket.setOption(
+                    level: CInt(IPPROTO_IPV6),
+                    name: IPV6_V6ONLY,
+                    value: 1,
+                    "IPV6_V6ONLY \(context)"
+                )
             }
             try applyCommon(options, to: socket, family: endpoint.family, context: context)
             let replySource = enableDestinationInfo(on: socket, for: endpoint, options: options, context: context)
@@ -118,8 +136,12 @@ public final class UDPListenerSocket: Sendable {
     /// IP_RECVDSTADDR with IP_SENDSRCADDR for IPv4, IPV6_RECVPKTINFO for IPv6): probed on a throwaway unbound
     /// socket. Where it cannot, a wildcard service is served per address instead.
     public static func destinationInfoIsAvailable(for family: IPFamily) -> Bool {
-        guard let socket = try? SocketDescriptor.open(family: family, type: CInt(SOCK_DGRAM.rawValue),
-                                                      context: "pktinfo probe")
+        guard
+            let socket = try? SocketDescriptor.open(
+                family: family,
+                type: CInt(SOCK_DGRAM.rawValue),
+                context: "pktinfo probe"
+            )
         else { return true }  // the family itself is missing; the bind will say so
         defer { socket.close() }
         let any = IPEndpoint.wildcard(family, port: 0)
@@ -136,7 +158,9 @@ public final class UDPListenerSocket: Sendable {
         if options.freebind {
             let name = family == .ipv4 ? cudpd_ip_freebind : cudpd_ipv6_freebind
             let level = family == .ipv4 ? CInt(IPPROTO_IP) : CInt(IPPROTO_IPV6)
-            guard name != 0 else { throw SystemCallError(call: "setsockopt(FREEBIND)", errno: ENOPROTOOPT, context: context) }
+            guard name != 0 else {
+                throw SystemCallError(call: "setsockopt(FREEBIND)", errno: ENOPROTOOPT, context: context)
+            }
             try socket.setOption(level: level, name: name, value: 1, "FREEBIND \(context)")
         }
         if let device = options.device {
@@ -164,21 +188,34 @@ public final class UDPListenerSocket: Sendable {
         switch endpoint.family {
         case .ipv4:
             if cudpd_ip_pktinfo != 0,
-                (try? socket.setOption(level: CInt(IPPROTO_IP), name: cudpd_ip_pktinfo, value: 1,
-                                       "IP_PKTINFO \(context)")) != nil
+                (try? socket.setOption(
+                    level: CInt(IPPROTO_IP),
+                    name: cudpd_ip_pktinfo,
+                    value: 1,
+                    "IP_PKTINFO \(context)"
+                )) != nil
             {
                 return .pktinfo
             }
             if cudpd_ip_recvdstaddr != 0 && cudpd_ip_sendsrcaddr != 0,
-                (try? socket.setOption(level: CInt(IPPROTO_IP), name: cudpd_ip_recvdstaddr, value: 1,
-                                       "IP_RECVDSTADDR \(context)")) != nil
+                (try? socket.setOption(
+                    level: CInt(IPPROTO_IP),
+                    name: cudpd_ip_recvdstaddr,
+                    value: 1,
+                    "IP_RECVDSTADDR \(context)"
+                )) != nil
             {
                 return .recvdstaddr
             }
             return .kernel
         case .ipv6:
-            let enabled = (try? socket.setOption(level: CInt(IPPROTO_IPV6), name: cudpd_ipv6_recvpktinfo, value: 1,
-                                                 "IPV6_RECVPKTINFO \(context)")) != nil
+            let enabled =
+                (try? socket.setOption(
+                    level: CInt(IPPROTO_IPV6),
+                    name: cudpd_ipv6_recvpktinfo,
+                    value: 1,
+                    "IPV6_RECVPKTINFO \(context)"
+                )) != nil
             return enabled ? .pktinfo : .kernel
         }
     }

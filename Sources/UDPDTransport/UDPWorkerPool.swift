@@ -1,3 +1,4 @@
+import CUDPD
 import Synchronization
 
 /// The threads that serve every UDP listener socket of the daemon.
@@ -118,8 +119,6 @@ public enum SystemInfo {
         Int(sysconf(Int32(_SC_NPROCESSORS_ONLN)))
     }
 }
-
-import CUDPD
 
 #if canImport(Glibc)
 import Glibc

@@ -27,19 +27,26 @@ final class WorkerThread: @unchecked Sendable {
     /// Starts `body` on a new thread named `name` (names are cut to the 15 bytes Linux keeps).
     init(name: String, body: @escaping @Sendable () -> Void) throws(SystemCallError) {
         let threadName = String(name.utf8.prefix(15)) ?? "udpd-worker"
-        let box = Unmanaged.passRetained(Box {
-            _ = threadName.withCString { cudpd_pthread_setname($0) }
-            body()
-        }).toOpaque()
-        let result = pthread_create(&handle, nil, { argument in
-            #if canImport(Darwin)
-            let box = Unmanaged<Box>.fromOpaque(argument).takeRetainedValue()
-            #else
-            let box = Unmanaged<Box>.fromOpaque(argument!).takeRetainedValue()
-            #endif
-            box.body()
-            return nil
-        }, box)
+        let box = Unmanaged.passRetained(
+            Box {
+                _ = threadName.withCString { cudpd_pthread_setname($0) }
+                body()
+            }
+        ).toOpaque()
+        let result = pthread_create(
+            &handle,
+            nil,
+            { argument in
+                #if canImport(Darwin)
+                let box = Unmanaged<Box>.fromOpaque(argument).takeRetainedValue()
+                #else
+                let box = Unmanaged<Box>.fromOpaque(argument!).takeRetainedValue()
+                #endif
+                box.body()
+                return nil
+            },
+            box
+        )
         guard result == 0 else {
             Unmanaged<Box>.fromOpaque(box).release()
             throw SystemCallError(call: "pthread_create", errno: result, context: name)

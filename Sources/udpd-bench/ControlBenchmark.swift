@@ -49,8 +49,12 @@ struct ControlBenchmark: ParsableCommand {
         var report = ControlReport(services: services)
         report.checkMilliseconds = try median((0..<3).map { _ in try timeCheck(configPath) })
 
-        let daemon = try DaemonUnderTest(udpd: udpd, config: configPath, socket: socket,
-                                         log: directory.file("udpd.log"))
+        let daemon = try DaemonUnderTest(
+            udpd: udpd,
+            config: configPath,
+            socket: socket,
+            log: directory.file("udpd.log")
+        )
         defer { daemon.stop() }
         report.startToReadyMilliseconds = try daemon.waitUntilReady(expectingServices: services)
 
@@ -59,8 +63,12 @@ struct ControlBenchmark: ParsableCommand {
         var statusTimes: [Double] = []
         var decodeTimes: [Double] = []
         for _ in 0..<statusRequests {
-            let (milliseconds, line) = try timed { try rawControlRequest(#"{"version":1,"command":"status"}"#,
-                                                                         socket: socket) }
+            let (milliseconds, line) = try timed {
+                try rawControlRequest(
+                    #"{"version":1,"command":"status"}"#,
+                    socket: socket
+                )
+            }
             let (decodeMilliseconds, response) = try timed { try ControlProtocol.decodeResponse(line) }
             guard response.status?.services.count == services else { throw BenchmarkError("status: \(response)") }
             statusTimes.append(milliseconds)
@@ -75,8 +83,13 @@ struct ControlBenchmark: ParsableCommand {
             var moved = Array(ports[0..<services])
             if index % 2 == 0 { moved[changed] = spare }
             try writeConfiguration(configPath, socket: socket, ports: moved)
-            let (milliseconds, response) = try timed { try ControlClient.send(ControlRequest(command: .reload),
-                                                                              to: socket, timeout: .seconds(30)) }
+            let (milliseconds, response) = try timed {
+                try ControlClient.send(
+                    ControlRequest(command: .reload),
+                    to: socket,
+                    timeout: .seconds(30)
+                )
+            }
             guard response.ok else { throw BenchmarkError("reload was refused: \(response)") }
             reloadTimes.append(milliseconds)
         }
@@ -91,8 +104,12 @@ struct ControlBenchmark: ParsableCommand {
         let smallConfig = directory.file("one.yaml")
         let smallSocket = directory.file("one.sock")
         try writeConfiguration(smallConfig, socket: smallSocket, ports: [ports[0]])
-        let idle = try DaemonUnderTest(udpd: udpd, config: smallConfig, socket: smallSocket,
-                                       log: directory.file("one.log"))
+        let idle = try DaemonUnderTest(
+            udpd: udpd,
+            config: smallConfig,
+            socket: smallSocket,
+            log: directory.file("one.log")
+        )
         defer { idle.stop() }
         _ = try idle.waitUntilReady(expectingServices: 1)
         usleep(500_000)
@@ -178,7 +195,9 @@ func rawControlRequest(_ request: String, socket path: String) throws -> [UInt8]
     let bytes = Array((request + "\n").utf8)
     var written = 0
     while written < bytes.count {
-        written += try systemCall("write") { bytes.withUnsafeBytes { write(fd, $0.baseAddress! + written, $0.count - written) } }
+        written += try systemCall("write") {
+            bytes.withUnsafeBytes { write(fd, $0.baseAddress! + written, $0.count - written) }
+        }
     }
     var answer: [UInt8] = []
     answer.reserveCapacity(1 << 20)

@@ -34,9 +34,12 @@ final class DaemonUnderTest {
                 let log = (try? String(contentsOfFile: logPath, encoding: .utf8)) ?? ""
                 throw BenchmarkError("udpd exited with \(process.terminationStatus) before it was ready: \(log)")
             }
-            if let response = try? ControlClient.send(ControlRequest(command: .status), to: socket,
-                                                      timeout: .seconds(5)),
-               let status = response.status
+            if let response = try? ControlClient.send(
+                ControlRequest(command: .status),
+                to: socket,
+                timeout: .seconds(5)
+            ),
+                let status = response.status
             {
                 guard status.services.count == expectingServices else {
                     throw BenchmarkError("udpd reports \(status.services.count) services, not \(expectingServices)")

@@ -87,9 +87,13 @@ struct LoadCommand: ParsableCommand {
         for index in 0..<threads {
             let mySockets = sockets / threads + (index < sockets % threads ? 1 : 0)
             let plan = LoadPlan(
-                target: targetEndpoint, source: source, sockets: mySockets,
-                windowPerSocket: max(1, window / sockets), payload: payload,
-                measureStart: measureStart, measureEnd: measureEnd,
+                target: targetEndpoint,
+                source: source,
+                sockets: mySockets,
+                windowPerSocket: max(1, window / sockets),
+                payload: payload,
+                measureStart: measureStart,
+                measureEnd: measureEnd,
                 drainNanoseconds: UInt64(timeoutMilliseconds) * 1_000_000,
                 requestTimeoutNanoseconds: UInt64(timeoutMilliseconds) * 1_000_000,
                 maximumRequests: maxRequests / UInt64(threads)
@@ -121,21 +125,33 @@ struct LoadCommand: ParsableCommand {
         let (tally, failures) = results.take()
         guard failures.isEmpty else { throw BenchmarkError(failures.joined(separator: "; ")) }
         let seconds = Double(measureEnd - measureStart) / 1e9
-        var report = LoadReport(label: label, round: round, target: target, threads: threads, sockets: sockets,
-                                window: window, payload: payload, durationSeconds: seconds, tally: tally)
+        var report = LoadReport(
+            label: label,
+            round: round,
+            target: target,
+            threads: threads,
+            sockets: sockets,
+            window: window,
+            payload: payload,
+            durationSeconds: seconds,
+            tally: tally
+        )
         if let before = cpuBefore, let after = cpuAfter {
             report.serverCPUSeconds = after - before
-            report.serverCPUSecondsPerMillion = tally.completed > 0
+            report.serverCPUSecondsPerMillion =
+                tally.completed > 0
                 ? (after - before) / Double(tally.completed) * 1e6 : nil
         }
-        report.clientCPUSecondsPerMillion = tally.completed > 0
+        report.clientCPUSecondsPerMillion =
+            tally.completed > 0
             ? (clientAfter - clientBefore) / Double(tally.completed) * 1e6 : nil
         if let before = mallocBefore, let after = mallocAfter, tally.sent > 0 {
             report.allocations = after &- before
             report.allocationsPerRequest = Double(after &- before) / Double(tally.sent)
         }
         print(try report.jsonLine())
-        var summary = "bench: round \(round) \(label): \(format(report.requestsPerSecond, 0)) req/s, "
+        var summary =
+            "bench: round \(round) \(label): \(format(report.requestsPerSecond, 0)) req/s, "
             + "p50/p99/p99.9 \(format(report.p50Microseconds, 0))/\(format(report.p99Microseconds, 0))/"
             + "\(format(report.p999Microseconds, 0)) us, lost \(report.lost), wrong source \(report.wrongSource)"
         if let cpu = report.serverCPUSecondsPerMillion { summary += ", server \(format(cpu, 2)) CPU s per 1M" }

@@ -29,9 +29,17 @@ struct LoadReport: Codable {
     var allocations: UInt64?
     var allocationsPerRequest: Double?
 
-    init(label: String, round: Int, target: String, threads: Int, sockets: Int, window: Int, payload: Int,
-         durationSeconds: Double, tally: LoadTally)
-    {
+    init(
+        label: String,
+        round: Int,
+        target: String,
+        threads: Int,
+        sockets: Int,
+        window: Int,
+        payload: Int,
+        durationSeconds: Double,
+        tally: LoadTally
+    ) {
         self.label = label
         self.round = round
         self.target = target

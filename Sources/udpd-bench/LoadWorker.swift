@@ -138,8 +138,10 @@ final class LoadWorker {
         receiveHeaders.initialize(repeating: cudpd_mmsghdr(), count: Self.batch)
         sendHeaders.initialize(repeating: cudpd_mmsghdr(), count: Self.batch)
         for index in 0..<Self.batch {
-            receiveVectors[index] = iovec(iov_base: receiveBuffers + index * Self.receiveBufferSize,
-                                          iov_len: Self.receiveBufferSize)
+            receiveVectors[index] = iovec(
+                iov_base: receiveBuffers + index * Self.receiveBufferSize,
+                iov_len: Self.receiveBufferSize
+            )
             receiveHeaders[index].msg_hdr.msg_iov = receiveVectors + index
             receiveHeaders[index].msg_hdr.msg_iovlen = 1
             sendVectors[index] = iovec(iov_base: sendBuffers + index * plan.payload, iov_len: plan.payload)
@@ -319,9 +321,17 @@ final class LoadWorker {
     /// Counts and discards everything that reached a catcher: replies from a source the client did not connect to.
     private func drainCatcher(_ index: Int) {
         var buffer = (UInt64(0), UInt64(0), UInt64(0), UInt64(0))
-        while withUnsafeMutableBytes(of: &buffer, { recv(catchers[index].rawValue, $0.baseAddress, $0.count,
-                                                          cudpd_msg_dontwait) }) >= 0
-        {
+        while withUnsafeMutableBytes(
+            of: &buffer,
+            {
+                recv(
+                    catchers[index].rawValue,
+                    $0.baseAddress,
+                    $0.count,
+                    cudpd_msg_dontwait
+                )
+            }
+        ) >= 0 {
             tally.wrongSource &+= 1
         }
     }

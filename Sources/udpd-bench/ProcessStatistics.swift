@@ -35,7 +35,7 @@ enum ProcessStatistics {
                 String(decoding: raw.prefix { $0 != 0 }, as: UTF8.self)
             }
             guard let tid = Int32(name),
-                  let text = readSmallFile("/proc/\(pid)/task/\(tid)/children")
+                let text = readSmallFile("/proc/\(pid)/task/\(tid)/children")
             else { continue }
             result += text.split(separator: " ").compactMap { Int32($0.trimmingWhitespace) }
         }

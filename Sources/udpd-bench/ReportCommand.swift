@@ -32,22 +32,29 @@ struct ReportCommand: ParsableCommand {
         }
         var labels: [String] = []
         for load in loads where !labels.contains(load.label) { labels.append(load.label) }
-        let summaries = Dictionary(uniqueKeysWithValues: labels.map { label in
-            (label, Summary(loads.filter { $0.label == label }))
-        })
+        let summaries = Dictionary(
+            uniqueKeysWithValues: labels.map { label in
+                (label, Summary(loads.filter { $0.label == label }))
+            }
+        )
         printLoadTable(labels: labels, summaries: summaries)
         printTargets(summaries: summaries, pairs: PairedRounds(loads), control: control, idle: idle)
     }
 
     private func printLoadTable(labels: [String], summaries: [String: Summary]) {
-        print("| measurement | rounds | requests/s | server CPU s per 1M requests | p50 µs | p99 µs | p99.9 µs "
-            + "| lost | wrong source | allocations per request |")
+        print(
+            "| measurement | rounds | requests/s | server CPU s per 1M requests | p50 µs | p99 µs | p99.9 µs "
+                + "| lost | wrong source | allocations per request |"
+        )
         print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
         for label in labels {
             let s = summaries[label]!
-            print("| \(label) | \(s.rounds) | \(format(s.requestsPerSecond, 0)) | \(format(s.cpuPerMillion, 2)) "
-                + "| \(format(s.p50, 0)) | \(format(s.p99, 0)) | \(format(s.p999, 0)) | \(s.lost) | \(s.wrongSource) "
-                + "| \(s.allocationsPerRequest.map { format($0, 3) } ?? "") |")
+            print(
+                "| \(label) | \(s.rounds) | \(format(s.requestsPerSecond, 0)) | \(format(s.cpuPerMillion, 2)) "
+                    + "| \(format(s.p50, 0)) | \(format(s.p99, 0)) | \(format(s.p999, 0)) | \(s.lost) "
+                    + "| \(s.wrongSource) "
+                    + "| \(s.allocationsPerRequest.map { format($0, 3) } ?? "") |"
+            )
         }
         print("")
     }
@@ -55,47 +62,94 @@ struct ReportCommand: ParsableCommand {
     /// The ratios are medians of per-round ratios: the two sides of a ratio ran back to back, so a machine whose
     /// load drifts between rounds (a shared one) moves both alike.
     private func printTargets(
-        summaries: [String: Summary], pairs: PairedRounds, control: ControlReport?, idle: IdleConnectionsReport?
+        summaries: [String: Summary],
+        pairs: PairedRounds,
+        control: ControlReport?,
+        idle: IdleConnectionsReport?
     ) {
-        print("Ratios are medians over rounds of the ratio within each round; \"nginx best\" is, in each round, the "
-            + "nginx configuration with the most requests/s.")
+        print(
+            "Ratios are medians over rounds of the ratio within each round; \"nginx best\" is, in each round, the "
+                + "nginx configuration with the most requests/s."
+        )
         print("")
         print("| target | measured | goal | verdict |")
         print("|---|---:|---:|---|")
-        row("udpd echo / C reference, requests/s", pairs.ratio("udpd-echo", "ref-echo", \.requestsPerSecond),
-            goal: 0.9, atLeast: true)
-        row("udpd echo / C reference, CPU per request",
-            pairs.ratio("udpd-echo", "ref-echo", { $0.serverCPUSecondsPerMillion }), goal: 1.15, atLeast: false)
-        row("udpd forward / nginx best, requests/s", pairs.ratio("udpd-forward", "nginx", \.requestsPerSecond),
-            goal: 2, atLeast: true)
-        row("udpd forward / nginx best, CPU per request",
-            pairs.ratio("udpd-forward", "nginx", { $0.serverCPUSecondsPerMillion }), goal: 0.5, atLeast: false)
-        row("udpd forward / nginx best, p99", pairs.ratio("udpd-forward", "nginx", \.p99Microseconds),
-            goal: 1, atLeast: false)
+        row(
+            "udpd echo / C reference, requests/s",
+            pairs.ratio("udpd-echo", "ref-echo", \.requestsPerSecond),
+            goal: 0.9,
+            atLeast: true
+        )
+        row(
+            "udpd echo / C reference, CPU per request",
+            pairs.ratio("udpd-echo", "ref-echo", { $0.serverCPUSecondsPerMillion }),
+            goal: 1.15,
+            atLeast: false
+        )
+        row(
+            "udpd forward / nginx best, requests/s",
+            pairs.ratio("udpd-forward", "nginx", \.requestsPerSecond),
+            goal: 2,
+            atLeast: true
+        )
+        row(
+            "udpd forward / nginx best, CPU per request",
+            pairs.ratio("udpd-forward", "nginx", { $0.serverCPUSecondsPerMillion }),
+            goal: 0.5,
+            atLeast: false
+        )
+        row(
+            "udpd forward / nginx best, p99",
+            pairs.ratio("udpd-forward", "nginx", \.p99Microseconds),
+            goal: 1,
+            atLeast: false
+        )
         let udpdRuns = summaries.filter { $0.key.hasPrefix("udpd") }.values
         let failures = udpdRuns.isEmpty ? nil : Double(udpdRuns.reduce(0) { $0 + $1.lost + $1.wrongSource })
         row("udpd lost + wrong-source replies", failures, goal: 0, atLeast: false, digits: 0)
-        row("heap allocations per echoed datagram", summaries["alloc-udpd-echo"]?.allocationsPerRequest,
-            goal: 0, atLeast: false, digits: 3)
-        row("heap allocations per forwarded request", summaries["alloc-udpd-forward"]?.allocationsPerRequest,
-            goal: 0, atLeast: false, digits: 3)
+        row(
+            "heap allocations per echoed datagram",
+            summaries["alloc-udpd-echo"]?.allocationsPerRequest,
+            goal: 0,
+            atLeast: false,
+            digits: 3
+        )
+        row(
+            "heap allocations per forwarded request",
+            summaries["alloc-udpd-forward"]?.allocationsPerRequest,
+            goal: 0,
+            atLeast: false,
+            digits: 3
+        )
         row("idle RSS, MiB", control?.idleResidentKiB.map { Double($0) / 1024 }, goal: 16, atLeast: false)
         row("1,000 services: start to ready, ms", control?.startToReadyMilliseconds, goal: 100, atLeast: false)
-        row("1,000 services: one-change reload, ms", control?.reloadOneChangeMedianMilliseconds, goal: 20,
-            atLeast: false)
+        row(
+            "1,000 services: one-change reload, ms",
+            control?.reloadOneChangeMedianMilliseconds,
+            goal: 20,
+            atLeast: false
+        )
         row("1,000 services: status, ms", control?.statusMedianMilliseconds, goal: 5, atLeast: false)
         if let idle {
-            row("\(idle.connections) idle TCP connections: extra RSS, MiB", idle.extraMiB,
-                goal: 64 * Double(idle.connections) / 10_000, atLeast: false, digits: 1)
+            row(
+                "\(idle.connections) idle TCP connections: extra RSS, MiB",
+                idle.extraMiB,
+                goal: 64 * Double(idle.connections) / 10_000,
+                atLeast: false,
+                digits: 1
+            )
         }
         if let control {
             print("")
-            print("Control details: `udpd --check` of 1,000 services \(format(control.checkMilliseconds, 1)) ms "
-                + "(process start included); reload max \(format(control.reloadOneChangeMaxMilliseconds, 1)) ms; "
-                + "status max \(format(control.statusMaxMilliseconds, 1)) ms (answer read, not decoded; a client's "
-                + "JSONDecoder then takes \(format(control.statusDecodeMedianMilliseconds, 1)) ms); RSS with 1,000 services "
-                + "\(control.residentKiBWithAllServices.map { format(Double($0) / 1024, 1) } ?? "n/a") MiB in "
-                + "\(control.threadsWithAllServices.map(String.init) ?? "n/a") threads.")
+            print(
+                "Control details: `udpd --check` of 1,000 services \(format(control.checkMilliseconds, 1)) ms "
+                    + "(process start included); reload max \(format(control.reloadOneChangeMaxMilliseconds, 1)) ms; "
+                    + "status max \(format(control.statusMaxMilliseconds, 1)) ms (answer read, not decoded; a client's "
+                    + "JSONDecoder then takes \(format(control.statusDecodeMedianMilliseconds, 1)) ms); "
+                    + "RSS with 1,000 services "
+                    + "\(control.residentKiBWithAllServices.map { format(Double($0) / 1024, 1) } ?? "n/a") MiB in "
+                    + "\(control.threadsWithAllServices.map(String.init) ?? "n/a") threads."
+            )
         }
     }
 
@@ -130,7 +184,7 @@ struct PairedRounds {
         var ratios: [Double] = []
         for (round, load) in top {
             guard let bottom = denominator == "nginx" ? bestNginx(round: round) : byLabel[denominator]?[round],
-                  let a = value(load), let b = value(bottom), b > 0
+                let a = value(load), let b = value(bottom), b > 0
             else { continue }
             ratios.append(a / b)
         }

@@ -1,15 +1,5 @@
 import ArgumentParser
 import Dispatch
-#if canImport(FoundationEssentials)
-import FoundationEssentials
-#else
-import Foundation
-#endif
-#if canImport(Glibc)
-import Glibc
-#elseif canImport(Darwin)
-import Darwin
-#endif
 import Logging
 import NIOPosix
 import ServiceLifecycle
@@ -20,13 +10,25 @@ import UDPDSupervisor
 import UDPDTransport
 import UnixSignals
 
+#if canImport(FoundationEssentials)
+import FoundationEssentials
+#else
+import Foundation
+#endif
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
+
 /// `udpd`: the command line of the daemon. Everything it does lives in UDPDSupervisor; this file only parses
 /// arguments, sets up logging and maps outcomes to exit codes.
 @main
 struct UDPD: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "udpd",
-        abstract: "Serve the UDP and TCP services of a YAML file, answering every datagram from the address it was sent to.",
+        abstract:
+            "Serve the UDP and TCP services of a YAML file, answering every datagram from the address it was sent to.",
         discussion: """
             udpd runs in the foreground and logs to standard error. SIGHUP (or `udpctl reload`) reloads the \
             configuration: the whole file is validated and every new socket bound before anything changes, \
@@ -45,15 +47,25 @@ struct UDPD: ParsableCommand {
         version: Supervisor.version
     )
 
-    @Option(name: [.customShort("c"), .customLong("config")], help: ArgumentHelp(
-        "The YAML configuration file.", valueName: "file"))
+    @Option(
+        name: [.customShort("c"), .customLong("config")],
+        help: ArgumentHelp(
+            "The YAML configuration file.",
+            valueName: "file"
+        )
+    )
     var config: String
 
     @Flag(name: .long, help: "Validate the configuration (syntax, schema, conflicts), bind nothing, and exit.")
     var check = false
 
-    @Option(name: .long, help: ArgumentHelp(
-        "The control socket's path, overriding control.socket.", valueName: "path"))
+    @Option(
+        name: .long,
+        help: ArgumentHelp(
+            "The control socket's path, overriding control.socket.",
+            valueName: "path"
+        )
+    )
     var controlSocket: String?
 
     /// Runs the daemon on the cooperative pool while the main thread waits, alive.
@@ -148,7 +160,11 @@ struct UDPD: ParsableCommand {
         if let metrics = configuration.metrics {
             do {
                 metricsServer = try await MetricsHTTPServer.bind(
-                    host: metrics.listen.host, port: Int(metrics.listen.port), group: group, logger: logger)
+                    host: metrics.listen.host,
+                    port: Int(metrics.listen.port),
+                    group: group,
+                    logger: logger
+                )
             } catch {
                 printError("udpd: metrics endpoint \(metrics.listen): \(error)")
                 await supervisor.stopAll(grace: .zero)
@@ -159,8 +175,12 @@ struct UDPD: ParsableCommand {
         let socketPath = controlSocket ?? configuration.control.socket ?? ControlSocketPath.defaultPath()
         let controlServer: ControlServer
         do {
-            controlServer = try await ControlServer.bind(path: socketPath, mode: configuration.control.mode ?? 0o600,
-                                                         group: group, logger: logger)
+            controlServer = try await ControlServer.bind(
+                path: socketPath,
+                mode: configuration.control.mode ?? 0o600,
+                group: group,
+                logger: logger
+            )
         } catch {
             printError("udpd: control socket \(socketPath): \(error)")
             await supervisor.stopAll(grace: .zero)
@@ -170,10 +190,13 @@ struct UDPD: ParsableCommand {
         if let privilegeTarget {
             do throws(PrivilegeError) {
                 await supervisor.bindOn(try PrivilegedBinder.drop(to: privilegeTarget))
-                logger.notice("dropped privileges", metadata: [
-                    "user": "\(configuration.user ?? "-")", "uid": "\(getuid())", "gid": "\(getgid())",
-                    "kept": "CAP_NET_BIND_SERVICE on the binder thread",
-                ])
+                logger.notice(
+                    "dropped privileges",
+                    metadata: [
+                        "user": "\(configuration.user ?? "-")", "uid": "\(getuid())", "gid": "\(getgid())",
+                        "kept": "CAP_NET_BIND_SERVICE on the binder thread",
+                    ]
+                )
             } catch {
                 printError("udpd: \(error)")
                 await supervisor.stopAll(grace: .zero)
@@ -181,13 +204,22 @@ struct UDPD: ParsableCommand {
             }
         }
 
-        let daemon = Daemon(supervisor: supervisor, controlServer: controlServer, metricsServer: metricsServer,
-                            hangups: hangups, notifier: SystemdNotifier(), logLevel: logLevel, logger: logger)
-        let serviceGroup = ServiceGroup(configuration: ServiceGroupConfiguration(
-            services: [ServiceGroupConfiguration.ServiceConfiguration(service: daemon)],
-            gracefulShutdownSignals: [.sigterm, .sigint],
+        let daemon = Daemon(
+            supervisor: supervisor,
+            controlServer: controlServer,
+            metricsServer: metricsServer,
+            hangups: hangups,
+            notifier: SystemdNotifier(),
+            logLevel: logLevel,
             logger: logger
-        ))
+        )
+        let serviceGroup = ServiceGroup(
+            configuration: ServiceGroupConfiguration(
+                services: [ServiceGroupConfiguration.ServiceConfiguration(service: daemon)],
+                gracefulShutdownSignals: [.sigterm, .sigint],
+                logger: logger
+            )
+        )
         try await serviceGroup.run()
     }
 }

@@ -118,7 +118,7 @@ import Testing
     @Test func allowPrefixWithHostBits() {
         #expect(
             errorLines(service("allow: [10.0.0.1/8]")) == [
-                "t.yaml:5:13: error: '10.0.0.1/8' has bits set beyond the prefix length; did you mean '10.0.0.0/8'?",
+                "t.yaml:5:13: error: '10.0.0.1/8' has bits set beyond the prefix length; did you mean '10.0.0.0/8'?"
             ]
         )
     }
@@ -126,7 +126,7 @@ import Testing
     @Test func denyMalformedPrefix() {
         #expect(
             errorLines(service("deny: [2001:db8::/129]")) == [
-                "t.yaml:5:12: error: '2001:db8::/129' is not an address prefix such as 10.0.0.0/8 or 2001:db8::/32",
+                "t.yaml:5:12: error: '2001:db8::/129' is not an address prefix such as 10.0.0.0/8 or 2001:db8::/32"
             ]
         )
     }

@@ -198,7 +198,7 @@ import Testing
     @Test func timeoutOnDiscardNamesBothHandlers() {
         #expect(
             errorLines(service("timeout: 30s", handler: "discard")) == [
-                "t.yaml:5:5: error: 'timeout' is only valid for handlers 'forward' and 'exec'",
+                "t.yaml:5:5: error: 'timeout' is only valid for handlers 'forward' and 'exec'"
             ]
         )
     }
@@ -282,20 +282,26 @@ import Testing
     }
 
     @Test func perAddressBindIsAccepted() throws {
-        let configuration = try ConfigurationLoader.parse(text: service("bind: per-address\ninterfaces: [eth0]"),
-                                                          file: "t.yaml")
+        let configuration = try ConfigurationLoader.parse(
+            text: service("bind: per-address\ninterfaces: [eth0]"),
+            file: "t.yaml"
+        )
         #expect(configuration.services.first?.bind == .perAddress)
         #expect(configuration.services.first?.interfaces == ["eth0"])
     }
 
     @Test func explicitAddressesKeepTheirPositions() throws {
-        let configuration = try ConfigurationLoader.parse(text: service("bind: [127.0.0.1, \"::1\"]\nfreebind: true"),
-                                                          file: "t.yaml")
+        let configuration = try ConfigurationLoader.parse(
+            text: service("bind: [127.0.0.1, \"::1\"]\nfreebind: true"),
+            file: "t.yaml"
+        )
         guard case .addresses(let addresses) = configuration.services.first?.bind else {
             Issue.record("bind is not a list of addresses")
             return
         }
-        #expect(addresses.map(\.position) == [SourcePosition(line: 5, column: 12), SourcePosition(line: 5, column: 23)])
+        #expect(
+            addresses.map(\.position) == [SourcePosition(line: 5, column: 12), SourcePosition(line: 5, column: 23)]
+        )
         #expect(addresses[0] == BindAddress(text: "127.0.0.1", family: .ipv4), "== ignores the position")
         #expect(configuration.services.first?.freebind == true)
     }
@@ -322,7 +328,7 @@ import Testing
     @Test func duplicateKeyInANestedMapping() {
         #expect(
             errorLines(service("rate-limit: {per-source: 1/s, per-source: 2/s}")) == [
-                "t.yaml:5:35: error: duplicate key 'per-source' (first at 5:18)",
+                "t.yaml:5:35: error: duplicate key 'per-source' (first at 5:18)"
             ]
         )
     }

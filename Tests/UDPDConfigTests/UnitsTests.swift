@@ -34,7 +34,7 @@ import Testing
         let yaml = service("upstream: 127.0.0.1:88\ntimeout: 30", handler: "forward")
         #expect(
             errorLines(yaml) == [
-                "t.yaml:6:14: error: 'timeout' must be a positive duration such as 500ms, 30s, 2m or 1h, found '30'",
+                "t.yaml:6:14: error: 'timeout' must be a positive duration such as 500ms, 30s, 2m or 1h, found '30'"
             ]
         )
     }
@@ -42,7 +42,7 @@ import Testing
     @Test func sizeWithDecimalUnitIsAnError() {
         #expect(
             errorLines(service("max-datagram: 64KB")) == [
-                "t.yaml:5:19: error: 'max-datagram' must be a positive size such as 512, 64KiB or 1MiB, found '64KB'",
+                "t.yaml:5:19: error: 'max-datagram' must be a positive size such as 512, 64KiB or 1MiB, found '64KB'"
             ]
         )
     }
@@ -50,7 +50,7 @@ import Testing
     @Test func workersMustBePositive() {
         #expect(
             errorLines(service("workers: 0")) == [
-                "t.yaml:5:14: error: 'workers' must be a positive integer, found '0'",
+                "t.yaml:5:14: error: 'workers' must be a positive integer, found '0'"
             ]
         )
     }
@@ -58,7 +58,7 @@ import Testing
     @Test func framingOnAServiceWithoutTCP() {
         #expect(
             errorLines(service("framing: krb5")) == [
-                "t.yaml:5:5: error: 'framing' applies only to TCP, and this service has no 'tcp' ports",
+                "t.yaml:5:5: error: 'framing' applies only to TCP, and this service has no 'tcp' ports"
             ]
         )
     }
@@ -67,7 +67,7 @@ import Testing
         // An exec program owns its connection's socket, so udpd could not check its frames.
         #expect(
             errorLines(service("command: [/bin/cat]\nframing: krb5", handler: "exec", ports: "tcp: 88")) == [
-                "t.yaml:6:5: error: 'framing' is only valid for handlers 'echo', 'discard' and 'forward'",
+                "t.yaml:6:5: error: 'framing' is only valid for handlers 'echo', 'discard' and 'forward'"
             ]
         )
     }
@@ -75,7 +75,7 @@ import Testing
     @Test func unknownFraming() {
         #expect(
             errorLines(service("framing: xdr", ports: "tcp: 88")) == [
-                "t.yaml:5:14: error: unknown framing 'xdr' (expected one of: krb5)",
+                "t.yaml:5:14: error: unknown framing 'xdr' (expected one of: krb5)"
             ]
         )
     }
@@ -83,7 +83,7 @@ import Testing
     @Test func workersOnAServiceWithoutUDP() {
         #expect(
             errorLines(service("workers: 2", ports: "tcp: 7")) == [
-                "t.yaml:5:5: error: 'workers' applies only to UDP, and this service has no 'udp' ports",
+                "t.yaml:5:5: error: 'workers' applies only to UDP, and this service has no 'udp' ports"
             ]
         )
     }

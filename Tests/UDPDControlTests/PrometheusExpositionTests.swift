@@ -1,5 +1,6 @@
 import Testing
 import UDPDControl
+
 import enum UDPDTestSupport.PrometheusText
 
 /// ``sampleReport`` with per-listener counters, reload counts, and the forward/exec gauges of a later handler.
@@ -7,10 +8,21 @@ private var detailedReport: StatusReport {
     var report = sampleReport
     report.reloads = ReloadCounts(applied: 2, rejected: 1)
     report.services[0].listeners[0].counters = ServiceCounters(
-        rxPackets: 100, txPackets: 99, rxBytes: 8000, txBytes: 7920, dropped: 1, drops: ["reflection": 1]
+        rxPackets: 100,
+        txPackets: 99,
+        rxBytes: 8000,
+        txBytes: 7920,
+        dropped: 1,
+        drops: ["reflection": 1]
     )
     report.services[0].listeners[2].counters = ServiceCounters(
-        rxPackets: 20, txPackets: 19, rxBytes: 1600, txBytes: 1520, tcpAccepted: 5, tcpActive: 1, tcpClosed: 4
+        rxPackets: 20,
+        txPackets: 19,
+        rxBytes: 1600,
+        txBytes: 1520,
+        tcpAccepted: 5,
+        tcpActive: 1,
+        tcpClosed: 4
     )
     report.services.append(
         ServiceStatus(name: "kdc", handler: "forward", listeners: [], counters: ServiceCounters(), forwardSessions: 3)
@@ -42,14 +54,18 @@ struct PrometheusExpositionTests {
         #expect(exposition.value("udpd_listener_received_packets_total", udp) == 100)
         #expect(exposition.value("udpd_listener_sent_bytes_total", udp) == 7920)
         #expect(exposition.value("udpd_listener_received_bytes_total", tcp) == 1600)
-        #expect(exposition.value("udpd_listener_dropped_total", udp.merging(["reason": "reflection"]) { a, _ in a })
-            == 1)
+        #expect(
+            exposition.value("udpd_listener_dropped_total", udp.merging(["reason": "reflection"]) { a, _ in a })
+                == 1
+        )
         #expect(exposition.value("udpd_listener_tcp_connections_accepted_total", tcp) == 5)
         #expect(exposition.value("udpd_listener_tcp_connections_active", tcp) == 1)
         #expect(exposition.value("udpd_listener_tcp_connections_closed_total", tcp) == 4)
         #expect(exposition.samples("udpd_listener_tcp_connections_accepted_total", ["proto": "udp"]).isEmpty)
-        #expect(exposition.value("udpd_listener_reply_source", udp.merging(["reply_source": "pktinfo"]) { a, _ in a })
-            == 1)
+        #expect(
+            exposition.value("udpd_listener_reply_source", udp.merging(["reply_source": "pktinfo"]) { a, _ in a })
+                == 1
+        )
         // A listener without counters (an older daemon) still has its series, at zero.
         let v6 = ["service": "echo", "proto": "udp", "address": "::1", "port": "7"]
         #expect(exposition.value("udpd_listener_received_packets_total", v6) == 0)

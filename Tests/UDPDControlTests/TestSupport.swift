@@ -1,13 +1,14 @@
-#if canImport(Glibc)
-import Glibc
-#elseif canImport(Darwin)
-import Darwin
-#endif
 import Foundation
 import Logging
 import NIOPosix
 import UDPDControl
 import UDPDTransport
+
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
 
 /// A fresh directory under /tmp (short, so socket paths fit in `sockaddr_un`), removed by `remove()`.
 struct TemporaryDirectory: Sendable {
@@ -44,8 +45,15 @@ let sampleReport = StatusReport(
                 ListenerStatus(proto: "tcp", address: "0.0.0.0", port: 7, replySource: "connection"),
             ],
             counters: ServiceCounters(
-                rxPackets: 120, txPackets: 118, rxBytes: 9600, txBytes: 9440, dropped: 2, tcpAccepted: 5,
-                tcpActive: 1, tcpClosed: 4, drops: ["reflection": 1, "truncated": 1]
+                rxPackets: 120,
+                txPackets: 118,
+                rxBytes: 9600,
+                txBytes: 9440,
+                dropped: 2,
+                tcpAccepted: 5,
+                tcpActive: 1,
+                tcpClosed: 4,
+                drops: ["reflection": 1, "truncated": 1]
             )
         ),
         ServiceStatus(

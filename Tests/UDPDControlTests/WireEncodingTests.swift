@@ -39,10 +39,25 @@ struct WireEncodingTests {
     @Test("reload, metrics and error responses read back unchanged")
     func otherResponses() throws {
         let responses = [
-            ControlResponse(ok: true, reload: ReloadReport(ok: true, generation: 2, listenersAdded: ["a udp 1.2.3.4:5"],
-                                                           listenersKept: ["b tcp [::1]:7"], servicesChanged: ["b"])),
-            ControlResponse(ok: false, error: "reload rejected", reload: ReloadReport(ok: false, generation: 1,
-                                                                                   errors: ["f:1:1: error: \"no\""])),
+            ControlResponse(
+                ok: true,
+                reload: ReloadReport(
+                    ok: true,
+                    generation: 2,
+                    listenersAdded: ["a udp 1.2.3.4:5"],
+                    listenersKept: ["b tcp [::1]:7"],
+                    servicesChanged: ["b"]
+                )
+            ),
+            ControlResponse(
+                ok: false,
+                error: "reload rejected",
+                reload: ReloadReport(
+                    ok: false,
+                    generation: 1,
+                    errors: ["f:1:1: error: \"no\""]
+                )
+            ),
             ControlResponse(ok: true, metrics: "# HELP udpd_x a \"quoted\" help\nudpd_x{service=\"e\"} 1\n"),
             ControlResponse.failure("unknown command"),
         ]

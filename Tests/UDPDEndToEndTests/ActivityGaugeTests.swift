@@ -9,23 +9,25 @@ struct ActivityGaugeTests {
     @Test("exec_instances counts running programs; forward_sessions counts sessions, also behind allow/deny")
     func gauges() throws {
         let (execPort, forwardPort, echoPort) = (try probeFreePort(), try probeFreePort(), try probeFreePort())
-        let udpd = try UDPDProcess(config: """
-            services:
-              slow:
-                handler: exec
-                tcp: \(execPort)
-                command: [/bin/sleep, "3"]
-              upstream-echo:
-                handler: echo
-                udp: \(echoPort)
-                bind: [127.0.0.1]
-              relay:
-                handler: forward
-                udp: \(forwardPort)
-                bind: [127.0.0.1]
-                upstream: 127.0.0.1:\(echoPort)
-                allow: [127.0.0.0/8]
-            """)
+        let udpd = try UDPDProcess(
+            config: """
+                services:
+                  slow:
+                    handler: exec
+                    tcp: \(execPort)
+                    command: [/bin/sleep, "3"]
+                  upstream-echo:
+                    handler: echo
+                    udp: \(echoPort)
+                    bind: [127.0.0.1]
+                  relay:
+                    handler: forward
+                    udp: \(forwardPort)
+                    bind: [127.0.0.1]
+                    upstream: 127.0.0.1:\(echoPort)
+                    allow: [127.0.0.0/8]
+                """
+        )
         try udpd.waitUntilReady()
         let held = try TCPTestClient(to: IPEndpoint(address: "127.0.0.1", port: execPort)!)
         _ = held

@@ -5,8 +5,11 @@ import UDPDTestSupport
 
 /// udpd on a multi-homed server in network namespaces the tests create: every bind policy answers every client on
 /// every server address from that address, and per-address listeners follow addresses as they come and go.
-@Suite("bind policies on a multi-homed host (network namespaces)", .serialized,
-       .enabled(if: isRoot, "skipped: network namespaces need root"))
+@Suite(
+    "bind policies on a multi-homed host (network namespaces)",
+    .serialized,
+    .enabled(if: isRoot, "skipped: network namespaces need root")
+)
 struct BindPolicyTests {
     /// How one policy is configured.
     enum Policy: String, CaseIterable, CustomStringConvertible {
@@ -25,7 +28,8 @@ struct BindPolicyTests {
         case .wildcard, .fallback: bind = "wildcard"
         case .perAddress: bind = "per-address"
         case .explicit:
-            let all = MultiHomedLab.serverAddressesA + MultiHomedLab.serverAddressesB
+            let all =
+                MultiHomedLab.serverAddressesA + MultiHomedLab.serverAddressesB
                 + [linkLocals.serverA, linkLocals.serverB]
             bind = "[" + all.map { "\"\($0)\"" }.joined(separator: ", ") + "]"
         }
@@ -79,10 +83,14 @@ struct BindPolicyTests {
         let before = try udpd.status()
 
         // 40 datagrams, one every 100 ms, to 10.201.1.1; a TCP exchange every 100 ms to 10.201.2.1.
-        let flow = try BackgroundCommand(lab.launcher(lab.clientA)
-            + [BuiltProducts.path("udpd-testclient"), "udp", "10.201.1.1", "\(port)", "40", "100", "1000"])
-        let held = try BackgroundCommand(lab.launcher(lab.clientB)
-            + [BuiltProducts.path("udpd-testclient"), "tcp", "10.201.2.1", "\(port)", "4"])
+        let flow = try BackgroundCommand(
+            lab.launcher(lab.clientA)
+                + [BuiltProducts.path("udpd-testclient"), "udp", "10.201.1.1", "\(port)", "40", "100", "1000"]
+        )
+        let held = try BackgroundCommand(
+            lab.launcher(lab.clientB)
+                + [BuiltProducts.path("udpd-testclient"), "tcp", "10.201.2.1", "\(port)", "4"]
+        )
         usleep(300_000)
 
         let added = ContinuousClock.now
@@ -105,12 +113,18 @@ struct BindPolicyTests {
 
         let flowResult = flow.wait()
         let heldResult = held.wait()
-        #expect(flowResult.status == 0 && flowResult.standardOutput.contains("received=40"),
-                "the UDP flow lost datagrams: \(flowResult.standardOutput)\(flowResult.standardError)")
-        #expect(heldResult.status == 0, "the TCP connection broke: \(heldResult.standardOutput)\(heldResult.standardError)")
+        #expect(
+            flowResult.status == 0 && flowResult.standardOutput.contains("received=40"),
+            "the UDP flow lost datagrams: \(flowResult.standardOutput)\(flowResult.standardError)"
+        )
+        #expect(
+            heldResult.status == 0,
+            "the TCP connection broke: \(heldResult.standardOutput)\(heldResult.standardError)"
+        )
         let after = try udpd.status()
         #expect(after.generation == before.generation, "an address change is not a reload")
-        let identity = { (listener: ListenerStatus) in "\(listener.proto) \(listener.endpoint) \(listener.replySource)" }
+        let identity = { (listener: ListenerStatus) in "\(listener.proto) \(listener.endpoint) \(listener.replySource)"
+        }
         #expect(after.services[0].listeners.map(identity) == before.services[0].listeners.map(identity))
         #expect(after.services[0].counters.tcpAccepted == 1)
     }
@@ -204,5 +218,7 @@ func waitForListener(
         if listed == present { return }
         usleep(20_000)
     }
-    throw TestFailure("\(proto) listener on \(address) still \(present ? "absent" : "present") after \(timeout):\n\(udpd.log)")
+    throw TestFailure(
+        "\(proto) listener on \(address) still \(present ? "absent" : "present") after \(timeout):\n\(udpd.log)"
+    )
 }

@@ -18,7 +18,9 @@ struct CheckCommandTests {
     @Test("an invalid file exits 1 with every error as FILE:LINE:COLUMN: error: MESSAGE")
     func invalidFile() throws {
         let directory = try TemporaryDirectory()
-        let path = try directory.write("bad.yaml", """
+        let path = try directory.write(
+            "bad.yaml",
+            """
             services:
               echo:
                 handler: echoo
@@ -27,7 +29,8 @@ struct CheckCommandTests {
                 handler: discard
                 tcp: 9
                 upsteam: 127.0.0.1:1
-            """)
+            """
+        )
         let result = try runCommand(BuiltProducts.path("udpd"), ["-c", path, "--check"])
         #expect(result.status == 1)
         let lines = result.standardError.split(separator: "\n").map(String.init)
@@ -50,7 +53,10 @@ struct CheckCommandTests {
         let files = try FileManager.default.contentsOfDirectory(atPath: examples.path).filter { $0.hasSuffix(".yaml") }
         #expect(!files.isEmpty)
         for file in files {
-            let result = try runCommand(BuiltProducts.path("udpd"), ["-c", examples.appendingPathComponent(file).path, "--check"])
+            let result = try runCommand(
+                BuiltProducts.path("udpd"),
+                ["-c", examples.appendingPathComponent(file).path, "--check"]
+            )
             #expect(result.status == 0, "\(file): \(result.standardError)")
         }
     }

@@ -22,16 +22,22 @@ func openSilentConnection(to path: String) throws -> SocketDescriptor {
 struct ControlHardeningTests {
     /// Runs the built udpctl as uid/gid 65534 (nobody).
     func udpctlAsNobody(_ udpd: UDPDProcess) throws -> CommandResult {
-        try runCommand("/usr/bin/setpriv", [
-            "--reuid=65534", "--regid=65534", "--clear-groups", BuiltProducts.path("udpctl"),
-            "-s", udpd.socketPath, "status",
-        ], timeout: 10)
+        try runCommand(
+            "/usr/bin/setpriv",
+            [
+                "--reuid=65534", "--regid=65534", "--clear-groups", BuiltProducts.path("udpctl"),
+                "-s", udpd.socketPath, "status",
+            ],
+            timeout: 10
+        )
     }
 
     @Test("another uid is refused by SO_PEERCRED even when the file lets it connect")
     func otherUIDIsRefused() throws {
-        try #require(isRoot && FileManager.default.isExecutableFile(atPath: "/usr/bin/setpriv"),
-                     "needs root and setpriv to run a client as another uid")
+        try #require(
+            isRoot && FileManager.default.isExecutableFile(atPath: "/usr/bin/setpriv"),
+            "needs root and setpriv to run a client as another uid"
+        )
         let udpd = try UDPDProcess(config: echoYAML([("echo", "echo", try probeFreePort())]))
         try udpd.waitUntilReady()
         // An operator mistake behind udpd's back: the directory and file opened to everyone.
@@ -46,8 +52,10 @@ struct ControlHardeningTests {
 
     @Test("control.mode granting other write lets other uids in")
     func modeOpensTheSocket() throws {
-        try #require(isRoot && FileManager.default.isExecutableFile(atPath: "/usr/bin/setpriv"),
-                     "needs root and setpriv to run a client as another uid")
+        try #require(
+            isRoot && FileManager.default.isExecutableFile(atPath: "/usr/bin/setpriv"),
+            "needs root and setpriv to run a client as another uid"
+        )
         let port = try probeFreePort()
         let udpd = try UDPDProcess(config: "control:\n  mode: \"0666\"\n" + echoYAML([("echo", "echo", port)]))
         try udpd.waitUntilReady()

@@ -16,7 +16,8 @@ struct ControlSocketTests {
         let result = try udpd.udpctl(["status", "--json"])
         #expect(result.status == 0)
         let json = try #require(
-            try JSONSerialization.jsonObject(with: Data(result.standardOutput.utf8)) as? [String: Any])
+            try JSONSerialization.jsonObject(with: Data(result.standardOutput.utf8)) as? [String: Any]
+        )
         #expect(json["generation"] as? Int == 1)
         #expect(json["config"] as? String == udpd.configPath)
         #expect(json.keys.contains("last_reload") && json["last_reload"] is NSNull)
@@ -25,13 +26,17 @@ struct ControlSocketTests {
         #expect(echo["name"] as? String == "echo")
         #expect(echo["handler"] as? String == "echo")
         let listeners = try #require(echo["listeners"] as? [[String: Any]])
-        #expect(listeners.contains {
-            $0["proto"] as? String == "udp" && $0["address"] as? String == "0.0.0.0" && $0["port"] as? Int == Int(a)
-                && $0["reply_source"] as? String == "pktinfo"
-        })
+        #expect(
+            listeners.contains {
+                $0["proto"] as? String == "udp" && $0["address"] as? String == "0.0.0.0" && $0["port"] as? Int == Int(a)
+                    && $0["reply_source"] as? String == "pktinfo"
+            }
+        )
         #expect(listeners.contains { $0["proto"] as? String == "tcp" && $0["reply_source"] as? String == "connection" })
         // Each listener carries its own counters too; the IPv4 UDP one received the datagram.
-        let udp4 = try #require(listeners.first { $0["proto"] as? String == "udp" && $0["address"] as? String == "0.0.0.0" })
+        let udp4 = try #require(
+            listeners.first { $0["proto"] as? String == "udp" && $0["address"] as? String == "0.0.0.0" }
+        )
         #expect((udp4["counters"] as? [String: Any])?["rx_packets"] as? Int == 1)
         let counters = try #require(echo["counters"] as? [String: Any])
         for key in ["rx_packets", "tx_packets", "rx_bytes", "tx_bytes", "dropped", "tcp_accepted", "tcp_active"] {
@@ -92,9 +97,14 @@ struct ControlSocketTests {
         try second.waitUntilReady()
         // Now a third udpd pointed at the live socket of the second must refuse.
         let c = try probeFreePort()
-        let third = try runCommand(BuiltProducts.path("udpd"),
-                                   ["-c", try second.directory.write("third.yaml", echoYAML([("three", "echo", c)])),
-                                    "--control-socket", second.socketPath], timeout: 20)
+        let third = try runCommand(
+            BuiltProducts.path("udpd"),
+            [
+                "-c", try second.directory.write("third.yaml", echoYAML([("three", "echo", c)])),
+                "--control-socket", second.socketPath,
+            ],
+            timeout: 20
+        )
         #expect(third.status == 1)
         #expect(third.standardError.contains(second.socketPath))
         #expect(try second.status().services.first?.name == "two")

@@ -20,29 +20,33 @@ private func counters(_ udpd: UDPDProcess, _ service: String) throws -> ServiceC
 
 @Suite("exec hardening: user, flood, crash", .serialized)
 struct ExecHardeningTests {
-    @Test("as root, programs run as nobody/nogroup unless the service says user: root",
-          .enabled(if: isRoot, "changing the program's user needs root"))
+    @Test(
+        "as root, programs run as nobody/nogroup unless the service says user: root",
+        .enabled(if: isRoot, "changing the program's user needs root")
+    )
     func programUser() throws {
         let ports = try freePorts(3)
-        let udpd = try UDPDProcess(config: """
-            services:
-              default:
-                handler: exec
-                udp: \(ports[0])
-                tcp: \(ports[0])
-                command: [/bin/sh, -c, 'echo "$(id -u) $(id -g) $(id -G)"']
-              root:
-                handler: exec
-                udp: \(ports[1])
-                command: [/usr/bin/id, -u]
-                user: root
-              daemon:
-                handler: exec
-                udp: \(ports[2])
-                command: [/bin/sh, -c, 'echo "$(id -un) $(id -gn)"']
-                user: daemon
-                group: nogroup
-            """)
+        let udpd = try UDPDProcess(
+            config: """
+                services:
+                  default:
+                    handler: exec
+                    udp: \(ports[0])
+                    tcp: \(ports[0])
+                    command: [/bin/sh, -c, 'echo "$(id -u) $(id -g) $(id -G)"']
+                  root:
+                    handler: exec
+                    udp: \(ports[1])
+                    command: [/usr/bin/id, -u]
+                    user: root
+                  daemon:
+                    handler: exec
+                    udp: \(ports[2])
+                    command: [/bin/sh, -c, 'echo "$(id -un) $(id -gn)"']
+                    user: daemon
+                    group: nogroup
+                """
+        )
         try udpd.waitUntilReady()
         let nobody = ProcessIdentity.unprivileged
         #expect(nobody.uid == 65_534)
@@ -66,19 +70,26 @@ struct ExecHardeningTests {
     func userValidation() throws {
         let directory = try TemporaryDirectory()
         let port = try probeFreePort()
-        let wrongHandler = try directory.write("a.yaml", """
+        let wrongHandler = try directory.write(
+            "a.yaml",
+            """
             services:
               echo:
                 handler: echo
                 udp: \(port)
                 user: root
-            """)
+            """
+        )
         var result = try runCommand(BuiltProducts.path("udpd"), ["-c", wrongHandler, "--check"])
         #expect(result.status == 1)
-        #expect(result.standardError.contains("\(wrongHandler):5:5: error: 'user' is only valid for handler 'exec'"),
-                "\(result.standardError)")
+        #expect(
+            result.standardError.contains("\(wrongHandler):5:5: error: 'user' is only valid for handler 'exec'"),
+            "\(result.standardError)"
+        )
 
-        let conflict = try directory.write("b.yaml", """
+        let conflict = try directory.write(
+            "b.yaml",
+            """
             user: nobody
             services:
               run:
@@ -86,21 +97,26 @@ struct ExecHardeningTests {
                 udp: \(port)
                 command: [/bin/true]
                 user: root
-            """)
+            """
+        )
         result = try runCommand(BuiltProducts.path("udpd"), ["-c", conflict, "--check"])
         #expect(result.status == 1)
-        #expect(result.standardError.contains("\(conflict):3:3: error: service 'run' runs its program as 'root'"),
-                "\(result.standardError)")
+        #expect(
+            result.standardError.contains("\(conflict):3:3: error: service 'run' runs its program as 'root'"),
+            "\(result.standardError)"
+        )
 
         let ports = try freePorts(1)
-        let udpd = try UDPDProcess(config: """
-            services:
-              run:
-                handler: exec
-                udp: \(ports[0])
-                command: [/bin/true]
-                user: no-such-user-here
-            """)
+        let udpd = try UDPDProcess(
+            config: """
+                services:
+                  run:
+                    handler: exec
+                    udp: \(ports[0])
+                    command: [/bin/true]
+                    user: no-such-user-here
+                """
+        )
         #expect(udpd.waitForExit() != 0)
         #expect(udpd.log.contains("unknown user 'no-such-user-here'"), "\(udpd.log)")
     }
@@ -114,27 +130,36 @@ struct ExecHardeningTests {
         try FileManager.default.createDirectory(atPath: running, withIntermediateDirectories: true)
         // Each instance counts the instances alive with it (its own directory included) and writes the count down.
         let script = "mkdir \(running)/$$; ls \(running) | wc -l >> \(seen); sleep 0.2; rmdir \(running)/$$; cat"
-        let udpd = try UDPDProcess(config: """
-            services:
-              run:
-                handler: exec
-                udp: \(ports[0])
-                command: [/bin/sh, -c, '\(script)']
-                max-instances: 2
-              echo:
-                handler: echo
-                udp: \(ports[1])
-            """)
+        let udpd = try UDPDProcess(
+            config: """
+                services:
+                  run:
+                    handler: exec
+                    udp: \(ports[0])
+                    command: [/bin/sh, -c, '\(script)']
+                    max-instances: 2
+                  echo:
+                    handler: echo
+                    udp: \(ports[1])
+                """
+        )
         try udpd.waitUntilReady()
         try? FileManager.default.setAttributes([.posixPermissions: 0o777], ofItemAtPath: directory.path)
         try FileManager.default.setAttributes([.posixPermissions: 0o777], ofItemAtPath: running)
-        #expect(FileManager.default.createFile(atPath: seen, contents: nil,
-                                               attributes: [.posixPermissions: 0o666]))
+        #expect(
+            FileManager.default.createFile(
+                atPath: seen,
+                contents: nil,
+                attributes: [.posixPermissions: 0o666]
+            )
+        )
         let residentBefore = try? residentKiB(udpd.pid)
 
         let server = IPEndpoint(address: "127.0.0.1", port: ports[0])!
         let echo = try ConnectedUDPClient(from: "127.0.0.1", to: IPEndpoint(address: "127.0.0.1", port: ports[1])!)
-        let sourceAddresses = hasSecondLoopbackAddress ? (1...50).map { "127.0.\($0 / 250).\($0 % 250 + 2)" }
+        let sourceAddresses =
+            hasSecondLoopbackAddress
+            ? (1...50).map { "127.0.\($0 / 250).\($0 % 250 + 2)" }
             : Array(repeating: "127.0.0.1", count: 50)
         var sent = 0
         let deadline = ContinuousClock.now + .seconds(20)
@@ -171,23 +196,27 @@ struct ExecHardeningTests {
         try after.send("after")
         #expect(after.receiveText() == "after", "\(udpd.log)")
         if let before = residentBefore, let now = try? residentKiB(udpd.pid) {
-            #expect(now - before < 32 * 1024 * residentMemoryScale,
-                    "RSS grew from \(before) KiB to \(now) KiB over \(sent) datagrams")
+            #expect(
+                now - before < 32 * 1024 * residentMemoryScale,
+                "RSS grew from \(before) KiB to \(now) KiB over \(sent) datagrams"
+            )
         }
     }
 
     @Test("a crashing program affects only its own request: counted, and the next one is served (UDP and TCP)")
     func crashingProgram() throws {
         let ports = try freePorts(1)
-        let udpd = try UDPDProcess(config: """
-            services:
-              crashy:
-                handler: exec
-                udp: \(ports[0])
-                tcp: \(ports[0])
-                command: [/bin/sh, -c, 'read -r line; case "$line" in crash*) kill -SEGV $$;; esac; echo "ok $line"']
-                max-instances: 4
-            """)
+        let udpd = try UDPDProcess(
+            config: """
+                services:
+                  crashy:
+                    handler: exec
+                    udp: \(ports[0])
+                    tcp: \(ports[0])
+                    command: [/bin/sh, -c, 'read -r line; case "$line" in crash*) kill -SEGV $$;; esac; echo "ok $line"']
+                    max-instances: 4
+                """
+        )
         try udpd.waitUntilReady()
         let server = IPEndpoint(address: "127.0.0.1", port: ports[0])!
         let crashing = try ConnectedUDPClient(from: "127.0.0.1", to: server, timeoutMilliseconds: 500)

@@ -26,8 +26,12 @@ struct ExplicitAddressTests {
         let port = try probeFreePort()
         let udpd = try UDPDProcess(config: config(port: port, addresses: "127.0.0.1, \(Self.absent)"))
         #expect(udpd.waitForExit() == 1)
-        #expect(udpd.log.contains("services.yaml:5:23: error: service 'echo': \(Self.absent) is not configured on this host"),
-                "\(udpd.log)")
+        #expect(
+            udpd.log.contains(
+                "services.yaml:5:23: error: service 'echo': \(Self.absent) is not configured on this host"
+            ),
+            "\(udpd.log)"
+        )
         #expect(udpd.log.contains("freebind: true"))
     }
 

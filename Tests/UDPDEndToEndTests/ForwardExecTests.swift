@@ -23,18 +23,20 @@ struct ForwardExecTests {
     @Test("a connected UDP client gets the forward's replies from the address it asked; max-sessions evicts the oldest")
     func forwardRepliesFromTheAddressAsked() throws {
         let ports = try freePorts(2)
-        let udpd = try UDPDProcess(config: """
-            services:
-              echo:
-                handler: echo
-                udp: \(ports[0])
-                bind: [127.0.0.1]
-              fwd:
-                handler: forward
-                udp: \(ports[1])
-                upstream: 127.0.0.1:\(ports[0])
-                max-sessions: 2
-            """)
+        let udpd = try UDPDProcess(
+            config: """
+                services:
+                  echo:
+                    handler: echo
+                    udp: \(ports[0])
+                    bind: [127.0.0.1]
+                  fwd:
+                    handler: forward
+                    udp: \(ports[1])
+                    upstream: 127.0.0.1:\(ports[0])
+                    max-sessions: 2
+                """
+        )
         try udpd.waitUntilReady()
         var targets = [("127.0.0.1", "127.0.0.1")]
         if hasSecondLoopbackAddress { targets.append(("127.0.0.1", "127.0.0.2")) }
@@ -53,20 +55,25 @@ struct ForwardExecTests {
     @Test("an unreachable upstream is counted and the service keeps serving other clients")
     func unreachableUpstream() throws {
         let ports = try freePorts(3)  // ports[2] stays closed: the upstream refuses
-        let udpd = try UDPDProcess(config: """
-            services:
-              dead:
-                handler: forward
-                udp: \(ports[0])
-                tcp: \(ports[0])
-                upstream: 127.0.0.1:\(ports[2])
-              echo:
-                handler: echo
-                udp: \(ports[1])
-            """)
+        let udpd = try UDPDProcess(
+            config: """
+                services:
+                  dead:
+                    handler: forward
+                    udp: \(ports[0])
+                    tcp: \(ports[0])
+                    upstream: 127.0.0.1:\(ports[2])
+                  echo:
+                    handler: echo
+                    udp: \(ports[1])
+                """
+        )
         try udpd.waitUntilReady()
-        let client = try ConnectedUDPClient(from: "127.0.0.1", to: IPEndpoint(address: "127.0.0.1", port: ports[0])!,
-                                            timeoutMilliseconds: 300)
+        let client = try ConnectedUDPClient(
+            from: "127.0.0.1",
+            to: IPEndpoint(address: "127.0.0.1", port: ports[0])!,
+            timeoutMilliseconds: 300
+        )
         for _ in 0..<3 {
             try client.send("anyone?")
             #expect(client.receive() == nil)
@@ -82,18 +89,20 @@ struct ForwardExecTests {
     @Test("exec over UDP and TCP: the program answers, sees its environment, and inherits no descriptor of udpd")
     func execAnswers() throws {
         let ports = try freePorts(2)
-        let udpd = try UDPDProcess(config: """
-            services:
-              hello:
-                handler: exec
-                udp: \(ports[0])
-                tcp: \(ports[0])
-                command: [/bin/sh, -c, 'printf "%s %s %s|" "$UDPD_SERVICE" "$UDPD_PROTO" "$LOCAL_ADDR"; cat']
-              fds:
-                handler: exec
-                udp: \(ports[1])
-                command: [/bin/ls, /proc/self/fd]
-            """)
+        let udpd = try UDPDProcess(
+            config: """
+                services:
+                  hello:
+                    handler: exec
+                    udp: \(ports[0])
+                    tcp: \(ports[0])
+                    command: [/bin/sh, -c, 'printf "%s %s %s|" "$UDPD_SERVICE" "$UDPD_PROTO" "$LOCAL_ADDR"; cat']
+                  fds:
+                    handler: exec
+                    udp: \(ports[1])
+                    command: [/bin/ls, /proc/self/fd]
+                """
+        )
         try udpd.waitUntilReady()
         let destination = hasSecondLoopbackAddress ? "127.0.0.2" : "127.0.0.1"
         let udp = try ConnectedUDPClient(from: "127.0.0.1", to: IPEndpoint(address: destination, port: ports[0])!)
@@ -114,15 +123,17 @@ struct ForwardExecTests {
     @Test("a program that hangs is killed at timeout; max-instances refuses the one too many; stderr is logged")
     func execLimits() throws {
         let ports = try freePorts(1)
-        let udpd = try UDPDProcess(config: """
-            services:
-              slow:
-                handler: exec
-                tcp: \(ports[0])
-                command: [/bin/sh, -c, 'echo started >&2; exec sleep 30']
-                timeout: 1s
-                max-instances: 1
-            """)
+        let udpd = try UDPDProcess(
+            config: """
+                services:
+                  slow:
+                    handler: exec
+                    tcp: \(ports[0])
+                    command: [/bin/sh, -c, 'echo started >&2; exec sleep 30']
+                    timeout: 1s
+                    max-instances: 1
+                """
+        )
         try udpd.waitUntilReady()
         let server = IPEndpoint(address: "127.0.0.1", port: ports[0])!
         let started = ContinuousClock.now

@@ -92,8 +92,10 @@ struct ForwardSessionTests {
         #expect(try eventually(timeout: .seconds(5)) { try forwardStatus(udpd).forwardSessions == 0 })
         #expect(ContinuousClock.now - started >= .milliseconds(300), "sessions ended before their timeout")
         // ≤: a control connection still closing may have been counted before.
-        #expect(eventually(timeout: .seconds(2)) { openDescriptors(udpd) <= idleDescriptors },
-                "\(openDescriptors(udpd)) descriptors, \(idleDescriptors) before any session")
+        #expect(
+            eventually(timeout: .seconds(2)) { openDescriptors(udpd) <= idleDescriptors },
+            "\(openDescriptors(udpd)) descriptors, \(idleDescriptors) before any session"
+        )
         #expect(try forwardStatus(udpd).counters.drops["session_evicted", default: 0] == 0)
         // A client whose session expired opens a new one with its next request.
         try clients[0].send("again")
@@ -121,8 +123,10 @@ struct ForwardSessionTests {
         #expect(try udpd.udpctl(["reload"]).status == 0)
         #expect(try forwardStatus(udpd).forwardSessions == 0, "a changed service kept its sessions")
         // One spare for a control connection still closing; four leaked sessions would exceed it.
-        #expect(eventually(timeout: .seconds(2)) { openDescriptors(udpd) <= idleDescriptors + 1 },
-                "\(openDescriptors(udpd)) descriptors, \(idleDescriptors) before any session")
+        #expect(
+            eventually(timeout: .seconds(2)) { openDescriptors(udpd) <= idleDescriptors + 1 },
+            "\(openDescriptors(udpd)) descriptors, \(idleDescriptors) before any session"
+        )
         try clients[1].send("after")
         #expect(clients[1].receiveText() == "after")
         #expect(try forwardStatus(udpd).forwardSessions == 1)

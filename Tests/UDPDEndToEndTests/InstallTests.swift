@@ -16,8 +16,11 @@ struct InstallTests {
         let stage = try TemporaryDirectory()
         let root = BuiltProducts.packageRoot.path
         let common = ["-C", root, "DESTDIR=\(stage.path)", "PREFIX=/usr/local"]
-        let install = try runCommand(makePath!, ["install", "BINDIR_SOURCE=\(BuiltProducts.directory.path)"] + common,
-                                     timeout: 120)
+        let install = try runCommand(
+            makePath!,
+            ["install", "BINDIR_SOURCE=\(BuiltProducts.directory.path)"] + common,
+            timeout: 120
+        )
         #expect(install.status == 0, "\(install.standardOutput)\(install.standardError)")
 
         for file in [
@@ -37,8 +40,13 @@ struct InstallTests {
         #expect(unit.contains("ExecStart=/usr/local/sbin/udpd -c /etc/udpd/services.yaml\n"))
         let version = try runCommand(stage.file("usr/local/sbin/udpd"), ["--version"])
         #expect(version.status == 0 && !version.standardOutput.isEmpty)
-        let check = try runCommand(stage.file("usr/local/sbin/udpd"), ["-c", stage.file("etc/udpd/services.yaml"),
-                                                                       "--check"])
+        let check = try runCommand(
+            stage.file("usr/local/sbin/udpd"),
+            [
+                "-c", stage.file("etc/udpd/services.yaml"),
+                "--check",
+            ]
+        )
         #expect(check.status == 0, "the installed configuration is valid: \(check.standardError)")
 
         let uninstall = try runCommand(makePath!, ["uninstall"] + common, timeout: 60)
@@ -54,8 +62,11 @@ struct InstallTests {
     func uninstallKeepsAChangedConfiguration() throws {
         let stage = try TemporaryDirectory()
         let common = ["-C", BuiltProducts.packageRoot.path, "DESTDIR=\(stage.path)", "PREFIX=/usr"]
-        let install = try runCommand(makePath!, ["install", "BINDIR_SOURCE=\(BuiltProducts.directory.path)"] + common,
-                                     timeout: 120)
+        let install = try runCommand(
+            makePath!,
+            ["install", "BINDIR_SOURCE=\(BuiltProducts.directory.path)"] + common,
+            timeout: 120
+        )
         #expect(install.status == 0, "\(install.standardOutput)\(install.standardError)")
         let config = stage.file("etc/udpd/services.yaml")
         let handle = try #require(FileHandle(forWritingAtPath: config))

@@ -33,9 +33,16 @@ final class KerberosRealm {
         kpasswdPort = chosen[1]
         let adminPort = chosen[2]
         let path = directory.path
-        _ = try directory.write("krb5.conf", clientConfig(kdc: "127.0.0.1:\(kdcPort)",
-                                                          kpasswd: "127.0.0.1:\(kpasswdPort)"))
-        _ = try directory.write("kdc.conf", """
+        _ = try directory.write(
+            "krb5.conf",
+            clientConfig(
+                kdc: "127.0.0.1:\(kdcPort)",
+                kpasswd: "127.0.0.1:\(kpasswdPort)"
+            )
+        )
+        _ = try directory.write(
+            "kdc.conf",
+            """
             [kdcdefaults]
                 kdc_listen = 127.0.0.1:\(kdcPort)
                 kdc_tcp_listen = 127.0.0.1:\(kdcPort)
@@ -50,15 +57,21 @@ final class KerberosRealm {
             [logging]
                 kdc = FILE:\(path)/kdc.log
                 admin_server = FILE:\(path)/kadmind.log
-            """)
+            """
+        )
         _ = try directory.write("kadm5.acl", "*/admin@\(Self.realm) *\n")
         let environment = serverEnvironment
-        let create = try runCommand("/usr/sbin/kdb5_util", ["-r", Self.realm, "create", "-s", "-P", "master-key"],
-                                    environment: environment)
+        let create = try runCommand(
+            "/usr/sbin/kdb5_util",
+            ["-r", Self.realm, "create", "-s", "-P", "master-key"],
+            environment: environment
+        )
         guard create.status == 0 else { throw TestFailure("kdb5_util create failed: \(create.standardError)") }
-        let add = try runCommand("/usr/sbin/kadmin.local",
-                                 ["-r", Self.realm, "-q", "addprinc -pw \(password) \(Self.principal)"],
-                                 environment: environment)
+        let add = try runCommand(
+            "/usr/sbin/kadmin.local",
+            ["-r", Self.realm, "-q", "addprinc -pw \(password) \(Self.principal)"],
+            environment: environment
+        )
         guard add.status == 0 else { throw TestFailure("addprinc failed: \(add.standardError)") }
         try start("/usr/sbin/krb5kdc", ["-n", "-P", "\(path)/kdc.pid"])
         try start("/usr/sbin/kadmind", ["-nofork", "-P", "\(path)/kadmind.pid"])
@@ -99,7 +112,12 @@ final class KerberosRealm {
 
     /// Runs a client program (kinit, kpasswd) with `config` as its krb5.conf, a fresh credential cache, and a
     /// KRB5_TRACE log; returns its outcome and the trace.
-    func client(_ program: String, _ arguments: [String], config: String, input: String) throws
+    func client(
+        _ program: String,
+        _ arguments: [String],
+        config: String,
+        input: String
+    ) throws
         -> (result: CommandResult, trace: String)
     {
         let name = UUID().uuidString

@@ -24,23 +24,25 @@ struct KerberosBehindUDPD {
         }
         kdcPort = chosen[0]
         kpasswdPort = chosen[1]
-        udpd = try UDPDProcess(config: """
-            log:
-              level: debug
-            services:
-              kdc:
-                handler: forward
-                udp: \(kdcPort)
-                tcp: \(kdcPort)
-                upstream: 127.0.0.1:\(realm.kdcPort)
-                framing: krb5
-              kpasswd:
-                handler: forward
-                udp: \(kpasswdPort)
-                tcp: \(kpasswdPort)
-                upstream: 127.0.0.1:\(realm.kpasswdPort)
-                framing: krb5
-            """)
+        udpd = try UDPDProcess(
+            config: """
+                log:
+                  level: debug
+                services:
+                  kdc:
+                    handler: forward
+                    udp: \(kdcPort)
+                    tcp: \(kdcPort)
+                    upstream: 127.0.0.1:\(realm.kdcPort)
+                    framing: krb5
+                  kpasswd:
+                    handler: forward
+                    udp: \(kpasswdPort)
+                    tcp: \(kpasswdPort)
+                    upstream: 127.0.0.1:\(realm.kpasswdPort)
+                    framing: krb5
+                """
+        )
         try udpd.waitUntilReady()
     }
 
@@ -49,9 +51,14 @@ struct KerberosBehindUDPD {
         realm.clientConfig(kdc: "\(host):\(kdcPort)", kpasswd: "\(host):\(kpasswdPort)", tcpOnly: tcpOnly)
     }
 
-    func kinit(_ password: String, host: String, tcpOnly: Bool = false) throws -> (result: CommandResult, trace: String) {
-        try realm.client("/usr/bin/kinit", [KerberosRealm.principal], config: config(host: host, tcpOnly: tcpOnly),
-                         input: "\(password)\n")
+    func kinit(_ password: String, host: String, tcpOnly: Bool = false) throws -> (result: CommandResult, trace: String)
+    {
+        try realm.client(
+            "/usr/bin/kinit",
+            [KerberosRealm.principal],
+            config: config(host: host, tcpOnly: tcpOnly),
+            input: "\(password)\n"
+        )
     }
 
     func counters(_ service: String) throws -> ServiceCounters {
@@ -74,8 +81,10 @@ private func traced(_ host: String) -> String {
 @Suite(
     "MIT Kerberos through udpd",
     .serialized,
-    .enabled(if: KerberosRealm.isInstalled,
-             "MIT Kerberos is not installed (krb5-kdc, krb5-admin-server, krb5-user): the Kerberos tests are skipped")
+    .enabled(
+        if: KerberosRealm.isInstalled,
+        "MIT Kerberos is not installed (krb5-kdc, krb5-admin-server, krb5-user): the Kerberos tests are skipped"
+    )
 )
 struct KerberosTests {
     @Test("kinit over UDP through udpd, to 127.0.0.2 and ::1; UDP carried every exchange")
@@ -118,8 +127,11 @@ struct KerberosTests {
         let old = KerberosBehindUDPD.oldPassword
         let new = KerberosBehindUDPD.newPassword
         let (result, trace) = try setup.realm.client(
-            "/usr/bin/kpasswd", [KerberosRealm.principal], config: setup.config(host: host),
-            input: "\(old)\n\(new)\n\(new)\n")
+            "/usr/bin/kpasswd",
+            [KerberosRealm.principal],
+            config: setup.config(host: host),
+            input: "\(old)\n\(new)\n\(new)\n"
+        )
         #expect(result.status == 0, "kpasswd: \(result.standardOutput)\(result.standardError)\n\(trace)")
         #expect(result.standardOutput.contains("Password changed"), "\(result.standardOutput)")
         #expect(trace.contains(":\(setup.kpasswdPort)"), "kpasswd did not go through udpd:\n\(trace)")

@@ -5,9 +5,14 @@ import UDPDTestSupport
 import UDPDTransport
 
 /// Sends an HTTP/1.1 request for `path` to 127.0.0.1:`port` and returns the status line, headers and body.
-func httpGet(_ port: UInt16, _ path: String, method: String = "GET") throws -> (status: String, headers: String,
-                                                                                 body: String)
-{
+func httpGet(
+    _ port: UInt16,
+    _ path: String,
+    method: String = "GET"
+) throws -> (
+    status: String, headers: String,
+    body: String
+) {
     let client = try TCPTestClient(to: IPEndpoint(address: "127.0.0.1", port: port)!, timeoutMilliseconds: 5000)
     try client.send("\(method) \(path) HTTP/1.1\r\nHost: 127.0.0.1\r\nAccept: text/plain\r\n\r\n")
     let response = String(decoding: client.receive(count: 4 << 20), as: UTF8.self)
@@ -72,8 +77,10 @@ struct MetricsTests {
         #expect(exposition.value("udpd_listener_sent_packets_total", sinkUDP) == 0)
         #expect(exposition.value("udpd_listener_tcp_connections_accepted_total", echoTCP) == 1)
         #expect(exposition.value("udpd_listener_tcp_connections_active", echoTCP) == 0)
-        #expect(exposition.value("udpd_listener_reply_source", echoUDP.merging(["reply_source": "bound"]) { a, _ in a })
-            == 1)
+        #expect(
+            exposition.value("udpd_listener_reply_source", echoUDP.merging(["reply_source": "bound"]) { a, _ in a })
+                == 1
+        )
         #expect(exposition.value("udpd_listeners", ["service": "echo", "proto": "udp"]) == 1)
         #expect(exposition.value("udpd_received_packets_total", ["service": "sink"]) == 3)
         #expect(exposition.value("udpd_tcp_connections_accepted_total", ["service": "echo"]) == 1)
@@ -93,8 +100,13 @@ struct MetricsTests {
         // A rejected reload, then one that removes sink.
         try udpd.rewriteConfig("services:\n  echo:\n    handler: echo\n    udp: 70000\n")
         #expect(try udpd.udpctl(["reload"]).status == 1)
-        try udpd.rewriteConfig(yaml.replacingOccurrences(of: "  sink:\n    handler: discard\n    udp: \(sink)\n"
-                                                             + "    bind: [127.0.0.1]", with: ""))
+        try udpd.rewriteConfig(
+            yaml.replacingOccurrences(
+                of: "  sink:\n    handler: discard\n    udp: \(sink)\n"
+                    + "    bind: [127.0.0.1]",
+                with: ""
+            )
+        )
         let reload = try udpd.udpctl(["reload"])
         #expect(reload.status == 0, "\(reload.standardOutput)\(reload.standardError)")
         let after = try PrometheusText.parse(try httpGet(http, "/metrics").body)
@@ -111,11 +123,13 @@ struct MetricsTests {
         let (echo, held) = (try probeFreePort(), try probeFreePort())
         let holder = try TCPListenerSocket.bind(IPEndpoint(address: "127.0.0.1", port: held)!)
         defer { holder.close() }
-        let udpd = try UDPDProcess(config: """
-            metrics: {listen: "127.0.0.1:\(held)"}
-            services:
-              echo: {handler: echo, udp: \(echo)}
-            """)
+        let udpd = try UDPDProcess(
+            config: """
+                metrics: {listen: "127.0.0.1:\(held)"}
+                services:
+                  echo: {handler: echo, udp: \(echo)}
+                """
+        )
         #expect(udpd.waitForExit() == 1)
         #expect(udpd.log.contains("metrics endpoint 127.0.0.1:\(held)"), "\(udpd.log)")
     }

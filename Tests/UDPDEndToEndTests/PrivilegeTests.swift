@@ -47,9 +47,15 @@ struct PrivilegeTests {
             let permitted = try procStatusField(path, "CapPrm").first
             if name == "udpd-binder" {
                 binders += 1
-                #expect(effective == "0000000000000400" && permitted == "0000000000000400", "binder: \(effective ?? "?")")
+                #expect(
+                    effective == "0000000000000400" && permitted == "0000000000000400",
+                    "binder: \(effective ?? "?")"
+                )
             } else {
-                #expect(effective == "0000000000000000" && permitted == "0000000000000000", "\(name) keeps capabilities")
+                #expect(
+                    effective == "0000000000000000" && permitted == "0000000000000000",
+                    "\(name) keeps capabilities"
+                )
             }
         }
         #expect(binders == 1)
@@ -65,7 +71,9 @@ struct PrivilegeTests {
     @Test("an unknown user is an error before anything is bound")
     func unknownUser() throws {
         let port = try probeFreePort()
-        let udpd = try UDPDProcess(config: "user: no-such-user-here\nservices:\n  e:\n    handler: echo\n    udp: \(port)\n")
+        let udpd = try UDPDProcess(
+            config: "user: no-such-user-here\nservices:\n  e:\n    handler: echo\n    udp: \(port)\n"
+        )
         #expect(udpd.waitForExit() == 1)
         #expect(udpd.log.contains("unknown user 'no-such-user-here'"))
     }

@@ -9,15 +9,19 @@ import UDPDTransport
 func echoYAML(_ services: [(name: String, handler: String, port: UInt16)], level: String = "info") -> String {
     var yaml = "log:\n  level: \(level)\nservices:\n"
     for service in services {
-        yaml += "  \(service.name):\n    handler: \(service.handler)\n    udp: \(service.port)\n    tcp: \(service.port)\n"
+        yaml +=
+            "  \(service.name):\n    handler: \(service.handler)\n    udp: \(service.port)\n    tcp: \(service.port)\n"
     }
     return yaml
 }
 
 /// Sends one datagram to 127.0.0.1:`port` from a connected socket and returns the answer, if any.
 func ask(_ port: UInt16, _ text: String, timeoutMilliseconds: Int = 1000) throws -> String? {
-    let client = try ConnectedUDPClient(from: "127.0.0.1", to: IPEndpoint(address: "127.0.0.1", port: port)!,
-                                        timeoutMilliseconds: timeoutMilliseconds)
+    let client = try ConnectedUDPClient(
+        from: "127.0.0.1",
+        to: IPEndpoint(address: "127.0.0.1", port: port)!,
+        timeoutMilliseconds: timeoutMilliseconds
+    )
     try client.send(text)
     return client.receiveText()
 }
@@ -39,7 +43,10 @@ struct ReloadTests {
         #expect(try ask(d, "moved") == "moved")
         #expect(try ask(a, "kept") == "kept")
         #expect(isPortFree("0.0.0.0", b, proto: "udp") && isPortFree("0.0.0.0", b, proto: "tcp"), "beta's port is free")
-        #expect(isPortFree("0.0.0.0", c, proto: "udp") && isPortFree("0.0.0.0", c, proto: "tcp"), "gamma's old port is free")
+        #expect(
+            isPortFree("0.0.0.0", c, proto: "udp") && isPortFree("0.0.0.0", c, proto: "tcp"),
+            "gamma's old port is free"
+        )
 
         try udpd.rewriteConfig(echoYAML([("alpha", "echo", a), ("gamma", "echo", d), ("delta", "echo", b)]))
         #expect(try udpd.udpctl(["reload"]).status == 0)
@@ -60,8 +67,10 @@ struct ReloadTests {
         try udpd.rewriteConfig("services:\n  alpha:\n    handler: echo\n    udp: 70000\n")
         let result = try udpd.udpctl(["reload"])
         #expect(result.status == 1)
-        #expect((result.standardOutput + result.standardError).contains("\(udpd.configPath):4:10: error:"),
-                "\(result.standardOutput)\(result.standardError)")
+        #expect(
+            (result.standardOutput + result.standardError).contains("\(udpd.configPath):4:10: error:"),
+            "\(result.standardOutput)\(result.standardError)"
+        )
         #expect(try ask(a, "still") == "still")
         let status = try udpd.status()
         #expect(status.generation == 1)
@@ -80,7 +89,9 @@ struct ReloadTests {
         try udpd.rewriteConfig(echoYAML([("alpha", "discard", a), ("beta", "echo", held)]))
         let result = try udpd.udpctl(["reload"])
         #expect(result.status == 1)
-        #expect((result.standardOutput + result.standardError).contains("service 'beta': cannot bind tcp 0.0.0.0:\(held)"))
+        #expect(
+            (result.standardOutput + result.standardError).contains("service 'beta': cannot bind tcp 0.0.0.0:\(held)")
+        )
         #expect(try ask(a, "alpha is still echo") == "alpha is still echo")
         #expect(try ask(b, "beta is still here") == "beta is still here")
         #expect(isPortFree("0.0.0.0", held, proto: "udp"), "the UDP socket bound for the failed reload was closed")
@@ -184,8 +195,14 @@ final class TrafficThread: Sendable {
 
     private func run(port: UInt16, minimum: Int, maximum: Int, window: Int) {
         let result = Result {
-            try steadyTraffic(port: port, minimum: minimum, maximum: maximum, window: window, until: done,
-                              progress: sent)
+            try steadyTraffic(
+                port: port,
+                minimum: minimum,
+                maximum: maximum,
+                window: window,
+                until: done,
+                progress: sent
+            )
         }
         outcome.withLock { $0 = result }
     }
@@ -223,10 +240,18 @@ struct TrafficResult: Sendable {
 /// least `minimum` were sent (never more than `maximum`, never longer than 120 seconds), and counts the answers. A
 /// datagram unanswered within 2 seconds is lost.
 func steadyTraffic(
-    port: UInt16, minimum: Int, maximum: Int, window: Int, until done: DoneFlag, progress: borrowing Atomic<Int>
+    port: UInt16,
+    minimum: Int,
+    maximum: Int,
+    window: Int,
+    until done: DoneFlag,
+    progress: borrowing Atomic<Int>
 ) throws -> TrafficResult {
-    let client = try ConnectedUDPClient(from: "127.0.0.1", to: IPEndpoint(address: "127.0.0.1", port: port)!,
-                                        timeoutMilliseconds: 2000)
+    let client = try ConnectedUDPClient(
+        from: "127.0.0.1",
+        to: IPEndpoint(address: "127.0.0.1", port: port)!,
+        timeoutMilliseconds: 2000
+    )
     var result = TrafficResult()
     let deadline = ContinuousClock.now + .seconds(120)
     while ContinuousClock.now < deadline {

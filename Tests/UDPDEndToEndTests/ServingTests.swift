@@ -45,12 +45,19 @@ struct ServingTests {
         if hasSecondLoopbackAddress { targets.append(("127.0.0.1", "127.0.0.2")) }
         if hasIPv6Loopback { targets.append(("::1", "::1")) }
         for (source, destination) in targets {
-            let client = try ConnectedUDPClient(from: source, to: IPEndpoint(address: destination, port: ports.echoPort)!)
+            let client = try ConnectedUDPClient(
+                from: source,
+                to: IPEndpoint(address: destination, port: ports.echoPort)!
+            )
             try client.send("ping \(destination)")
             #expect(client.receiveText() == "ping \(destination)", "no echo from \(destination):\n\(udpd.log)")
         }
-        #expect(try eventually { try udpd.status().services.first { $0.name == "echo" }?.counters.txPackets
-            == UInt64(targets.count) })
+        #expect(
+            try eventually {
+                try udpd.status().services.first { $0.name == "echo" }?.counters.txPackets
+                    == UInt64(targets.count)
+            }
+        )
         let status = try udpd.status()
         let echo = try #require(status.services.first { $0.name == "echo" })
         #expect(echo.counters.rxPackets == UInt64(targets.count))
@@ -85,11 +92,17 @@ struct ServingTests {
         let ports = try TwoServices()
         let udpd = try UDPDProcess(config: ports.yaml)
         try udpd.waitUntilReady()
-        let client = try ConnectedUDPClient(from: "127.0.0.1", to: IPEndpoint(address: "127.0.0.1", port: ports.discardPort)!,
-                                            timeoutMilliseconds: 300)
+        let client = try ConnectedUDPClient(
+            from: "127.0.0.1",
+            to: IPEndpoint(address: "127.0.0.1", port: ports.discardPort)!,
+            timeoutMilliseconds: 300
+        )
         try client.send("into the void")
         #expect(client.receive() == nil)
-        let tcp = try TCPTestClient(to: IPEndpoint(address: "127.0.0.1", port: ports.discardPort)!, timeoutMilliseconds: 300)
+        let tcp = try TCPTestClient(
+            to: IPEndpoint(address: "127.0.0.1", port: ports.discardPort)!,
+            timeoutMilliseconds: 300
+        )
         try tcp.send("nothing comes back")
         #expect(tcp.receive(count: 1).isEmpty)
         let discard = try #require(try udpd.status().services.first { $0.name == "discard" })
@@ -109,7 +122,9 @@ struct ServingTests {
         defer { socket.close() }
         let target = IPEndpoint(address: "127.0.0.1", port: ports.echoPort)!
         _ = target.withSockAddr { address, length in
-            Array("loop?".utf8).withUnsafeBytes { sendto(socket.descriptor.rawValue, $0.baseAddress, $0.count, 0, address, length) }
+            Array("loop?".utf8).withUnsafeBytes {
+                sendto(socket.descriptor.rawValue, $0.baseAddress, $0.count, 0, address, length)
+            }
         }
         let deadline = ContinuousClock.now + .seconds(5)
         var dropped: UInt64 = 0
@@ -147,7 +162,10 @@ struct ServingTests {
         #expect(second.log.contains(":\(ports.echoPort)"))
         #expect(second.log.contains("already in use"))
         // The first one is undisturbed.
-        let client = try ConnectedUDPClient(from: "127.0.0.1", to: IPEndpoint(address: "127.0.0.1", port: ports.echoPort)!)
+        let client = try ConnectedUDPClient(
+            from: "127.0.0.1",
+            to: IPEndpoint(address: "127.0.0.1", port: ports.echoPort)!
+        )
         try client.send("still here")
         #expect(client.receiveText() == "still here")
     }
@@ -180,7 +198,10 @@ struct ServingTests {
         #expect(json.contains("\"bind_fallback\" : true"), "\(json)")
         let table = try udpd.udpctl(["status"]).standardOutput
         #expect(table.contains("bind fallback: echo, discard"), "\(table)")
-        let client = try ConnectedUDPClient(from: "127.0.0.1", to: IPEndpoint(address: "127.0.0.1", port: ports.echoPort)!)
+        let client = try ConnectedUDPClient(
+            from: "127.0.0.1",
+            to: IPEndpoint(address: "127.0.0.1", port: ports.echoPort)!
+        )
         try client.send("still answered")
         #expect(client.receiveText() == "still answered")
     }

@@ -11,9 +11,10 @@ let python3Path: String? = ["/usr/bin/python3", "/usr/local/bin/python3"]
 /// A launcher doing what systemd does for socket activation: it opens the sockets `specs` describe, places them at
 /// descriptors 3, 4, ... (inheritable), sets LISTEN_PID to its own pid (which udpd keeps across exec), LISTEN_FDS
 /// and LISTEN_FDNAMES, and execs the program given on its command line.
-func activationLauncher(_ specs: [(proto: String, address: String, port: UInt16, name: String, reusePort: Bool)],
-                        in directory: TemporaryDirectory) throws -> [String]
-{
+func activationLauncher(
+    _ specs: [(proto: String, address: String, port: UInt16, name: String, reusePort: Bool)],
+    in directory: TemporaryDirectory
+) throws -> [String] {
     guard let python3Path else { throw TestFailure("python3 is not installed") }
     let sockets = specs.map { spec in
         "(\"\(spec.proto)\", \"\(spec.address)\", \(spec.port), \(spec.reusePort ? "True" : "False"))"
@@ -54,23 +55,29 @@ struct SocketActivationTests {
     func adoptsInheritedSockets() throws {
         let (udp, tcp, stray) = (try probeFreePort(), try probeFreePort(), try probeFreePort())
         let launcherDirectory = try TemporaryDirectory()
-        let launcher = try activationLauncher([
-            ("udp", "0.0.0.0", udp, "udpd-udp.socket", false),
-            ("tcp", "127.0.0.1", tcp, "udpd-tcp.socket", false),
-            ("udp", "127.0.0.1", stray, "stray", false),
-        ], in: launcherDirectory)
-        let udpd = try UDPDProcess(config: """
-            services:
-              echo:
-                handler: echo
-                udp: \(udp)
-                family: ipv4
-                workers: 2
-              tcp-echo:
-                handler: echo
-                tcp: \(tcp)
-                bind: [127.0.0.1]
-            """, launcher: launcher)
+        let launcher = try activationLauncher(
+            [
+                ("udp", "0.0.0.0", udp, "udpd-udp.socket", false),
+                ("tcp", "127.0.0.1", tcp, "udpd-tcp.socket", false),
+                ("udp", "127.0.0.1", stray, "stray", false),
+            ],
+            in: launcherDirectory
+        )
+        let udpd = try UDPDProcess(
+            config: """
+                services:
+                  echo:
+                    handler: echo
+                    udp: \(udp)
+                    family: ipv4
+                    workers: 2
+                  tcp-echo:
+                    handler: echo
+                    tcp: \(tcp)
+                    bind: [127.0.0.1]
+                """,
+            launcher: launcher
+        )
         // Had udpd bound these ports itself, the inherited sockets (no SO_REUSEPORT) would have made it fail.
         let status = try udpd.waitUntilReady()
         let listener = status.services.first { $0.name == "echo" }?.listeners.first
@@ -108,10 +115,13 @@ struct SocketActivationTests {
         let udp = try probeFreePort()
         let launcherDirectory = try TemporaryDirectory()
         let launcher = try activationLauncher([("udp", "127.0.0.1", udp, "udpd.socket", true)], in: launcherDirectory)
-        let udpd = try UDPDProcess(config: """
-            services:
-              echo: {handler: echo, udp: \(udp), bind: [127.0.0.1], workers: 3}
-            """, launcher: launcher)
+        let udpd = try UDPDProcess(
+            config: """
+                services:
+                  echo: {handler: echo, udp: \(udp), bind: [127.0.0.1], workers: 3}
+                """,
+            launcher: launcher
+        )
         try udpd.waitUntilReady()
         for index in 0..<20 {
             let client = try ConnectedUDPClient(from: "127.0.0.1", to: IPEndpoint(address: "127.0.0.1", port: udp)!)
@@ -125,11 +135,15 @@ struct SocketActivationTests {
     @Test("LISTEN_FDS is taken only when LISTEN_PID names this process; names are used when they fit")
     func environmentParsing() throws {
         let own = SocketActivation.announcedDescriptors(
-            in: ["LISTEN_PID": "42", "LISTEN_FDS": "2", "LISTEN_FDNAMES": "a.socket:b.socket"], pid: 42)
+            in: ["LISTEN_PID": "42", "LISTEN_FDS": "2", "LISTEN_FDNAMES": "a.socket:b.socket"],
+            pid: 42
+        )
         #expect(try own.get().map(\.descriptor) == [3, 4])
         #expect(try own.get().map(\.name) == ["a.socket", "b.socket"])
         let unnamed = SocketActivation.announcedDescriptors(
-            in: ["LISTEN_PID": "42", "LISTEN_FDS": "2", "LISTEN_FDNAMES": "only-one"], pid: 42)
+            in: ["LISTEN_PID": "42", "LISTEN_FDS": "2", "LISTEN_FDNAMES": "only-one"],
+            pid: 42
+        )
         #expect(try unnamed.get().map(\.name) == [nil, nil])
         let other = SocketActivation.announcedDescriptors(in: ["LISTEN_PID": "41", "LISTEN_FDS": "1"], pid: 42)
         #expect(throws: SocketActivation.Refusal.otherProcess("41")) { try other.get() }

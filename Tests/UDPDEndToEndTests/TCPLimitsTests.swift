@@ -8,13 +8,15 @@ import UDPDTransport
 struct TCPLimitsTests {
     func start(_ settings: String) throws -> (UDPDProcess, IPEndpoint) {
         let port = try probeFreePort()
-        let udpd = try UDPDProcess(config: """
-            services:
-              echo:
-                handler: echo
-                tcp: \(port)
-            \(settings.split(separator: "\n").map { "    \($0)" }.joined(separator: "\n"))
-            """)
+        let udpd = try UDPDProcess(
+            config: """
+                services:
+                  echo:
+                    handler: echo
+                    tcp: \(port)
+                \(settings.split(separator: "\n").map { "    \($0)" }.joined(separator: "\n"))
+                """
+        )
         try udpd.waitUntilReady()
         return (udpd, IPEndpoint(address: "127.0.0.1", port: port)!)
     }

@@ -13,14 +13,16 @@ func drops(_ udpd: UDPDProcess, _ name: String, _ reason: String) throws -> UInt
 struct UDPLimitsTests {
     func start(_ settings: String) throws -> (UDPDProcess, UInt16) {
         let port = try probeFreePort()
-        let udpd = try UDPDProcess(config: """
-            services:
-              echo:
-                handler: echo
-                udp: \(port)
-                workers: 2
-            \(settings.split(separator: "\n").map { "    \($0)" }.joined(separator: "\n"))
-            """)
+        let udpd = try UDPDProcess(
+            config: """
+                services:
+                  echo:
+                    handler: echo
+                    udp: \(port)
+                    workers: 2
+                \(settings.split(separator: "\n").map { "    \($0)" }.joined(separator: "\n"))
+                """
+        )
         try udpd.waitUntilReady()
         return (udpd, port)
     }
@@ -28,8 +30,11 @@ struct UDPLimitsTests {
     @Test("max-datagram: a larger datagram is dropped as oversize, smaller ones are answered")
     func maxDatagram() throws {
         let (udpd, port) = try start("max-datagram: 100")
-        let client = try ConnectedUDPClient(from: "127.0.0.1", to: IPEndpoint(address: "127.0.0.1", port: port)!,
-                                            timeoutMilliseconds: 500)
+        let client = try ConnectedUDPClient(
+            from: "127.0.0.1",
+            to: IPEndpoint(address: "127.0.0.1", port: port)!,
+            timeoutMilliseconds: 500
+        )
         try client.send([UInt8](repeating: 0x41, count: 101))
         #expect(client.receive() == nil)
         try client.send([UInt8](repeating: 0x42, count: 100))

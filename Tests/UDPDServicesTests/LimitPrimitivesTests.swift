@@ -24,7 +24,9 @@ struct LimitPrimitivesTests {
         #expect(denyOnly.admits(bits("192.0.2.1")))
         #expect(!denyOnly.admits(bits("10.0.0.1")))
         let everything = AddressFilter(
-            allow: [AddressPrefix(address: BindAddress(text: "0.0.0.0", family: .ipv4), length: 0)], deny: [])
+            allow: [AddressPrefix(address: BindAddress(text: "0.0.0.0", family: .ipv4), length: 0)],
+            deny: []
+        )
         #expect(everything.admits(bits("203.0.113.9")))
         #expect(!everything.admits(bits("::1")))
     }

@@ -24,8 +24,12 @@ enum TestClient {
         do {
             switch arguments[0] {
             case "udp":
-                try udp(server, count: numbers.first ?? 1, interval: numbers.dropFirst().first ?? 0,
-                        timeout: numbers.dropFirst(2).first ?? 1000)
+                try udp(
+                    server,
+                    count: numbers.first ?? 1,
+                    interval: numbers.dropFirst().first ?? 0,
+                    timeout: numbers.dropFirst(2).first ?? 1000
+                )
             case "tcp":
                 try tcp(server, seconds: numbers.first ?? 0)
             default:
@@ -37,8 +41,11 @@ enum TestClient {
     }
 
     static func udp(_ server: IPEndpoint, count: Int, interval: Int, timeout: Int) throws {
-        let client = try ConnectedUDPClient(from: server.family == .ipv4 ? "0.0.0.0" : "::", to: server,
-                                            timeoutMilliseconds: timeout)
+        let client = try ConnectedUDPClient(
+            from: server.family == .ipv4 ? "0.0.0.0" : "::",
+            to: server,
+            timeoutMilliseconds: timeout
+        )
         var received = 0
         for sequence in 0..<count {
             let message = "seq \(sequence) to \(server)"

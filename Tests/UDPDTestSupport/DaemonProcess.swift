@@ -102,7 +102,11 @@ public func runCommand(
     error.fileHandleForReading.readabilityHandler = nil
     outputData.append(output.fileHandleForReading.readDataToEndOfFile())
     errorData.append(error.fileHandleForReading.readDataToEndOfFile())
-    return CommandResult(status: process.terminationStatus, standardOutput: outputData.text, standardError: errorData.text)
+    return CommandResult(
+        status: process.terminationStatus,
+        standardOutput: outputData.text,
+        standardError: errorData.text
+    )
 }
 
 /// Bytes collected from a pipe's handler thread.

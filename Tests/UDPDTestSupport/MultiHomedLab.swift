@@ -74,19 +74,32 @@ public final class MultiHomedLab {
 
     /// Runs the built `udpd-testclient ARGS...` inside `namespace` to its end.
     public func client(_ namespace: String, _ arguments: [String], timeout: TimeInterval = 30) throws -> CommandResult {
-        try runCommand(Self.ip, ["netns", "exec", namespace, BuiltProducts.path("udpd-testclient")] + arguments,
-                       timeout: timeout)
+        try runCommand(
+            Self.ip,
+            ["netns", "exec", namespace, BuiltProducts.path("udpd-testclient")] + arguments,
+            timeout: timeout
+        )
     }
 
     /// The link-local address of `device` in `namespace`, once duplicate address detection is over, with
     /// `%scope` naming the device as seen from `viewedFrom` (a device in the namespace that will use it).
-    public func linkLocal(_ namespace: String, _ device: String, scope: String, timeout: Duration = .seconds(10))
+    public func linkLocal(
+        _ namespace: String,
+        _ device: String,
+        scope: String,
+        timeout: Duration = .seconds(10)
+    )
         throws -> String
     {
         let deadline = ContinuousClock.now + timeout
         while ContinuousClock.now < deadline {
-            let shown = try runCommand(Self.ip, ["-n", namespace, "-6", "-o", "addr", "show", "dev", device,
-                                                 "scope", "link"])
+            let shown = try runCommand(
+                Self.ip,
+                [
+                    "-n", namespace, "-6", "-o", "addr", "show", "dev", device,
+                    "scope", "link",
+                ]
+            )
             if !shown.standardOutput.contains("tentative"),
                 let word = shown.standardOutput.split(separator: " ").first(where: { $0.hasPrefix("fe80:") })
             {

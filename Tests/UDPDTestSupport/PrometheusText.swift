@@ -81,7 +81,9 @@ public enum PrometheusText {
                 guard sample.name.hasSuffix("_total") else { throw fail("counter name without _total") }
                 guard sample.value >= 0 || sample.value.isNaN else { throw fail("negative counter") }
             }
-            let key = sample.name + "{" + sample.labels.sorted { $0.key < $1.key }
+            let key =
+                sample.name + "{"
+                + sample.labels.sorted { $0.key < $1.key }
                 .map { "\($0.key)=\($0.value)" }.joined(separator: ",") + "}"
             guard series.insert(key).inserted else { throw fail("duplicate series") }
             exposition.samples.append(sample)
@@ -122,7 +124,9 @@ public enum PrometheusText {
                     }
                 }
                 guard labels.updateValue(value, forKey: labelName) == nil else { throw fail("label named twice") }
-                if rest.first == "," { rest = rest.dropFirst() } else if rest.first != "}" {
+                if rest.first == "," {
+                    rest = rest.dropFirst()
+                } else if rest.first != "}" {
                     throw fail("expected , or } after a label")
                 }
             }

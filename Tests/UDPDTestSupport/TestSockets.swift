@@ -29,7 +29,11 @@ public final class ConnectedUDPClient {
     /// Binds to `local` (port 0) and connects to `server`; replies wait at most `timeout` milliseconds.
     public init(from local: String, to server: IPEndpoint, timeoutMilliseconds: Int = 2000) throws {
         let localEndpoint = IPEndpoint(address: local, port: 0)!
-        descriptor = try SocketDescriptor.open(family: server.family, type: CInt(SOCK_DGRAM.rawValue), context: "client")
+        descriptor = try SocketDescriptor.open(
+            family: server.family,
+            type: CInt(SOCK_DGRAM.rawValue),
+            context: "client"
+        )
         try descriptor.bind(to: localEndpoint, context: "client")
         var timeout = timeval(tv_sec: timeoutMilliseconds / 1000, tv_usec: Int((timeoutMilliseconds % 1000) * 1000))
         setsockopt(descriptor.rawValue, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
@@ -114,7 +118,11 @@ public final class TCPTestClient {
 
     /// Connects to `server`, from `local` (port 0) when given; reads wait at most `timeoutMilliseconds`.
     public init(from local: String? = nil, to server: IPEndpoint, timeoutMilliseconds: Int = 2000) throws {
-        descriptor = try SocketDescriptor.open(family: server.family, type: CInt(SOCK_STREAM.rawValue), context: "tcp client")
+        descriptor = try SocketDescriptor.open(
+            family: server.family,
+            type: CInt(SOCK_STREAM.rawValue),
+            context: "tcp client"
+        )
         if let local {
             try descriptor.bind(to: IPEndpoint(address: local, port: 0)!, context: "tcp client")
         }
@@ -132,7 +140,9 @@ public final class TCPTestClient {
         var offset = 0
         while offset < bytes.count {
             let written = try systemCall("send") {
-                bytes.withUnsafeBytes { Glibc.send(fd, $0.baseAddress! + offset, $0.count - offset, Int32(MSG_NOSIGNAL)) }
+                bytes.withUnsafeBytes {
+                    Glibc.send(fd, $0.baseAddress! + offset, $0.count - offset, Int32(MSG_NOSIGNAL))
+                }
             }
             offset += written
         }
@@ -197,7 +207,9 @@ public final class UnixDatagramListener {
         address.sun_family = sa_family_t(AF_UNIX)
         withUnsafeMutableBytes(of: &address.sun_path) { $0.copyBytes(from: Array(path.utf8)) }
         let result = withUnsafePointer(to: &address) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) }
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+                bind(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size))
+            }
         }
         guard result == 0 else { throw TestFailure("cannot bind \(path)") }
         var timeout = timeval(tv_sec: timeoutMilliseconds / 1000, tv_usec: Int((timeoutMilliseconds % 1000) * 1000))

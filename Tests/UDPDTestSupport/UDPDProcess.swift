@@ -60,8 +60,11 @@ public final class UDPDProcess {
             guard process.isRunning else {
                 throw TestFailure("udpd exited with \(process.terminationStatus) before it was ready:\n\(log)")
             }
-            if let response = try? ControlClient.send(ControlRequest(command: .status), to: socketPath,
-                                                      timeout: .seconds(2)),
+            if let response = try? ControlClient.send(
+                ControlRequest(command: .status),
+                to: socketPath,
+                timeout: .seconds(2)
+            ),
                 let status = response.status
             {
                 return status

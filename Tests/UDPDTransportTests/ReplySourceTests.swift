@@ -22,8 +22,12 @@ final class TestServer {
     let pool: UDPWorkerPool
     let registration: UDPPoolRegistration
 
-    init(_ endpoint: IPEndpoint, options: UDPSocketOptions = UDPSocketOptions(),
-         settings: UDPWorkerSettings = UDPWorkerSettings(), workers: Int = 1) throws {
+    init(
+        _ endpoint: IPEndpoint,
+        options: UDPSocketOptions = UDPSocketOptions(),
+        settings: UDPWorkerSettings = UDPWorkerSettings(),
+        workers: Int = 1
+    ) throws {
         sockets = try UDPListenerSocket.bindGroup(endpoint, count: workers, options: options)
         pool = try UDPWorkerPool(threadCount: workers, settings: settings)
         registration = try pool.add(sockets, slot: DatagramHandlerSlot(PlainEcho()), counters: counters)
@@ -59,8 +63,11 @@ struct ReplySourceTests {
         try #require(hasSecondLoopbackAddress, "127.0.0.2 is not a local address on this host")
         let server = try TestServer(.wildcard(.ipv4, port: 0), options: UDPSocketOptions(withoutDestinationInfo: true))
         #expect(server.socket.replySource == .kernel)
-        let client = try ConnectedUDPClient(from: "127.0.0.1", to: IPEndpoint(address: "127.0.0.2", port: server.port)!,
-                                            timeoutMilliseconds: 500)
+        let client = try ConnectedUDPClient(
+            from: "127.0.0.1",
+            to: IPEndpoint(address: "127.0.0.2", port: server.port)!,
+            timeoutMilliseconds: 500
+        )
         try client.send("lost")
         #expect(client.receive() == nil, "the kernel-chosen source reached a connected client")
         // The server did answer, from 127.0.0.1: that is what the connected socket filtered out.
@@ -88,9 +95,15 @@ struct ReplySourceTests {
 
     @Test("a truncated datagram is dropped and counted, never answered")
     func truncatedIsDropped() throws {
-        let server = try TestServer(.wildcard(.ipv4, port: 0), settings: UDPWorkerSettings(batchSize: 4, bufferSize: 16))
-        let client = try ConnectedUDPClient(from: "127.0.0.1", to: IPEndpoint(address: "127.0.0.1", port: server.port)!,
-                                            timeoutMilliseconds: 500)
+        let server = try TestServer(
+            .wildcard(.ipv4, port: 0),
+            settings: UDPWorkerSettings(batchSize: 4, bufferSize: 16)
+        )
+        let client = try ConnectedUDPClient(
+            from: "127.0.0.1",
+            to: IPEndpoint(address: "127.0.0.1", port: server.port)!,
+            timeoutMilliseconds: 500
+        )
         try client.send([UInt8](repeating: 7, count: 100))
         #expect(client.receive() == nil)
         try client.send("short")
@@ -162,7 +175,10 @@ struct ReplySourceTests {
         // 64 clients on 64 source ports: the kernel's hash sends every one of them to the same member with a
         // probability of 2^-63 if both sockets are in the group.
         let clients = try (0..<64).map { _ in
-            try ConnectedUDPClient(from: "127.0.0.1", to: IPEndpoint(address: "127.0.0.1", port: sockets[0].localEndpoint.port)!)
+            try ConnectedUDPClient(
+                from: "127.0.0.1",
+                to: IPEndpoint(address: "127.0.0.1", port: sockets[0].localEndpoint.port)!
+            )
         }
         for (index, client) in clients.enumerated() { try client.send("s\(index)") }
         for (index, client) in clients.enumerated() { #expect(client.receiveText() == "s\(index)") }
