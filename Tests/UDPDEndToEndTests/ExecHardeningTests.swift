@@ -4,20 +4,6 @@ import UDPDControl
 import UDPDTestSupport
 import UDPDTransport
 
-/// Distinct free ports.
-private func freePorts(_ count: Int) throws -> [UInt16] {
-    var ports: [UInt16] = []
-    while ports.count < count {
-        let port = try probeFreePort()
-        if !ports.contains(port) { ports.append(port) }
-    }
-    return ports
-}
-
-private func counters(_ udpd: UDPDProcess, _ service: String) throws -> ServiceCounters {
-    try #require(try udpd.status().services.first { $0.name == service }).counters
-}
-
 @Suite("exec hardening: user, flood, crash", .serialized)
 struct ExecHardeningTests {
     @Test(
@@ -176,14 +162,14 @@ struct ExecHardeningTests {
             #expect(echo.receiveText() == "round \(round)", "echo starved during the flood")
         }
         let settled = try eventually(timeout: .seconds(10)) {
-            let run = try counters(udpd, "run")
+            let run = try udpd.counters("run")
             let started = (try? String(contentsOfFile: seen, encoding: .utf8))?.split(separator: "\n").count ?? 0
             // Loopback may drop a datagram when the socket buffer is full; each one received is accounted for.
             return run.rxPackets >= UInt64(sent * 9 / 10)
                 && run.drops["instances_exceeded", default: 0] + UInt64(started) == run.rxPackets
                 && (try? FileManager.default.contentsOfDirectory(atPath: running))?.isEmpty == true
         }
-        let run = try counters(udpd, "run")
+        let run = try udpd.counters("run")
         let counts = ((try? String(contentsOfFile: seen, encoding: .utf8)) ?? "")
             .split(separator: "\n").compactMap { Int($0.trimmingCharacters(in: .whitespaces)) }
         #expect(settled, "rx \(run.rxPackets) sent \(sent) drops \(run.drops) started \(counts.count)\n\(udpd.log)")
@@ -235,8 +221,8 @@ struct ExecHardeningTests {
         try healthyTCP.send("fine\n")
         #expect(String(decoding: healthyTCP.receive(count: 100), as: UTF8.self) == "ok fine\n")
 
-        let crashes = try eventually { try counters(udpd, "crashy").drops["exec_crashed"] == 2 }
-        let drops = try counters(udpd, "crashy").drops
+        let crashes = try eventually { try udpd.counters("crashy").drops["exec_crashed"] == 2 }
+        let drops = try udpd.counters("crashy").drops
         #expect(crashes, "\(drops)")
         #expect(udpd.log.contains("killed by a signal"), "\(udpd.log)")
         #expect(udpd.isRunning)

@@ -4,20 +4,6 @@ import UDPDControl
 import UDPDTestSupport
 import UDPDTransport
 
-/// Distinct free ports.
-private func freePorts(_ count: Int) throws -> [UInt16] {
-    var ports: [UInt16] = []
-    while ports.count < count {
-        let port = try probeFreePort()
-        if !ports.contains(port) { ports.append(port) }
-    }
-    return ports
-}
-
-private func counters(_ udpd: UDPDProcess, _ service: String) throws -> ServiceCounters {
-    try #require(try udpd.status().services.first { $0.name == service }).counters
-}
-
 @Suite("forward and exec", .serialized)
 struct ForwardExecTests {
     @Test("a connected UDP client gets the forward's replies from the address it asked; max-sessions evicts the oldest")
@@ -47,7 +33,7 @@ struct ForwardExecTests {
             try client.send("via \(destination)")
             #expect(client.receiveText() == "via \(destination)", "no reply from \(destination):\n\(udpd.log)")
         }
-        let fwd = try counters(udpd, "fwd")
+        let fwd = try udpd.counters("fwd")
         #expect(fwd.txPackets == UInt64(targets.count))
         #expect(fwd.drops["session_evicted"] == UInt64(max(0, targets.count - 2)), "\(fwd.drops)")
     }
@@ -83,7 +69,7 @@ struct ForwardExecTests {
         let echo = try ConnectedUDPClient(from: "127.0.0.1", to: IPEndpoint(address: "127.0.0.1", port: ports[1])!)
         try echo.send("still here")
         #expect(echo.receiveText() == "still here")
-        #expect(try eventually { try counters(udpd, "dead").drops["upstream_error", default: 0] >= 2 })
+        #expect(try eventually { try udpd.counters("dead").drops["upstream_error", default: 0] >= 2 })
     }
 
     @Test("exec over UDP and TCP: the program answers, sees its environment, and inherits no descriptor of udpd")
@@ -146,10 +132,10 @@ struct ForwardExecTests {
         let elapsed = ContinuousClock.now - started
         #expect(elapsed >= .milliseconds(900) && elapsed < .seconds(4), "killed after \(elapsed)")
         let limited = try eventually {
-            let slow = try counters(udpd, "slow")
+            let slow = try udpd.counters("slow")
             return slow.drops["exec_timeout"] == 1 && slow.drops["instances_exceeded"] == 1
         }
-        let drops = try counters(udpd, "slow").drops
+        let drops = try udpd.counters("slow").drops
         #expect(limited, "\(drops)")
         #expect(udpd.log.contains("service=slow"))
         // The instance was given back: a new connection starts a program again.

@@ -4,16 +4,6 @@ import UDPDControl
 import UDPDTestSupport
 import UDPDTransport
 
-/// Distinct free ports.
-private func freePorts(_ count: Int) throws -> [UInt16] {
-    var ports: [UInt16] = []
-    while ports.count < count {
-        let port = try probeFreePort()
-        if !ports.contains(port) { ports.append(port) }
-    }
-    return ports
-}
-
 private func forwardStatus(_ udpd: UDPDProcess) throws -> ServiceStatus {
     try #require(try udpd.status().services.first { $0.name == "fwd" })
 }

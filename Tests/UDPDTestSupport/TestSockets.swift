@@ -237,3 +237,8 @@ public func eventually(timeout: Duration = .seconds(5), _ condition: () throws -
     }
     return try condition()
 }
+
+/// `count` free ports, all different (``probeFreePort()`` never hands out a port twice).
+public func freePorts(_ count: Int) throws -> [UInt16] {
+    try (0..<count).map { _ in try probeFreePort() }
+}

@@ -112,3 +112,13 @@ public final class UDPDProcess {
         }
     }
 }
+
+extension UDPDProcess {
+    /// The counters of `service` in the daemon's status now.
+    public func counters(_ service: String) throws -> ServiceCounters {
+        guard let counters = try status().services.first(where: { $0.name == service })?.counters else {
+            throw TestFailure("no service '\(service)' in status")
+        }
+        return counters
+    }
+}
