@@ -178,13 +178,13 @@ private struct ProcessRunnerLoop {
         var toClose: [CInt] = []
         defer { for fd in toClose { close(fd) } }
         do {
-            let errors = try Self.pipe()
+            let errors = try makeNonBlockingPipe()
             toClose.append(errors.write)
             child.standardError = errors.read
             switch request.input {
             case .bytes(let bytes, let limit):
-                let input = try Self.pipe()
-                let output = try Self.pipe()
+                let input = try makeNonBlockingPipe()
+                let output = try makeNonBlockingPipe()
                 toClose += [input.read, output.write]
                 try Self.makeBlocking(input.read, output.write, errors.write)
                 child.standardInput = input.write
@@ -228,22 +228,7 @@ private struct ProcessRunnerLoop {
     /// EAGAIN and give up. (For a TCP connection this changes the socket udpd is about to close; SwiftNIO never
     /// reads it, see ExecStreamHandler.)
     private static func makeBlocking(_ descriptors: CInt...) throws(SystemCallError) {
-        for fd in descriptors {
-            let flags = try systemCall("fcntl", context: "F_GETFL") { fcntl(fd, F_GETFL) }
-            try systemCall("fcntl", context: "F_SETFL") { fcntl(fd, F_SETFL, flags & ~O_NONBLOCK) }
-        }
-    }
-
-    private static func pipe() throws(SystemCallError) -> (read: CInt, write: CInt) {
-        var fds: [CInt] = [-1, -1]
-        try systemCall("pipe2") { cudpd_pipe_cloexec_nonblock(&fds) }
-        #if !os(Linux)
-        for fd in fds {
-            _ = fcntl(fd, F_SETFD, FD_CLOEXEC)
-            _ = fcntl(fd, F_SETFL, O_NONBLOCK)
-        }
-        #endif
-        return (fds[0], fds[1])
+        for fd in descriptors { try setNonBlocking(fd, false, context: "a program's standard stream") }
     }
 
     /// Waits for I/O on any child's pipes, the wakeup pipe, the next deadline, or a short tick while some child

@@ -68,6 +68,22 @@ public final class SocketDescriptor: Sendable {
         }
     }
 
+    /// Connects to `endpoint` (for UDP: fixes the peer, so that only its datagrams arrive).
+    public func connect(to endpoint: IPEndpoint, context: String) throws(SystemCallError) {
+        let fd = rawValue
+        _ = try endpoint.withSockAddr { (address, length) throws(SystemCallError) in
+            try systemCall("connect", context: context) {
+                #if canImport(Glibc)
+                Glibc.connect(fd, address, length)
+                #elseif canImport(Musl)
+                Musl.connect(fd, address, length)
+                #else
+                Darwin.connect(fd, address, length)
+                #endif
+            }
+        }
+    }
+
     /// Binds to `endpoint`.
     public func bind(to endpoint: IPEndpoint, context: String) throws(SystemCallError) {
         let fd = rawValue

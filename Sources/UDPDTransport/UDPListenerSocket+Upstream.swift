@@ -22,20 +22,8 @@ extension UDPListenerSocket {
             type: CInt(SOCK_DGRAM.rawValue),
             context: context
         )
-        let fd = socket.rawValue
-        let flags = try systemCall("fcntl", context: context) { fcntl(fd, F_GETFL, 0) }
-        try systemCall("fcntl", context: context) { fcntl(fd, F_SETFL, flags | O_NONBLOCK) }
-        _ = try upstream.withSockAddr { (address, length) throws(SystemCallError) in
-            try systemCall("connect", context: context) {
-                #if canImport(Glibc)
-                Glibc.connect(fd, address, length)
-                #elseif canImport(Musl)
-                Musl.connect(fd, address, length)
-                #else
-                Darwin.connect(fd, address, length)
-                #endif
-            }
-        }
+        try setNonBlocking(socket.rawValue, true, context: context)
+        try socket.connect(to: upstream, context: context)
         let local = try socket.localEndpoint(context: context)
         return UDPListenerSocket(descriptor: socket, localEndpoint: local, replySource: .bound)
     }

@@ -71,16 +71,7 @@ final class WakeupPipe: Sendable {
     let writeDescriptor: CInt
 
     init() throws(SystemCallError) {
-        var fds: [CInt] = [-1, -1]
-        try systemCall("pipe2") { cudpd_pipe_cloexec_nonblock(&fds) }
-        #if !os(Linux)
-        for fd in fds {
-            _ = fcntl(fd, F_SETFD, FD_CLOEXEC)
-            _ = fcntl(fd, F_SETFL, O_NONBLOCK)
-        }
-        #endif
-        readDescriptor = fds[0]
-        writeDescriptor = fds[1]
+        (readDescriptor, writeDescriptor) = try makeNonBlockingPipe()
     }
 
     /// Wakes the thread; safe to call more than once and from any thread.

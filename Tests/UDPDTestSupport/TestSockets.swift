@@ -38,10 +38,7 @@ public final class ConnectedUDPClient {
         var timeout = timeval(tv_sec: timeoutMilliseconds / 1000, tv_usec: Int((timeoutMilliseconds % 1000) * 1000))
         setsockopt(descriptor.rawValue, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
         self.server = server
-        let fd = descriptor.rawValue
-        _ = try server.withSockAddr { (address, length) throws(SystemCallError) in
-            try systemCall("connect", context: "client") { connect(fd, address, length) }
-        }
+        try descriptor.connect(to: server, context: "client")
     }
 
     /// Sends one datagram.
@@ -128,10 +125,7 @@ public final class TCPTestClient {
         }
         var timeout = timeval(tv_sec: timeoutMilliseconds / 1000, tv_usec: Int((timeoutMilliseconds % 1000) * 1000))
         setsockopt(descriptor.rawValue, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
-        let fd = descriptor.rawValue
-        _ = try server.withSockAddr { (address, length) throws(SystemCallError) in
-            try systemCall("connect", context: "tcp client \(server)") { connect(fd, address, length) }
-        }
+        try descriptor.connect(to: server, context: "tcp client \(server)")
     }
 
     /// Writes all of `bytes`.
