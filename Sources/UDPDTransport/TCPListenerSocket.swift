@@ -47,14 +47,6 @@ public final class TCPListenerSocket: Sendable {
             #endif
             let socket = try SocketDescriptor.open(family: endpoint.family, type: streamType, context: context)
             try socket.setOption(level: SOL_SOCKET, name: SO_REUSEADDR, value: 1, "SO_REUSEADDR \(context)")
-            if endpoint.family == .ipv6 {
-                try socket.setOption(
-                    level: CInt(IPPROTO_IPV6),
-                    name: IPV6_V6ONLY,
-                    value: 1,
-                    "IPV6_V6ONLY \(context)"
-                )
-            }
             try UDPListenerSocket.applyCommon(options, to: socket, family: endpoint.family, context: context)
             try socket.bind(to: endpoint, context: context)
             let fd = socket.rawValue

@@ -109,14 +109,6 @@ public final class UDPListenerSocket: Sendable {
             if reusePort {
                 try socket.setOption(level: SOL_SOCKET, name: SO_REUSEPORT, value: 1, "SO_REUSEPORT \(context)")
             }
-            if endpoint.family == .ipv6 {
-                try socket.setOption(
-                    level: CInt(IPPROTO_IPV6),
-                    name: IPV6_V6ONLY,
-                    value: 1,
-                    "IPV6_V6ONLY \(context)"
-                )
-            }
             try applyCommon(options, to: socket, family: endpoint.family, context: context)
             let replySource = enableDestinationInfo(on: socket, for: endpoint, options: options, context: context)
             try socket.bind(to: endpoint, context: context)
@@ -149,12 +141,17 @@ public final class UDPListenerSocket: Sendable {
         return source == .pktinfo || source == .recvdstaddr
     }
 
+    /// What every listener socket, UDP or TCP, takes before it is bound: V6ONLY, freebind, the device.
     static func applyCommon(
         _ options: UDPSocketOptions,
         to socket: SocketDescriptor,
         family: IPFamily,
         context: String
     ) throws(SystemCallError) {
+        // IPv6 listeners never take IPv4 (no IPv4-mapped clients): each family has its own socket.
+        if family == .ipv6 {
+            try socket.setOption(level: CInt(IPPROTO_IPV6), name: IPV6_V6ONLY, value: 1, "IPV6_V6ONLY \(context)")
+        }
         if options.freebind {
             let name = family == .ipv4 ? cudpd_ip_freebind : cudpd_ipv6_freebind
             let level = family == .ipv4 ? CInt(IPPROTO_IP) : CInt(IPPROTO_IPV6)
