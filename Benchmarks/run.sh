@@ -10,6 +10,9 @@
 #   udpd-echo     udpd's echo handler with the same number of threads
 #   nginx-1w/2w   nginx's stream UDP proxy (1 and 2 workers) in front of a C reference backend, when nginx and
 #                 libnginx-mod-stream are installed
+#   ref-forward   the C reference forwarder (Benchmarks/reference/forward_reference.c: sessions with connected
+#                 upstream sockets, recvmmsg, replies gathered into one sendmmsg) in front of the same backend: the
+#                 floor of CPU per forwarded request on this machine
 #   udpd-forward  udpd's forward handler in front of the same backend, when this udpd accepts `handler: forward`
 #   alloc-*       heap allocations per request (udpd echo and forward, the C reference), with
 #                 Benchmarks/reference/malloc_count.so preloaded
@@ -74,17 +77,20 @@ results="$out/results.jsonl"
 : > "$results"
 
 cc -O2 -Wall -pthread -o "$work/echo_reference" Benchmarks/reference/echo_reference.c
+cc -O2 -Wall -pthread -o "$work/forward_reference" Benchmarks/reference/forward_reference.c
 cc -O2 -Wall -shared -fPIC -o "$work/malloc_count.so" Benchmarks/reference/malloc_count.c
 
 # The address clients send to: 127.0.0.2 makes wildcard servers pick the reply source themselves (pktinfo);
 # 127.0.0.1 would let the kernel's default choice pass by luck.
 target_address=127.0.0.2
 
-# start_reference NAME THREADS: starts a C reference on a free port; sets ref_port and ref_pid.
+# start_reference NAME THREADS [PROGRAM [OPTIONS...]]: starts a C reference (echo_reference unless PROGRAM is
+# given) on a free port; sets ref_port and ref_pid.
 start_reference() {
-    local name=$1 threads=$2 file="$work/$1.out"
+    local name=$1 threads=$2 program=${3:-echo_reference} file="$work/$1.out"
+    shift $(($# < 3 ? $# : 3))
     : > "$file"
-    "$work/echo_reference" -t "$threads" 0 > "$file" &
+    "$work/$program" -t "$threads" "$@" 0 > "$file" &
     ref_pid=$!
     pids+=("$ref_pid")
     for _ in $(seq 100); do
@@ -171,6 +177,8 @@ start_reference ref-echo "$threads"
 ref_echo_port=$ref_port ref_echo_pid=$ref_pid
 start_reference backend "$threads"
 backend_port=$ref_port
+start_reference ref-forward "$threads" forward_reference -u "$backend_port"
+ref_forward_port=$ref_port ref_forward_pid=$ref_pid
 mapfile -t ports < <("$bin/udpd-bench" ports --count 6)
 
 udpd_config="$work/udpd.yaml"
@@ -231,6 +239,7 @@ for round in $(seq "$rounds"); do
         measure nginx-1w "$round" "${ports[2]}" "$nginx1_pid" --children
         measure nginx-2w "$round" "${ports[3]}" "$nginx2_pid" --children
     fi
+    measure ref-forward "$round" "$ref_forward_port" "$ref_forward_pid"
     if [ "$have_forward" = 1 ]; then
         measure udpd-forward "$round" "${ports[1]}" "$udpd_pid"
     fi

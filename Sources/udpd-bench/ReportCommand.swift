@@ -104,6 +104,7 @@ struct ReportCommand: ParsableCommand {
             goal: 1,
             atLeast: false
         )
+        printFloors(pairs: pairs)
         let udpdRuns = summaries.filter { $0.key.hasPrefix("udpd") }.values
         let failures = udpdRuns.isEmpty ? nil : Double(udpdRuns.reduce(0) { $0 + $1.lost + $1.wrongSource })
         row("udpd lost + wrong-source replies", failures, goal: 0, atLeast: false, digits: 0)
@@ -150,6 +151,28 @@ struct ReportCommand: ParsableCommand {
                     + "\(control.residentKiBWithAllServices.map { format(Double($0) / 1024, 1) } ?? "n/a") MiB in "
                     + "\(control.threadsWithAllServices.map(String.init) ?? "n/a") threads."
             )
+        }
+    }
+
+    /// Not targets: how far from the floor the forward figures are. The C reference forwarder makes the fewest
+    /// system calls we know for this work, so its CPU per request is what the kernel's packet path costs here.
+    private func printFloors(pairs: PairedRounds) {
+        let floors: [(String, Double?)] = [
+            (
+                "udpd forward / C reference forwarder, CPU per request",
+                pairs.ratio("udpd-forward", "ref-forward", { $0.serverCPUSecondsPerMillion })
+            ),
+            (
+                "C reference forwarder / nginx best, CPU per request",
+                pairs.ratio("ref-forward", "nginx", { $0.serverCPUSecondsPerMillion })
+            ),
+            (
+                "C reference forwarder / nginx best, requests/s",
+                pairs.ratio("ref-forward", "nginx", \.requestsPerSecond)
+            ),
+        ]
+        for (name, value) in floors where value != nil {
+            print("| \(name) | \(format(value, 2)) | (floor, not a target) | |")
         }
     }
 
