@@ -10,8 +10,8 @@ import UDPDTransport
 /// The datapath has no hop and no copy. A request is sent upstream from the listener's worker thread, straight from
 /// the batch buffer it was received in (one `send`); finding its session takes a mutex and a dictionary lookup and
 /// allocates nothing. Each session socket is served by the daemon's ``UDPWorkerPool`` like a listener's, and an
-/// upstream reply is sent to the client from that pool thread's batch buffer with `sendmsg` and the client's
-/// destination address (IP_PKTINFO).
+/// upstream reply is sent to the client from that pool thread's batch buffer with the client's destination address
+/// (IP_PKTINFO), gathered with the other replies the thread read in the same pass into one `sendmmsg`.
 ///
 /// Sessions end after `timeout` without traffic either way, found by a sweep every quarter of `timeout` (at most
 /// every second) on an event loop of the daemon; at `maxSessions` the oldest is given up to make room, and counted.

@@ -12,7 +12,7 @@ struct ForwardSessionKey: Hashable, Sendable {
 /// One client's relay to the upstream: its own connected upstream socket, served by the daemon's worker pool.
 ///
 /// Requests go out on the socket straight from the listener's worker thread; the upstream's replies arrive on a pool
-/// thread, which sends each to the client from the address it asked, through the listener's ``DatagramReplier``.
+/// thread, which relays each to the client from the address it asked, through the listener's socket.
 ///
 /// `@unchecked Sendable`: everything is immutable except the time of the last traffic, which is atomic, the pool
 /// registration, which is behind a mutex, and ``serial``, which only the ``ForwardSessionTable`` writes and reads,
@@ -89,7 +89,8 @@ final class ForwardSession: @unchecked Sendable {
 }
 
 /// Serves a session's upstream socket on a pool thread: each upstream datagram goes to the session's client, from
-/// the local address the client asked, straight from the pool thread's batch buffer.
+/// the local address the client asked, straight from the pool thread's batch buffer, as a relay: the thread sends
+/// the replies of every session it served in one pass together, with one sendmmsg per listener.
 ///
 /// `Sendable`: it holds only the `Sendable` session and log.
 final class UpstreamReplyHandler: DatagramHandler {
@@ -120,11 +121,6 @@ final class UpstreamReplyHandler: DatagramHandler {
         let client = session.replier
         // A listener that a reload removed has closed its socket: its number may already name another socket.
         guard !client.socket.descriptor.isClosed else { return .noReply }
-        client.send(
-            UnsafeRawBufferPointer(rebasing: buffer[0..<length]),
-            to: session.key.peer,
-            from: session.destination
-        )
-        return .noReply
+        return .relay(length: length, through: client, to: session.key.peer, from: session.destination)
     }
 }

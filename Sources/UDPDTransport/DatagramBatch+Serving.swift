@@ -28,25 +28,37 @@ final class ServedSocket: Sendable {
 extension DatagramBatch {
     /// Serves `served` until its receive queue is empty or `maximumBatches` batches were handled (so that one busy
     /// socket cannot starve the others of its worker). Returns whether the queue may still hold datagrams.
+    ///
+    /// Datagrams are received into the slots after those that queued relays reserve (all of them are freed by
+    /// sending the relays first when none is left).
     func drain(_ served: ServedSocket, maximumBatches: Int, useBatchCalls: inout Bool) -> Bool {
         let fd = served.socket.descriptor.rawValue
         for _ in 0..<maximumBatches {
-            let received = receive(fd, served, &useBatchCalls)
+            if reservedSlots == capacity { flushRelays() }
+            let first = reservedSlots
+            let room = capacity - first
+            let received = receive(fd, served, first: first, room: room, &useBatchCalls)
             guard received > 0 else { return false }
-            serve(served, count: received)
+            serve(served, first: first, count: received)
             send(fd, served.counters, &useBatchCalls)
-            resetReceiveHeaders(count: received)
-            if received < capacity { return false }
+            resetReceiveHeaders(from: first, count: received)
+            if received < room { return false }
         }
         return true
     }
 
-    /// Receives up to a batch without blocking; 0 when nothing is waiting.
-    private func receive(_ fd: CInt, _ served: ServedSocket, _ useBatchCalls: inout Bool) -> Int {
+    /// Receives up to `room` datagrams into the slots from `first`, without blocking; 0 when nothing is waiting.
+    private func receive(
+        _ fd: CInt,
+        _ served: ServedSocket,
+        first: Int,
+        room: Int,
+        _ useBatchCalls: inout Bool
+    ) -> Int {
         if useBatchCalls {
             do {
                 let count = try nonBlockingSystemCall("recvmmsg") {
-                    cudpd_recvmmsg(fd, receiveHeaders, UInt32(capacity), cudpd_msg_dontwait)
+                    cudpd_recvmmsg(fd, receiveHeaders + first, UInt32(room), cudpd_msg_dontwait)
                 }
                 return Int(count ?? 0)
             } catch  where error.errno == ENOSYS {
@@ -56,7 +68,7 @@ extension DatagramBatch {
                 return 0
             }
         }
-        let header = receiveHeaders
+        let header = receiveHeaders + first
         let length: Int?
         do {
             length = try nonBlockingSystemCall("recvmsg") { recvmsg(fd, &header.pointee.msg_hdr, cudpd_msg_dontwait) }
@@ -70,13 +82,13 @@ extension DatagramBatch {
     }
 
     /// Asks the handler about each received datagram and queues the replies.
-    private func serve(_ served: ServedSocket, count: Int) {
+    private func serve(_ served: ServedSocket, first: Int, count: Int) {
         let handler = served.slot.handler
         let counters = served.counters
         let replySource = served.socket.replySource
         let localEndpoint = served.socket.localEndpoint
         var receivedBytes: UInt64 = 0
-        for index in 0..<count {
+        for index in first..<(first + count) {
             let header = receiveHeaders + index
             let length = Int(header.pointee.msg_len)
             receivedBytes &+= UInt64(length)
@@ -120,6 +132,14 @@ extension DatagramBatch {
                 break
             case .drop(let reason):
                 counters.addDrop(reason)
+            case .relay(let relayLength, let target, let client, let source):
+                queueRelay(
+                    slot: index,
+                    length: min(relayLength, bufferSize),
+                    through: target,
+                    to: client,
+                    from: source
+                )
             }
         }
         counters.countReceived(packets: UInt64(count), bytes: receivedBytes)

@@ -11,7 +11,9 @@ import Darwin
 /// The memory of one worker's recvmmsg/sendmmsg batch: per slot a datagram buffer, the peer's address, and a
 /// control buffer each way, all allocated once so that the steady state allocates nothing.
 ///
-/// A reply is written into the slot's own buffer and sent from it. Not `Sendable`: one worker thread owns it.
+/// A reply is written into the slot's own buffer and sent from it. So is a relay (a forward's upstream reply to its
+/// client): its slot stays reserved, and the next socket is received into the slots after it, until the relays are
+/// sent together (see `DatagramBatch+Relays.swift`). Not `Sendable`: one worker thread owns it.
 final class DatagramBatch {
     let capacity: Int
     let bufferSize: Int
@@ -24,6 +26,16 @@ final class DatagramBatch {
     let receiveHeaders: UnsafeMutablePointer<cudpd_mmsghdr>
     let sendHeaders: UnsafeMutablePointer<cudpd_mmsghdr>
     private(set) var pendingReplies = 0
+    let relayHeaders: UnsafeMutablePointer<cudpd_mmsghdr>
+    let relayNames: UnsafeMutablePointer<sockaddr_storage>
+    let relayControl: UnsafeMutableRawPointer
+    let relayVectors: UnsafeMutablePointer<iovec>
+    /// Relays queued in `relayHeaders`, all for ``relayTarget``'s socket.
+    var pendingRelays = 0
+    /// The front slots whose buffers hold queued relays; receiving starts after them.
+    var reservedSlots = 0
+    /// The listener the queued relays go through.
+    var relayTarget: DatagramReplier?
 
     init(capacity: Int, bufferSize: Int) {
         precondition(capacity > 0 && bufferSize > 0)
@@ -38,6 +50,11 @@ final class DatagramBatch {
         sendVectors = .allocate(capacity: capacity)
         receiveHeaders = .allocate(capacity: capacity)
         sendHeaders = .allocate(capacity: capacity)
+        relayHeaders = .allocate(capacity: capacity)
+        relayNames = .allocate(capacity: capacity)
+        relayControl = .allocate(byteCount: capacity * controlSize, alignment: 16)
+        relayVectors = .allocate(capacity: capacity)
+        relayHeaders.initialize(repeating: cudpd_mmsghdr(), count: capacity)
         receiveHeaders.initialize(repeating: cudpd_mmsghdr(), count: capacity)
         sendHeaders.initialize(repeating: cudpd_mmsghdr(), count: capacity)
         for slot in 0..<capacity {
@@ -47,7 +64,7 @@ final class DatagramBatch {
             receiveHeaders[slot].msg_hdr.msg_name = UnsafeMutableRawPointer(names + slot)
             receiveHeaders[slot].msg_hdr.msg_control = receiveControl + slot * controlSize
         }
-        resetReceiveHeaders(count: capacity)
+        resetReceiveHeaders(from: 0, count: capacity)
     }
 
     deinit {
@@ -59,6 +76,10 @@ final class DatagramBatch {
         sendVectors.deallocate()
         receiveHeaders.deallocate()
         sendHeaders.deallocate()
+        relayHeaders.deallocate()
+        relayNames.deallocate()
+        relayControl.deallocate()
+        relayVectors.deallocate()
     }
 
     /// The whole buffer of `slot`.
@@ -67,9 +88,9 @@ final class DatagramBatch {
         UnsafeMutableRawBufferPointer(start: buffers + slot * bufferSize, count: bufferSize)
     }
 
-    /// Restores the lengths the kernel overwrote in the first `count` receive headers.
-    func resetReceiveHeaders(count: Int) {
-        for slot in 0..<count {
+    /// Restores the lengths the kernel overwrote in `count` receive headers from `first`.
+    func resetReceiveHeaders(from first: Int, count: Int) {
+        for slot in first..<(first + count) {
             receiveHeaders[slot].msg_hdr.msg_namelen = socklen_t(MemoryLayout<sockaddr_storage>.size)
             receiveHeaders[slot].msg_hdr.msg_controllen = numericCast(DestinationControlMessage.capacity)
             receiveHeaders[slot].msg_hdr.msg_flags = 0

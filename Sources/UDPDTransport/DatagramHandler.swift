@@ -89,6 +89,10 @@ public enum DatagramVerdict: Sendable, Equatable {
     case noReply
     /// Send nothing and count the datagram as dropped for `reason`.
     case drop(DropReason)
+    /// Send the first `length` bytes of the buffer to `peer` through another listener's socket, from `source`: a
+    /// forward's upstream reply going back to its client. The worker gathers the relays of every socket it serves
+    /// in one pass and sends them to each listener together (sendmmsg); they count as sent on that listener.
+    case relay(length: Int, through: DatagramReplier, to: IPEndpoint, from: DatagramDestination)
 }
 
 /// Serves the datagrams of a UDP listener, on the listener's worker thread.

@@ -138,6 +138,7 @@ final class UDPWorkerThread: Sendable {
                 guard let served = registrations.withLock({ $0[CInt(truncatingIfNeeded: token)] }) else { continue }
                 _ = batch.drain(served, maximumBatches: 8, useBatchCalls: &useBatchCalls)
             }
+            batch.flushRelays()
             epoch.wrappingAdd(1, ordering: .releasing)
         }
         #else
@@ -152,6 +153,7 @@ final class UDPWorkerThread: Sendable {
                     _ = batch.drain(socket, maximumBatches: 8, useBatchCalls: &useBatchCalls)
                 }
             }
+            batch.flushRelays()
             epoch.wrappingAdd(1, ordering: .releasing)
         }
         #endif

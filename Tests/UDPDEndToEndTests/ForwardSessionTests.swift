@@ -121,4 +121,96 @@ struct ForwardSessionTests {
         #expect(clients[1].receiveText() == "after")
         #expect(try forwardStatus(udpd).forwardSessions == 1)
     }
+
+    @Test("replies of many sessions at once, for two listeners, each reach their client from the address it asked")
+    func gatheredRepliesReachEveryClient() throws {
+        try #require(hasSecondLoopbackAddress, "127.0.0.2 is not configured on lo")
+        let clientsPerService = 48
+        let upstream = try BurstEchoUpstream()
+        let ports = try freePorts(2)
+        // Wildcard listeners, so each reply's source comes from IP_PKTINFO; each client is connected to the address
+        // it asked and so refuses a reply from any other.
+        let udpd = try UDPDProcess(
+            config: """
+                services:
+                  fwd-a:
+                    handler: forward
+                    udp: \(ports[0])
+                    family: ipv4
+                    upstream: 127.0.0.1:\(upstream.port)
+                  fwd-b:
+                    handler: forward
+                    udp: \(ports[1])
+                    family: ipv4
+                    upstream: 127.0.0.1:\(upstream.port)
+                """
+        )
+        try udpd.waitUntilReady()
+        let a = IPEndpoint(address: "127.0.0.2", port: ports[0])!
+        let b = IPEndpoint(address: "127.0.0.1", port: ports[1])!
+        let clients = try (0..<(2 * clientsPerService)).map { index in
+            try ConnectedUDPClient(from: "127.0.0.1", to: index % 2 == 0 ? a : b, timeoutMilliseconds: 3000)
+        }
+        // The upstream holds every request of a round and then answers them all at once, so the session sockets
+        // become readable together: a worker's pass gathers more replies than a batch has slots, for both listeners.
+        for round in 0..<3 {
+            for (index, client) in clients.enumerated() { try client.send("round \(round) client \(index)") }
+            #expect(upstream.answerInOneBurst(expecting: clients.count) == clients.count, "\(udpd.log)")
+            for (index, client) in clients.enumerated() {
+                #expect(client.receiveText() == "round \(round) client \(index)", "client \(index), round \(round)")
+            }
+        }
+        let services = try udpd.status().services
+        for name in ["fwd-a", "fwd-b"] {
+            let counters = try #require(services.first { $0.name == name }).counters
+            #expect(counters.txPackets == UInt64(3 * clientsPerService), "\(name): \(counters)")
+            #expect(counters.drops.isEmpty, "\(name): \(counters.drops)")
+        }
+    }
+}
+
+/// An upstream on 127.0.0.1 that collects a round of requests and then echoes them all in one burst.
+private final class BurstEchoUpstream {
+    let socket: SocketDescriptor
+    let port: UInt16
+
+    init() throws {
+        socket = try SocketDescriptor.open(family: .ipv4, type: CInt(SOCK_DGRAM.rawValue), context: "upstream")
+        try socket.bind(to: IPEndpoint(address: "127.0.0.1", port: 0)!, context: "upstream")
+        port = try socket.localEndpoint(context: "upstream").port
+        var timeout = timeval(tv_sec: 3, tv_usec: 0)
+        setsockopt(socket.rawValue, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
+    }
+
+    /// Receives up to `expecting` requests (each wait bounded by the 3 s timeout), then answers each to its sender;
+    /// returns how many it answered.
+    func answerInOneBurst(expecting: Int) -> Int {
+        var held: [(payload: [UInt8], sender: sockaddr_storage, length: socklen_t)] = []
+        var buffer = [UInt8](repeating: 0, count: 2048)
+        while held.count < expecting {
+            var sender = sockaddr_storage()
+            var length = socklen_t(MemoryLayout<sockaddr_storage>.size)
+            let count = buffer.withUnsafeMutableBytes { bytes in
+                withUnsafeMutablePointer(to: &sender) {
+                    $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+                        recvfrom(socket.rawValue, bytes.baseAddress, bytes.count, 0, $0, &length)
+                    }
+                }
+            }
+            guard count >= 0 else { break }
+            held.append((Array(buffer[0..<count]), sender, length))
+        }
+        var answered = 0
+        for var request in held {
+            let sent = request.payload.withUnsafeBytes { bytes in
+                withUnsafePointer(to: &request.sender) {
+                    $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+                        sendto(socket.rawValue, bytes.baseAddress, bytes.count, 0, $0, request.length)
+                    }
+                }
+            }
+            if sent == request.payload.count { answered += 1 }
+        }
+        return answered
+    }
 }

@@ -1,0 +1,90 @@
+import CUDPD
+
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Musl)
+import Musl
+#elseif canImport(Darwin)
+import Darwin
+#endif
+
+extension DatagramBatch {
+    /// Queues the first `length` bytes of `slot`'s buffer to go to `peer` through `replier`'s socket, from `source`.
+    /// The slot stays reserved until ``flushRelays()``; relays queued for another socket are sent first.
+    func queueRelay(
+        slot: Int,
+        length: Int,
+        through replier: DatagramReplier,
+        to peer: IPEndpoint,
+        from source: DatagramDestination
+    ) {
+        if let target = relayTarget, target.socket !== replier.socket { flushRelays() }
+        if relayTarget == nil { relayTarget = replier }
+        let index = pendingRelays
+        let control = relayControl + index * DestinationControlMessage.capacity
+        let controlLength = DestinationControlMessage.write(
+            source: source,
+            replySource: replier.socket.replySource,
+            into: control
+        )
+        let name = relayNames + index
+        let nameLength = peer.withSockAddr { address, addressLength in
+            UnsafeMutableRawPointer(name).copyMemory(from: address, byteCount: Int(addressLength))
+            return addressLength
+        }
+        relayVectors[index] = iovec(iov_base: buffer(slot).baseAddress, iov_len: length)
+        relayHeaders[index].msg_hdr.msg_name = UnsafeMutableRawPointer(name)
+        relayHeaders[index].msg_hdr.msg_namelen = nameLength
+        relayHeaders[index].msg_hdr.msg_iov = relayVectors + index
+        relayHeaders[index].msg_hdr.msg_iovlen = 1
+        relayHeaders[index].msg_hdr.msg_control = controlLength > 0 ? control : nil
+        relayHeaders[index].msg_hdr.msg_controllen = numericCast(controlLength)
+        relayHeaders[index].msg_hdr.msg_flags = 0
+        relayHeaders[index].msg_len = 0
+        pendingRelays += 1
+        reservedSlots = max(reservedSlots, slot + 1)
+    }
+
+    /// Sends the queued relays through their listener's socket, as few sendmmsg calls as the kernel allows, and
+    /// frees their slots. A relay the kernel refuses, or one whose listener was closed by a reload meanwhile, is
+    /// counted as a send error on that listener.
+    func flushRelays() {
+        guard let target = relayTarget else { return }
+        let total = pendingRelays
+        defer {
+            pendingRelays = 0
+            reservedSlots = 0
+            relayTarget = nil
+        }
+        // A listener that a reload removed has closed its socket: its number may already name another socket.
+        guard !target.socket.descriptor.isClosed else {
+            target.counters.addDrop(.sendError, count: UInt64(total))
+            return
+        }
+        let fd = target.socket.descriptor.rawValue
+        var next = 0
+        var sentPackets: UInt64 = 0
+        var sentBytes: UInt64 = 0
+        while next < total {
+            let headers = relayHeaders + next
+            let sent: Int
+            do {
+                sent = Int(try systemCall("sendmmsg") { cudpd_sendmmsg(fd, headers, UInt32(total - next), 0) })
+            } catch  where error.errno == ENOSYS {
+                // No sendmmsg on this platform: one sendmsg per relay.
+                sent = (try? systemCall("sendmsg") { sendmsg(fd, &headers.pointee.msg_hdr, 0) }) != nil ? 1 : -1
+            } catch {
+                sent = -1
+            }
+            if sent <= 0 {
+                target.counters.addDrop(.sendError)
+                next += 1
+                continue
+            }
+            for index in next..<(next + sent) { sentBytes &+= UInt64(relayVectors[index].iov_len) }
+            sentPackets &+= UInt64(sent)
+            next += sent
+        }
+        if sentPackets > 0 { target.counters.countSent(packets: sentPackets, bytes: sentBytes) }
+    }
+}
