@@ -7,10 +7,11 @@ extension Daemon {
     }
 
     /// While some address cannot be bound yet (a tentative IPv6 address in duplicate address detection), queues an
-    /// address update every 200 ms, until the supervisor stops asking.
+    /// address update every 200 ms, until the supervisor stops asking. Otherwise it sleeps: an idle udpd whose
+    /// addresses all bind has no timer waking it.
     func retryUnusableAddresses(requestReload: AsyncStream<ReloadTicket>.Continuation) async {
-        while (try? await Task.sleep(for: .milliseconds(200))) != nil {
-            if await supervisor.wantsAddressRetry {
+        for await _ in supervisor.addressRetries {
+            while (try? await Task.sleep(for: .milliseconds(200))) != nil, await supervisor.wantsAddressRetry {
                 await queueAddressUpdate(requestReload)
             }
         }

@@ -100,6 +100,7 @@ extension Supervisor {
         )
         if addressRetryDeadline == nil {
             addressRetryDeadline = .now + Self.unusableAddressPatience
+            addressRetrySink.yield()
         }
     }
 

@@ -72,6 +72,9 @@ public actor Supervisor {
     /// Address notifications, newest only: the ``Daemon`` turns each into an address update.
     nonisolated let addressChanges: AsyncStream<AddressChange>
     let addressChangeSink: AsyncStream<AddressChange>.Continuation
+    /// Told when a bind starts being retried, newest only: the ``Daemon``'s retry loop sleeps until then.
+    nonisolated let addressRetries: AsyncStream<Void>
+    let addressRetrySink: AsyncStream<Void>.Continuation
     /// Reloads applied and rejected since start, for status and metrics.
     var reloadCounts = ReloadCounts()
     /// Connections of removed TCP listeners, waiting out their grace period.
@@ -109,6 +112,7 @@ public actor Supervisor {
             of: AddressChange.self,
             bufferingPolicy: .bufferingNewest(1)
         )
+        (addressRetries, addressRetrySink) = AsyncStream.makeStream(of: Void.self, bufferingPolicy: .bufferingNewest(1))
     }
 
     /// The configuration running now.
@@ -268,6 +272,7 @@ public actor Supervisor {
         addressWatcher?.stop()
         addressWatcher = nil
         addressChangeSink.finish()
+        addressRetrySink.finish()
         pool.shutdown()
         draining.finish()
         await withTaskGroup(of: Void.self) { group in

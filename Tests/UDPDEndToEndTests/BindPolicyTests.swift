@@ -146,6 +146,22 @@ struct BindPolicyTests {
         #expect(late.status == 0, "\(late.standardOutput)\(late.standardError)\n\(udpd.log)")
     }
 
+    @Test("an IPv6 address added in duplicate address detection is bound once usable, and answers from itself")
+    func tentativeAddressIsBoundOnceUsable() throws {
+        let lab = try MultiHomedLab()
+        let port = try probeFreePort()
+        let udpd = try UDPDProcess(
+            config: "services:\n  echo: {handler: echo, udp: \(port), bind: per-address, family: ipv6}\n",
+            launcher: lab.launcher(lab.server)
+        )
+        try udpd.waitUntilReady()
+        // Without nodad the address is tentative for about a second: its bind fails with EADDRNOTAVAIL until then.
+        try lab.ip(["-n", lab.server, "addr", "add", "fd00:201:1::3/64", "dev", "eth1"])
+        try waitForListener(udpd, address: "fd00:201:1::3", proto: "udp", timeout: .seconds(8))
+        let answer = try lab.client(lab.clientA, ["udp", "fd00:201:1::3", "\(port)", "3", "50", "1000"])
+        #expect(answer.status == 0, "\(answer.standardOutput)\(answer.standardError)\n\(udpd.log)")
+    }
+
     @Test("interfaces: per-address binds only that interface's addresses; wildcard binds the device")
     func interfacesLimitBinding() throws {
         let lab = try MultiHomedLab()
