@@ -14,6 +14,10 @@
 //   udpd, udpctl        two thin executables
 import PackageDescription
 
+#if canImport(Glibc)
+import Glibc
+#endif
+
 // MARK: - Shared settings
 
 let strictSwift: [SwiftSetting] = [
@@ -21,6 +25,53 @@ let strictSwift: [SwiftSetting] = [
     .enableUpcomingFeature("ExistentialAny"),
     .enableUpcomingFeature("MemberImportVisibility"),
 ]
+
+/// How the installed executables (udpd, udpctl) are linked in release builds on Linux, to keep the pages an idle
+/// daemon maps few (measured with `udpd-bench control`'s idle RSS; see BENCHMARKS.md):
+/// - lld, the linker shipped with the Swift toolchain, because it can pack relative relocations;
+/// - `--no-export-dynamic`: `--static-swift-stdlib` (how `make` and Benchmarks/run.sh build) exports every symbol
+///   of the program, 1.3 MB of symbol tables that the dynamic loader reads at start and nothing looks up;
+/// - `-z pack-relative-relocs` (DT_RELR) where glibc loads it (2.36 and later): the ~57,000 relative relocations of
+///   Swift metadata take 11 KB instead of 1.3 MB, all of which the loader reads at every start;
+/// - libstdc++ linked in too when the Swift runtime is and GCC's libstdc++.a is installed (GCC's -static-libstdc++;
+///   see Linker/static-libstdc++): the runtime uses little of it, and loading the shared library costs about 1 MB of
+///   resident pages, most of them its symbol tables.
+/// Debug builds (`swift build`, `swift test`) link as SwiftPM does by default.
+let releaseLinking: [LinkerSetting] = {
+    var flags = ["-use-ld=lld", "-Xlinker", "--no-export-dynamic"]
+    if glibcLoadsPackedRelocations() {
+        flags += ["-Xlinker", "-z", "-Xlinker", "pack-relative-relocs"]
+    }
+    if hasStaticLibstdcxx() {
+        flags += ["-L", Context.packageDirectory + "/Linker/static-libstdc++"]
+    }
+    return [.unsafeFlags(flags, .when(platforms: [.linux], configuration: .release))]
+}()
+
+/// Whether this machine's glibc loads DT_RELR (2.36 and later); an older one refuses such a binary.
+func glibcLoadsPackedRelocations() -> Bool {
+    #if canImport(Glibc)
+    var buffer = [CChar](repeating: 0, count: 64)
+    guard confstr(Int32(_CS_GNU_LIBC_VERSION), &buffer, buffer.count) > 0 else { return false }
+    let text = buffer.withUnsafeBufferPointer { String(cString: $0.baseAddress!) }  // "glibc 2.36"
+    let version = text.split(separator: " ").last?.split(separator: ".").compactMap { Int($0) } ?? []
+    return version.count >= 2 && (version[0], version[1]) >= (2, 36)
+    #else
+    return false
+    #endif
+}
+
+/// Whether GCC's static libstdc++ is installed (Debian's libstdc++-N-dev, which the Swift toolchain needs; Fedora's
+/// libstdc++-static).
+func hasStaticLibstdcxx() -> Bool {
+    #if canImport(Glibc)
+    var found = glob_t()
+    defer { globfree(&found) }
+    return glob("/usr/lib/gcc/*/*/libstdc++.a", 0, nil, &found) == 0 && found.gl_pathc > 0
+    #else
+    return false
+    #endif
+}
 
 let nioCore = Target.Dependency.product(name: "NIOCore", package: "swift-nio")
 let nioPosix = Target.Dependency.product(name: "NIOPosix", package: "swift-nio")
@@ -101,12 +152,14 @@ let package = Package(
         .executableTarget(
             name: "udpd",
             dependencies: ["UDPDSupervisor", "UDPDConfig", argumentParser, logging],
-            swiftSettings: strictSwift
+            swiftSettings: strictSwift,
+            linkerSettings: releaseLinking
         ),
         .executableTarget(
             name: "udpctl",
             dependencies: ["UDPDControl", "UDPDConfig", argumentParser],
-            swiftSettings: strictSwift
+            swiftSettings: strictSwift,
+            linkerSettings: releaseLinking
         ),
 
         // MARK: Benchmarks

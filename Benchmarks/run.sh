@@ -61,15 +61,17 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
+# The build `make` installs (see the Makefile): release, the Swift runtime linked in, its own scratch path.
+release=(-c release --static-swift-stdlib --scratch-path .build-static)
 if [ "$build" = 1 ]; then
     # Every product in release mode: udpd, udpctl (to wait for readiness) and udpd-bench; no test targets.
-    echo "bench: swift build -c release"
-    swift build -c release > "$work/build.log" 2>&1 || { cat "$work/build.log" >&2; exit 1; }
+    echo "bench: swift build ${release[*]}"
+    swift build "${release[@]}" > "$work/build.log" 2>&1 || { cat "$work/build.log" >&2; exit 1; }
     tail -n 1 "$work/build.log"
 fi
-bin=$(swift build -c release --show-bin-path)
+bin=$(swift build "${release[@]}" --show-bin-path)
 for product in udpd udpctl udpd-bench; do
-    [ -x "$bin/$product" ] || { echo "bench: $bin/$product is missing (swift build -c release)" >&2; exit 1; }
+    [ -x "$bin/$product" ] || { echo "bench: $bin/$product is missing (swift build ${release[*]})" >&2; exit 1; }
 done
 
 mkdir -p "$out"
