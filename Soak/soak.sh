@@ -20,9 +20,11 @@ while [ $# -gt 0 ]; do
     esac
 done
 
-swift build -c release --product udpd >/dev/null
-swift build -c release --product udpctl >/dev/null
-bin=$(swift build -c release --show-bin-path)
+# The binaries `make install` installs and Benchmarks/run.sh measures (see the Makefile).
+release=(-c release --static-swift-stdlib --scratch-path .build-static)
+swift build "${release[@]}" --product udpd >/dev/null
+swift build "${release[@]}" --product udpctl >/dev/null
+bin=$(swift build "${release[@]}" --show-bin-path)
 work=$(mktemp -d /tmp/udpd-soak.XXXXXX)
 netns=""
 pids=()
