@@ -1,7 +1,7 @@
-/// Decoding of the top level and the small sections (`control`, `log`, `metrics`, `user`, `group`).
+/// Decoding of the top level and the small sections (`control`, `log`, `metrics`, `user`, `group`, `batch-size`).
 extension Diagnostics {
     /// The keys allowed at the top level, in the order `INTERFACE.md` documents them.
-    static let topLevelKeys = ["control", "log", "services", "user", "group", "metrics"]
+    static let topLevelKeys = ["control", "log", "services", "user", "group", "metrics", "batch-size"]
 
     /// Decodes a whole document; every problem is recorded, and the returned configuration is meaningful only when
     /// none was. The decoded services come back too, with the positions the overlap check needs.
@@ -25,6 +25,17 @@ extension Diagnostics {
         configuration.user = keys["user"].flatMap { text($0, named: "'user'") }
         configuration.group = keys["group"].flatMap { text($0, named: "'group'") }
         configuration.metrics = keys["metrics"].flatMap { metrics($0) }
+        if let node = keys["batch-size"], let size = positiveInteger(node, named: "'batch-size'") {
+            if size <= Configuration.maximumBatchSize {
+                configuration.batchSize = size
+            } else {
+                error(
+                    "'batch-size' is at most \(Configuration.maximumBatchSize) (the kernel's limit for one "
+                        + "recvmmsg), found \(size)",
+                    at: node
+                )
+            }
+        }
         guard let servicesNode = keys["services"] else {
             error("the file defines no services (expected a 'services:' mapping)", at: root)
             return (configuration, [])

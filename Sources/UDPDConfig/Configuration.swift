@@ -37,6 +37,13 @@ public struct Configuration: Sendable, Equatable {
     public var metrics: MetricsSettings?
     /// The services, in the order the file lists them.
     public var services: [ServiceDefinition]
+    /// `batch-size:`: datagrams each UDP worker thread takes with one recvmmsg and answers with one sendmmsg.
+    public var batchSize: Int
+
+    /// The batch size when the file names none.
+    public static let defaultBatchSize = 32
+    /// The largest batch: Linux takes at most 1024 messages (UIO_MAXIOV) in one recvmmsg or sendmmsg.
+    public static let maximumBatchSize = 1024
 
     /// Creates a configuration.
     public init(
@@ -46,7 +53,8 @@ public struct Configuration: Sendable, Equatable {
         user: String? = nil,
         group: String? = nil,
         metrics: MetricsSettings? = nil,
-        services: [ServiceDefinition] = []
+        services: [ServiceDefinition] = [],
+        batchSize: Int = Configuration.defaultBatchSize
     ) {
         self.file = file
         self.control = control
@@ -55,6 +63,7 @@ public struct Configuration: Sendable, Equatable {
         self.group = group
         self.metrics = metrics
         self.services = services
+        self.batchSize = batchSize
     }
 }
 

@@ -78,6 +78,7 @@ extension Supervisor {
         }
         handlers = newHandlers
         configuration = newConfiguration
+        pool.setBatchSize(newConfiguration.batchSize)
 
         var report = ReloadReport(ok: true, generation: generation + 1)
         for key in listeners.keys.sorted() where !plannedKeys.contains(key) {

@@ -42,3 +42,22 @@ public struct UDPWorkerSettings: Sendable, Hashable {
         self.bufferSize = bufferSize
     }
 }
+
+/// The batch size of a pool's worker threads, which a reload may change while they run: each thread takes the new
+/// value at its next wake-up, between two passes, when it has nothing queued.
+///
+/// `Sendable`: an atomic.
+final class BatchSizeSetting: Sendable {
+    private let value: Atomic<Int>
+
+    init(_ size: Int) {
+        value = Atomic(size)
+    }
+
+    /// The size threads use from their next pass.
+    var current: Int { value.load(ordering: .relaxed) }
+
+    func set(_ size: Int) {
+        value.store(size, ordering: .relaxed)
+    }
+}

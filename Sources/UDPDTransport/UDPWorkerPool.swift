@@ -11,13 +11,24 @@ import Synchronization
 /// `Sendable`: the thread list is behind a mutex; each thread is itself `Sendable`.
 public final class UDPWorkerPool: Sendable {
     private let settings: UDPWorkerSettings
+    private let batchSizeSetting: BatchSizeSetting
     private let threads = Mutex<[UDPWorkerThread]>([])
     private let nextThread = Atomic<Int>(0)
 
     /// Starts `threadCount` threads.
     public init(threadCount: Int, settings: UDPWorkerSettings = UDPWorkerSettings()) throws(SystemCallError) {
         self.settings = settings
+        self.batchSizeSetting = BatchSizeSetting(settings.batchSize)
         try grow(to: threadCount)
+    }
+
+    /// Datagrams each thread takes per recvmmsg and answers per sendmmsg.
+    public var batchSize: Int { batchSizeSetting.current }
+
+    /// Changes the batch size (1 to 1024) of every thread, each from its next wake-up, without stopping any.
+    public func setBatchSize(_ size: Int) {
+        precondition((1...1024).contains(size), "a batch holds 1 to 1024 datagrams")
+        batchSizeSetting.set(size)
     }
 
     /// The number of CPUs the process may run on: the default thread count.
@@ -35,7 +46,9 @@ public final class UDPWorkerPool: Sendable {
         guard count > current else { return }
         var started: [UDPWorkerThread] = []
         for index in current..<count {
-            started.append(try UDPWorkerThread(name: "udpd-udp-\(index)", settings: settings))
+            started.append(
+                try UDPWorkerThread(name: "udpd-udp-\(index)", settings: settings, batchSize: batchSizeSetting)
+            )
         }
         threads.withLock { $0.append(contentsOf: started) }
     }

@@ -28,13 +28,13 @@ final class UDPWorkerThread: Sendable {
     private let epollDescriptor: CInt
     #endif
 
-    init(name: String, settings: UDPWorkerSettings) throws(SystemCallError) {
+    init(name: String, settings: UDPWorkerSettings, batchSize: BatchSizeSetting) throws(SystemCallError) {
         wakeup = try WakeupPipe()
         #if os(Linux)
         epollDescriptor = try systemCall("epoll_create1") { epoll_create1(CInt(EPOLL_CLOEXEC)) }
         try Self.watch(epollDescriptor, wakeup.readDescriptor, token: Self.wakeToken)
         #endif
-        let worker = try WorkerThread(name: name) { [self] in run(settings) }
+        let worker = try WorkerThread(name: name) { [self] in run(settings, batchSize: batchSize) }
         thread.withLock { $0 = worker }
     }
 
@@ -120,8 +120,13 @@ final class UDPWorkerThread: Sendable {
     }
     #endif
 
-    private func run(_ settings: UDPWorkerSettings) {
-        let batch = DatagramBatch(capacity: settings.batchSize, bufferSize: settings.bufferSize)
+    private func run(_ settings: UDPWorkerSettings, batchSize: BatchSizeSetting) {
+        var batch = DatagramBatch(capacity: batchSize.current, bufferSize: settings.bufferSize)
+        /// A new batch when a reload changed the size; between passes, when nothing is queued in the old one.
+        func resize() {
+            let wanted = batchSize.current
+            if wanted != batch.capacity { batch = DatagramBatch(capacity: wanted, bufferSize: settings.bufferSize) }
+        }
         var useBatchCalls = true
         #if os(Linux)
         let capacity = 64
@@ -129,6 +134,7 @@ final class UDPWorkerThread: Sendable {
         defer { events.deallocate() }
         while !stopping.load(ordering: .acquiring) {
             let ready = (try? systemCall("epoll_wait") { epoll_wait(epollDescriptor, events, CInt(capacity), -1) }) ?? 0
+            resize()
             for index in 0..<Int(ready) {
                 let token = events[index].data.u64
                 if token == Self.wakeToken {
@@ -147,6 +153,7 @@ final class UDPWorkerThread: Sendable {
             var fds = [pollfd(fd: wakeup.readDescriptor, events: Int16(POLLIN), revents: 0)]
             fds += served.map { pollfd(fd: $0.socket.descriptor.rawValue, events: Int16(POLLIN), revents: 0) }
             _ = try? systemCall("poll") { poll(&fds, nfds_t(fds.count), -1) }
+            resize()
             if fds[0].revents != 0 { drainWakeups() }
             for (index, socket) in served.enumerated() where fds[index + 1].revents != 0 {
                 if registrations.withLock({ $0[socket.socket.descriptor.rawValue] }) === socket {

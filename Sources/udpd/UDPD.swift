@@ -124,7 +124,10 @@ struct UDPD: ParsableCommand {
 
         let pool: UDPWorkerPool
         do {
-            pool = try UDPWorkerPool(threadCount: UDPWorkerPool.defaultThreadCount)
+            pool = try UDPWorkerPool(
+                threadCount: UDPWorkerPool.defaultThreadCount,
+                settings: UDPWorkerSettings(batchSize: configuration.batchSize)
+            )
         } catch {
             printError("udpd: cannot start UDP worker threads: \(error)")
             throw ExitCode(1)

@@ -110,4 +110,26 @@ import Testing
         #expect(NearestKey.suggestion(for: "colour", among: Diagnostics.serviceKeys) == nil)
         #expect(NearestKey.editDistance("kitten", "sitting") == 3)
     }
+
+    @Test func batchSizeDecodesWithDefaultAndLimits() throws {
+        let services = "services:\n  e: {handler: echo, udp: 7}\n"
+        #expect(try ConfigurationLoader.parse(text: services, file: "t.yaml").batchSize == 32)
+        let set = try ConfigurationLoader.parse(text: "batch-size: 1024\n" + services, file: "t.yaml")
+        #expect(set.batchSize == 1024)
+        #expect(
+            errorLines("batch-size: 0\n" + services) == [
+                "t.yaml:1:13: error: 'batch-size' must be a positive integer, found '0'"
+            ]
+        )
+        #expect(
+            errorLines("batch-size: 1025\n" + services) == [
+                "t.yaml:1:13: error: 'batch-size' is at most 1024 (the kernel's limit for one recvmmsg), found 1025"
+            ]
+        )
+        #expect(
+            errorLines("batch-size: [32]\n" + services) == [
+                "t.yaml:1:13: error: 'batch-size' must be a positive integer, found a list"
+            ]
+        )
+    }
 }
