@@ -49,6 +49,7 @@ extension Supervisor {
         let bound: [(PlannedListener, BoundSocket)]
         do throws(SupervisorError) {
             let keptServices = Set(planned.filter { listeners[$0.key] != nil }.map(\.service))
+            DescriptorTable.reserve(added.reduce(0) { $0 + $1.workers })
             bound = try bindAll(added, serving: keptServices)
         } catch {
             return reject(error.messages, at: at)

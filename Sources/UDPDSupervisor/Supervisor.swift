@@ -125,6 +125,8 @@ public actor Supervisor {
         logFallbacks(configuration)
         let adoptable = matchInherited(inherited, to: planned)
         inherited = []
+        // Room for every socket at once, plus the few the control and metrics servers open next.
+        DescriptorTable.reserve(planned.reduce(0) { $0 + $1.workers } + 32)
         let bound = try bindAll(planned, inherited: adoptable)
         self.handlers = handlers
         do {
