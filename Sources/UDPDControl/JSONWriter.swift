@@ -5,7 +5,9 @@
 /// against the `Decodable` conformances in the tests. Keys are written in sorted order, as `encodeLine` does.
 struct JSONWriter {
     private(set) var bytes: [UInt8] = []
-    private var needsComma: [Bool] = []
+    /// Whether the next value or key follows another in the same container and so needs a comma. One flag is
+    /// enough for any nesting: a container starts without one, and a container that ends is a value of its parent.
+    private var needsComma = false
 
     init(reservingCapacity capacity: Int = 4096) {
         bytes.reserveCapacity(capacity)
@@ -14,11 +16,10 @@ struct JSONWriter {
     mutating func beginObject() {
         separate()
         bytes.append(UInt8(ascii: "{"))
-        needsComma.append(false)
+        needsComma = false
     }
 
     mutating func endObject() {
-        needsComma.removeLast()
         bytes.append(UInt8(ascii: "}"))
         markValue()
     }
@@ -26,11 +27,10 @@ struct JSONWriter {
     mutating func beginArray() {
         separate()
         bytes.append(UInt8(ascii: "["))
-        needsComma.append(false)
+        needsComma = false
     }
 
     mutating func endArray() {
-        needsComma.removeLast()
         bytes.append(UInt8(ascii: "]"))
         markValue()
     }
@@ -41,28 +41,33 @@ struct JSONWriter {
         bytes.append(UInt8(ascii: "\""))
         name.withUTF8Buffer { bytes.append(contentsOf: $0) }
         bytes.append(contentsOf: [UInt8(ascii: "\""), UInt8(ascii: ":")])
-        if !needsComma.isEmpty { needsComma[needsComma.count - 1] = false }
+        needsComma = false
     }
 
     /// Writes `"name":` for a key that is data (a drop reason).
     mutating func key(_ name: String) {
         string(name)
         bytes.append(UInt8(ascii: ":"))
-        if !needsComma.isEmpty { needsComma[needsComma.count - 1] = false }
+        needsComma = false
     }
 
     mutating func string(_ value: String) {
         separate()
         bytes.append(UInt8(ascii: "\""))
         let utf8 = value.utf8
-        // Almost every string (names, addresses, reasons) needs no escaping: copy those whole.
-        let needsEscaping =
-            utf8.withContiguousStorageIfAvailable { $0.contains(where: Self.needsEscaping) }
-            ?? utf8.contains(where: Self.needsEscaping)
-        if needsEscaping {
+        // Almost every string (names, addresses, reasons) needs no escaping: one scan, then one copy.
+        let copied = utf8.withContiguousStorageIfAvailable { buffer -> Bool in
+            for byte in buffer where Self.needsEscaping(byte) { return false }
+            bytes.append(contentsOf: buffer)
+            return true
+        }
+        switch copied {
+        case true?:
+            break
+        case false?:
             appendEscaped(utf8)
-        } else if utf8.withContiguousStorageIfAvailable({ bytes.append(contentsOf: $0) }) == nil {
-            bytes.append(contentsOf: utf8)
+        case nil:
+            if utf8.contains(where: Self.needsEscaping) { appendEscaped(utf8) } else { bytes.append(contentsOf: utf8) }
         }
         bytes.append(UInt8(ascii: "\""))
         markValue()
@@ -141,6 +146,11 @@ struct JSONWriter {
         markValue()
     }
 
+    /// Ends the line (a complete answer), in place: appending to a copy of ``bytes`` copied the whole answer.
+    mutating func newline() {
+        bytes.append(UInt8(ascii: "\n"))
+    }
+
     mutating func strings(_ values: [String]) {
         beginArray()
         for value in values { string(value) }
@@ -149,11 +159,10 @@ struct JSONWriter {
 
     /// Puts a comma before a value or key that follows another in the same container.
     private mutating func separate() {
-        guard let last = needsComma.last else { return }
-        if last { bytes.append(UInt8(ascii: ",")) }
+        if needsComma { bytes.append(UInt8(ascii: ",")) }
     }
 
     private mutating func markValue() {
-        if !needsComma.isEmpty { needsComma[needsComma.count - 1] = true }
+        needsComma = true
     }
 }
