@@ -6,7 +6,7 @@ extension ControlProtocol {
         var writer = JSONWriter(reservingCapacity: response.status.map { 1024 + $0.services.count * 640 } ?? 512)
         response.write(to: &writer)
         writer.newline()
-        return writer.bytes
+        return writer.finish()
     }
 }
 
