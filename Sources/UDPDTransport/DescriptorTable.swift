@@ -25,6 +25,7 @@ public enum DescriptorTable {
         guard count > 0 else { return }
         guard let probe = try? systemCall("open", context: "/dev/null", { open("/dev/null", O_RDONLY | O_CLOEXEC) })
         else { return }
+        // close is never retried on EINTR (the descriptor is gone either way), so it bypasses systemCall.
         defer { _ = close(probe) }
         var limit = rlimit()
         #if canImport(Glibc)
@@ -32,7 +33,8 @@ public enum DescriptorTable {
         #else
         let resource = RLIMIT_NOFILE
         #endif
-        let ceiling = getrlimit(resource, &limit) == 0 ? Int(clamping: limit.rlim_cur) - 1 : Int(CInt.max)
+        let known = (try? systemCall("getrlimit", context: "RLIMIT_NOFILE") { getrlimit(resource, &limit) }) != nil
+        let ceiling = known ? Int(clamping: limit.rlim_cur) - 1 : Int(CInt.max)
         let wanted = CInt(clamping: min(Int(probe) + count, ceiling))
         guard wanted > probe,
             let high = try? systemCall("fcntl", context: "F_DUPFD_CLOEXEC", { fcntl(probe, F_DUPFD_CLOEXEC, wanted) })
