@@ -36,17 +36,36 @@ enum AddressParsing {
     }
 
     /// An address literal in canonical form; an IPv6 address may carry a `%scope` (kept as written).
+    ///
+    /// Parsed and printed without intermediate arrays: a thousand services each listing an address made the
+    /// byte arrays of ``bytes(_:)`` and ``canonicalText(_:family:)`` a visible part of loading.
     static func address(_ text: String) -> BindAddress? {
-        let parts = text.split(separator: "%", maxSplits: 1, omittingEmptySubsequences: false)
-        guard let parsed = bytes(String(parts[0])) else { return nil }
-        var canonical = canonicalText(parsed.bytes, family: parsed.family)
-        if parts.count == 2 {
-            let scope = parts[1]
-            guard parsed.family == .ipv6, !scope.isEmpty, !scope.contains(where: { $0 == "/" || $0.isWhitespace })
+        let percent = text.utf8.firstIndex(of: UInt8(ascii: "%"))
+        let host = percent.map { String(text[..<$0]) } ?? text
+        guard !host.isEmpty, !host.utf8.contains(0) else { return nil }
+        var raw = in6_addr()  // large enough for either family
+        let family: AddressFamily
+        if inet_pton(AF_INET, host, &raw) == 1 {
+            family = .ipv4
+        } else if inet_pton(AF_INET6, host, &raw) == 1 {
+            family = .ipv6
+        } else {
+            return nil
+        }
+        let printed = withUnsafeTemporaryAllocation(of: CChar.self, capacity: 64) { buffer -> String? in
+            guard inet_ntop(family == .ipv4 ? AF_INET : AF_INET6, &raw, buffer.baseAddress, 64) != nil else {
+                return nil
+            }
+            return String(cString: buffer.baseAddress!)
+        }
+        guard var canonical = printed else { return nil }
+        if let percent {
+            let scope = text[text.index(after: percent)...]
+            guard family == .ipv6, !scope.isEmpty, !scope.contains(where: { $0 == "/" || $0.isWhitespace })
             else { return nil }
             canonical += "%" + scope
         }
-        return BindAddress(text: canonical, family: parsed.family)
+        return BindAddress(text: canonical, family: family)
     }
 
     /// Why a prefix is invalid.

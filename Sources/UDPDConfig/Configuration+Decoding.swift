@@ -44,12 +44,15 @@ extension Diagnostics {
             return (configuration, [])
         }
         var decoded: [DecodedService] = []
+        decoded.reserveCapacity(services.entries.count)
         for entry in services.entries {
             if let service = service(named: entry.key, body: entry.value) {
                 decoded.append(service)
             }
         }
-        configuration.services = decoded.filter(\.isComplete).map(\.definition)
+        // One exact allocation: filtering and then mapping grew two arrays of large structs by doubling.
+        configuration.services.reserveCapacity(decoded.count)
+        for service in decoded where service.isComplete { configuration.services.append(service.definition) }
         if let user = configuration.user {
             // After binding udpd runs as `user` and can start programs as no one else.
             for service in configuration.services where service.user.map({ $0 != user }) ?? false {

@@ -39,10 +39,9 @@ enum ConfigurationFile {
             bytes += chunk.prefix(count)
             guard bytes.count <= maximumSize else { throw failure("the file is larger than 16 MiB") }
         }
-        if let position = firstInvalidUTF8(bytes) {
-            throw failure("the file is not valid UTF-8", at: position)
-        }
-        return String(decoding: bytes, as: UTF8.self)
+        // The standard library validates in bulk; the position of a problem is worked out only when there is one.
+        if let text = String(validating: bytes, as: UTF8.self) { return text }
+        throw failure("the file is not valid UTF-8", at: firstInvalidUTF8(bytes) ?? SourcePosition(line: 1, column: 1))
     }
 
     /// The line and column of the first byte that is not part of valid UTF-8, or `nil` when all of it is valid.

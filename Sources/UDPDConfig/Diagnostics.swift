@@ -47,6 +47,10 @@ struct KeyedNodes {
         entries.first { $0.name == name }?.key
     }
 
+    fileprivate mutating func reserveCapacity(_ count: Int) {
+        entries.reserveCapacity(count)
+    }
+
     fileprivate mutating func append(name: String, key: YAMLNode, value: YAMLNode) {
         entries.append((name, key, value))
     }
@@ -63,26 +67,33 @@ extension Diagnostics {
     ///   - keyNoun: what a key is called in the duplicate-key error (`service` for the names under `services`).
     mutating func mapping(
         _ node: YAMLNode,
-        named name: String,
+        named name: @autoclosure () -> String,
         validKeys: [String]?,
         keyNoun: String = "key"
     ) -> KeyedNodes? {
         guard case .mapping(let entries) = node.content else {
-            error("\(name) must be a mapping, found \(node.found)", at: node)
+            error("\(name()) must be a mapping, found \(node.found)", at: node)
             return nil
         }
         var result = KeyedNodes()
+        result.reserveCapacity(entries.count)
+        // A service's few keys are checked for duplicates by a scan, which costs less than hashing them; only a
+        // long mapping (the services themselves) gets a dictionary.
+        var seen: [(key: String, position: SourcePosition)] = []
         var firstPositions: [String: SourcePosition] = [:]
+        let indexed = entries.count > 16
+        if indexed { firstPositions.reserveCapacity(entries.count) } else { seen.reserveCapacity(entries.count) }
         for entry in entries {
             guard let key = entry.key.scalarText, !entry.key.isNull else {
                 error("keys must be text, found \(entry.key.found)", at: entry.key)
                 continue
             }
-            if let first = firstPositions[key] {
+            let first = indexed ? firstPositions[key] : seen.first(where: { $0.key == key })?.position
+            if let first {
                 error("duplicate \(keyNoun) '\(key)' (first at \(first))", at: entry.key)
                 continue
             }
-            firstPositions[key] = entry.key.position
+            if indexed { firstPositions[key] = entry.key.position } else { seen.append((key, entry.key.position)) }
             if let validKeys, !validKeys.contains(key) {
                 var message = "unknown key '\(key)'"
                 if let suggestion = NearestKey.suggestion(for: key, among: validKeys) {

@@ -122,17 +122,25 @@ extension Diagnostics {
     }
 
     /// A decimal integer without leading `+` unless `allowingSign`; `nil` on anything else or on overflow.
+    ///
+    /// Reads the UTF-8 bytes: asking each Character whether it is a number consulted Unicode tables for every
+    /// port of a thousand-service file.
     static func decimal(_ text: String, allowingSign: Bool = false) -> Int? {
-        var digits = Substring(text)
+        var digits = Substring(text).utf8
         var negative = false
-        if allowingSign, let first = digits.first, first == "-" || first == "+" {
-            negative = first == "-"
+        if allowingSign, let first = digits.first, first == UInt8(ascii: "-") || first == UInt8(ascii: "+") {
+            negative = first == UInt8(ascii: "-")
             digits = digits.dropFirst()
         }
-        guard !digits.isEmpty, digits.allSatisfy({ $0.isASCII && $0.isNumber }), var value = Int(digits) else {
-            return nil
+        guard !digits.isEmpty else { return nil }
+        var value = 0
+        for byte in digits {
+            guard byte >= UInt8(ascii: "0"), byte <= UInt8(ascii: "9") else { return nil }
+            let (shifted, overflowShifting) = value.multipliedReportingOverflow(by: 10)
+            let (sum, overflowAdding) = shifted.addingReportingOverflow(Int(byte - UInt8(ascii: "0")))
+            guard !overflowShifting, !overflowAdding else { return nil }
+            value = sum
         }
-        if negative { value = -value }
-        return value
+        return negative ? -value : value
     }
 }

@@ -5,9 +5,8 @@ extension ControlProtocol {
     public static func encodeResponseLine(_ response: ControlResponse) -> [UInt8] {
         var writer = JSONWriter(reservingCapacity: response.status.map { 1024 + $0.services.count * 640 } ?? 512)
         response.write(to: &writer)
-        var bytes = writer.bytes
-        bytes.append(UInt8(ascii: "\n"))
-        return bytes
+        writer.newline()
+        return writer.finish()
     }
 }
 

@@ -145,3 +145,9 @@ extension Logger.Level {
         self = Logger.Level(rawValue: level.rawValue) ?? .info
     }
 }
+
+extension Daemon: CustomStringConvertible {
+    /// The name swift-service-lifecycle gives the service in its log metadata. Without it, the service group
+    /// formats the whole struct by reflection when it is configured: about 2 ms of start-up spent on a name.
+    public var description: String { "udpd" }
+}

@@ -44,24 +44,32 @@ extension Supervisor {
         }
         let planned = newConfiguration.plannedListeners(on: host)
         logFallbacks(newConfiguration)
-        let plannedKeys = Set(planned.map(\.key))
-        let added = planned.filter { listeners[$0.key] == nil }
+        var plannedKeys: Set<ListenerKey> = []
+        plannedKeys.reserveCapacity(planned.count)
+        var added: [PlannedListener] = []
+        var keptServices: Set<String> = []
+        for plan in planned {
+            plannedKeys.insert(plan.key)
+            if listeners[plan.key] == nil { added.append(plan) } else { keptServices.insert(plan.service) }
+        }
         let bound: [(PlannedListener, BoundSocket)]
         do throws(SupervisorError) {
-            let keptServices = Set(planned.filter { listeners[$0.key] != nil }.map(\.service))
+            DescriptorTable.reserve(added.reduce(0) { $0 + $1.workers })
             bound = try bindAll(added, serving: keptServices)
         } catch {
             return reject(error.messages, at: at)
         }
 
         // Nothing can fail from here on that would leave the old configuration half-replaced.
-        let oldServices = Dictionary(configuration.services.map { ($0.name, $0) }, uniquingKeysWith: { a, _ in a })
-        let newServices = Dictionary(newConfiguration.services.map { ($0.name, $0) }, uniquingKeysWith: { a, _ in a })
-        let changedServices = Set(
-            newServices.keys.filter { name in
-                oldServices[name].map { $0 != newServices[name]! } ?? false
-            }
-        )
+        // Services by name, as positions in their configuration: copying a thousand definitions into dictionaries
+        // was a visible part of a reload.
+        let oldServices = Self.indexByName(configuration.services)
+        let newServices = Self.indexByName(newConfiguration.services)
+        var changedServices: Set<String> = []
+        for (name, newIndex) in newServices {
+            guard let oldIndex = oldServices[name] else { continue }
+            if configuration.services[oldIndex] != newConfiguration.services[newIndex] { changedServices.insert(name) }
+        }
         if configuration.metrics != newConfiguration.metrics {
             logger.warning(
                 "metrics.listen changed: the HTTP endpoint moves only when udpd restarts",
@@ -81,7 +89,7 @@ extension Supervisor {
         pool.setBatchSize(newConfiguration.batchSize)
 
         var report = ReloadReport(ok: true, generation: generation + 1)
-        for key in listeners.keys.sorted() where !plannedKeys.contains(key) {
+        for key in listeners.keys.filter({ !plannedKeys.contains($0) }).sorted() {
             guard let entry = listeners.removeValue(forKey: key) else { continue }
             retire(entry)
             if let tcp = await entry.listener.stop(pool: pool) { draining.yield(tcp) }
@@ -158,6 +166,16 @@ extension Supervisor {
                 report.errors.append("service '\(plan.service)': cannot re-create \(plan.key): \(error)")
             }
         }
+    }
+
+    /// The position of each service in `services`, by name (the first, should a name repeat).
+    private static func indexByName(_ services: [ServiceDefinition]) -> [String: Int] {
+        var index: [String: Int] = [:]
+        index.reserveCapacity(services.count)
+        for position in services.indices where index[services[position].name] == nil {
+            index[services[position].name] = position
+        }
+        return index
     }
 
     /// Keeps the old configuration, records why, and says so.

@@ -19,30 +19,47 @@ extension Supervisor {
     public static let version = UDPDVersion.string
 
     /// The daemon's state now, as `udpctl status` shows it.
+    ///
+    /// Each listener's counters are read once, for its own line and its service's total; services are read in
+    /// place rather than copied, and each service's handlers are looked up once.
     public func status() -> StatusReport {
-        let byService = Dictionary(grouping: listeners.values, by: \.service)
-        let services = configuration.services.map { service -> ServiceStatus in
-            let entries = (byService[service.name] ?? []).sorted { $0.listener.key < $1.listener.key }
-            let total = entries.reduce(retiredCounters[service.name] ?? ListenerCountersSnapshot()) {
-                $0 + $1.listener.counters.snapshot()
-            }
-            return ServiceStatus(
-                name: service.name,
-                handler: service.handler.rawValue,
-                listeners: entries.map { entry in
+        var byService: [String: [RunningListener]] = [:]
+        byService.reserveCapacity(configuration.services.count)
+        for entry in listeners.values { byService[entry.service, default: []].append(entry.listener) }
+        var services: [ServiceStatus] = []
+        services.reserveCapacity(configuration.services.count)
+        for index in configuration.services.indices {
+            let name = configuration.services[index].name
+            var running = byService[name] ?? []
+            if running.count > 1 { running.sort { $0.key < $1.key } }
+            var total = retiredCounters[name] ?? ListenerCountersSnapshot()
+            var listenerStatuses: [ListenerStatus] = []
+            listenerStatuses.reserveCapacity(running.count)
+            for listener in running {
+                let snapshot = listener.counters.snapshot()
+                total = total + snapshot
+                listenerStatuses.append(
                     ListenerStatus(
-                        proto: entry.listener.key.proto.rawValue,
-                        address: entry.listener.key.endpoint.addressText,
-                        port: Int(entry.listener.key.endpoint.port),
-                        replySource: entry.listener.replySource.rawValue,
-                        interface: entry.listener.key.device,
-                        counters: ServiceCounters(entry.listener.counters.snapshot())
+                        proto: listener.key.proto.rawValue,
+                        address: listener.key.endpoint.addressText,
+                        port: Int(listener.key.endpoint.port),
+                        replySource: listener.replySource.rawValue,
+                        interface: listener.key.device,
+                        counters: ServiceCounters(snapshot)
                     )
-                },
-                counters: ServiceCounters(total),
-                bindFallback: service.fallsBack(on: host) ? true : nil,
-                forwardSessions: handlers[service.name]?.activity.forwardSessions.map { UInt64($0()) },
-                execInstances: handlers[service.name]?.activity.execInstances.map { UInt64($0()) }
+                )
+            }
+            let activity = handlers[name]?.activity
+            services.append(
+                ServiceStatus(
+                    name: name,
+                    handler: configuration.services[index].handler.rawValue,
+                    listeners: listenerStatuses,
+                    counters: ServiceCounters(total),
+                    bindFallback: configuration.services[index].fallsBack(on: host) ? true : nil,
+                    forwardSessions: activity?.forwardSessions.map { UInt64($0()) },
+                    execInstances: activity?.execInstances.map { UInt64($0()) }
+                )
             )
         }
         return StatusReport(

@@ -24,8 +24,15 @@ public final class SocketDescriptor: Sendable {
     }
 
     /// Opens a socket of `family` and `type` (`SOCK_DGRAM`, `SOCK_STREAM`) that is not inherited by children.
-    public static func open(family: IPFamily, type: CInt, context: String) throws(SystemCallError) -> SocketDescriptor {
-        let fd = try systemCall("socket", context: context) {
+    ///
+    /// `context` (like every context and option name below) is built only if the call fails: binding a thousand
+    /// listeners formatted thousands of addresses into messages that were never shown.
+    public static func open(
+        family: IPFamily,
+        type: CInt,
+        context: @autoclosure () -> String
+    ) throws(SystemCallError) -> SocketDescriptor {
+        let fd = try systemCall("socket", context: context()) {
             socket(family.socketDomain, type | cudpd_sock_cloexec, 0)
         }
         #if !os(Linux)
@@ -61,18 +68,23 @@ public final class SocketDescriptor: Sendable {
     }
 
     /// Sets an integer socket option.
-    public func setOption(level: CInt, name: CInt, value: CInt, _ call: String) throws(SystemCallError) {
+    public func setOption(
+        level: CInt,
+        name: CInt,
+        value: CInt,
+        _ call: @autoclosure () -> String
+    ) throws(SystemCallError) {
         var value = value
-        try systemCall("setsockopt", context: call) {
+        try systemCall("setsockopt", context: call()) {
             setsockopt(rawValue, level, name, &value, socklen_t(MemoryLayout<CInt>.size))
         }
     }
 
     /// Connects to `endpoint` (for UDP: fixes the peer, so that only its datagrams arrive).
-    public func connect(to endpoint: IPEndpoint, context: String) throws(SystemCallError) {
+    public func connect(to endpoint: IPEndpoint, context: @autoclosure () -> String) throws(SystemCallError) {
         let fd = rawValue
         _ = try endpoint.withSockAddr { (address, length) throws(SystemCallError) in
-            try systemCall("connect", context: context) {
+            try systemCall("connect", context: context()) {
                 #if canImport(Glibc)
                 Glibc.connect(fd, address, length)
                 #elseif canImport(Musl)
@@ -85,10 +97,10 @@ public final class SocketDescriptor: Sendable {
     }
 
     /// Binds to `endpoint`.
-    public func bind(to endpoint: IPEndpoint, context: String) throws(SystemCallError) {
+    public func bind(to endpoint: IPEndpoint, context: @autoclosure () -> String) throws(SystemCallError) {
         let fd = rawValue
         _ = try endpoint.withSockAddr { (address, length) throws(SystemCallError) in
-            try systemCall("bind", context: context) {
+            try systemCall("bind", context: context()) {
                 #if canImport(Glibc)
                 Glibc.bind(fd, address, length)
                 #elseif canImport(Musl)
@@ -101,17 +113,17 @@ public final class SocketDescriptor: Sendable {
     }
 
     /// The address the socket is bound to (with the port the kernel chose for port 0).
-    public func localEndpoint(context: String) throws(SystemCallError) -> IPEndpoint {
+    public func localEndpoint(context: @autoclosure () -> String) throws(SystemCallError) -> IPEndpoint {
         var storage = sockaddr_storage()
         var length = socklen_t(MemoryLayout<sockaddr_storage>.size)
         let fd = rawValue
         _ = try withUnsafeMutablePointer(to: &storage) { (pointer) throws(SystemCallError) in
             try pointer.withMemoryRebound(to: sockaddr.self, capacity: 1) { (address) throws(SystemCallError) in
-                try systemCall("getsockname", context: context) { getsockname(fd, address, &length) }
+                try systemCall("getsockname", context: context()) { getsockname(fd, address, &length) }
             }
         }
         guard let endpoint = withUnsafeBytes(of: &storage, { IPEndpoint($0.baseAddress!) }) else {
-            throw SystemCallError(call: "getsockname", errno: EAFNOSUPPORT, context: context)
+            throw SystemCallError(call: "getsockname", errno: EAFNOSUPPORT, context: context())
         }
         return endpoint
     }

@@ -38,20 +38,20 @@ public final class TCPListenerSocket: Sendable {
         options: UDPSocketOptions = UDPSocketOptions(),
         backlog: CInt = TCPListenerSocket.defaultBacklog
     ) throws(BindError) -> TCPListenerSocket {
-        let context = "tcp \(endpoint)"
+        func context() -> String { "tcp \(endpoint)" }
         do {
             #if canImport(Glibc)
             let streamType = CInt(SOCK_STREAM.rawValue)
             #else
             let streamType = SOCK_STREAM
             #endif
-            let socket = try SocketDescriptor.open(family: endpoint.family, type: streamType, context: context)
-            try socket.setOption(level: SOL_SOCKET, name: SO_REUSEADDR, value: 1, "SO_REUSEADDR \(context)")
-            try UDPListenerSocket.applyCommon(options, to: socket, family: endpoint.family, context: context)
-            try socket.bind(to: endpoint, context: context)
+            let socket = try SocketDescriptor.open(family: endpoint.family, type: streamType, context: context())
+            try socket.setOption(level: SOL_SOCKET, name: SO_REUSEADDR, value: 1, "SO_REUSEADDR \(context())")
+            try UDPListenerSocket.applyCommon(options, to: socket, family: endpoint.family, context: context())
+            try socket.bind(to: endpoint, context: context())
             let fd = socket.rawValue
-            try systemCall("listen", context: context) { listen(fd, backlog) }
-            let local = try socket.localEndpoint(context: context)
+            try systemCall("listen", context: context()) { listen(fd, backlog) }
+            let local = try socket.localEndpoint(context: context())
             return TCPListenerSocket(descriptor: socket, localEndpoint: local)
         } catch {
             throw BindError(proto: "tcp", endpoint: endpoint, underlying: error)

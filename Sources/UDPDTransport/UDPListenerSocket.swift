@@ -80,7 +80,12 @@ public final class UDPListenerSocket: Sendable {
             // accept it on a bound socket, and the group forms when the next member binds) and stays the first
             // worker, which saves a socket, a bind and a close per listener.
             do {
-                try first.descriptor.setOption(level: SOL_SOCKET, name: SO_REUSEPORT, value: 1, "SO_REUSEPORT \(local)")
+                try first.descriptor.setOption(
+                    level: SOL_SOCKET,
+                    name: SO_REUSEPORT,
+                    value: 1,
+                    "SO_REUSEPORT udp \(local)"
+                )
             } catch {
                 throw BindError(proto: "udp", endpoint: local, underlying: error)
             }
@@ -99,20 +104,22 @@ public final class UDPListenerSocket: Sendable {
     )
         throws(BindError) -> UDPListenerSocket
     {
-        let context = "udp \(endpoint)"
+        // Built only for an error message: formatting it for every socket was a tenth of binding's time.
+        func context() -> String { "udp \(endpoint)" }
         do {
             let socket = try SocketDescriptor.open(
                 family: endpoint.family,
                 type: CInt(SOCK_DGRAM.rawValue),
-                context: context
+                context: context()
             )
             if reusePort {
-                try socket.setOption(level: SOL_SOCKET, name: SO_REUSEPORT, value: 1, "SO_REUSEPORT \(context)")
+                try socket.setOption(level: SOL_SOCKET, name: SO_REUSEPORT, value: 1, "SO_REUSEPORT \(context())")
             }
-            try applyCommon(options, to: socket, family: endpoint.family, context: context)
-            let replySource = enableDestinationInfo(on: socket, for: endpoint, options: options, context: context)
-            try socket.bind(to: endpoint, context: context)
-            let local = try socket.localEndpoint(context: context)
+            try applyCommon(options, to: socket, family: endpoint.family, context: context())
+            let replySource = enableDestinationInfo(on: socket, for: endpoint, options: options, context: context())
+            try socket.bind(to: endpoint, context: context())
+            // A fixed port is bound exactly as asked, so only port 0 needs getsockname to learn the port.
+            let local = endpoint.port == 0 ? try socket.localEndpoint(context: context()) : endpoint
             return UDPListenerSocket(descriptor: socket, localEndpoint: local, replySource: replySource)
         } catch {
             throw BindError(proto: "udp", endpoint: endpoint, underlying: error)
@@ -146,26 +153,26 @@ public final class UDPListenerSocket: Sendable {
         _ options: UDPSocketOptions,
         to socket: SocketDescriptor,
         family: IPFamily,
-        context: String
+        context: @autoclosure () -> String
     ) throws(SystemCallError) {
         // IPv6 listeners never take IPv4 (no IPv4-mapped clients): each family has its own socket.
         if family == .ipv6 {
-            try socket.setOption(level: CInt(IPPROTO_IPV6), name: IPV6_V6ONLY, value: 1, "IPV6_V6ONLY \(context)")
+            try socket.setOption(level: CInt(IPPROTO_IPV6), name: IPV6_V6ONLY, value: 1, "IPV6_V6ONLY \(context())")
         }
         if options.freebind {
             let name = family == .ipv4 ? cudpd_ip_freebind : cudpd_ipv6_freebind
             let level = family == .ipv4 ? CInt(IPPROTO_IP) : CInt(IPPROTO_IPV6)
             guard name != 0 else {
-                throw SystemCallError(call: "setsockopt(FREEBIND)", errno: ENOPROTOOPT, context: context)
+                throw SystemCallError(call: "setsockopt(FREEBIND)", errno: ENOPROTOOPT, context: context())
             }
-            try socket.setOption(level: level, name: name, value: 1, "FREEBIND \(context)")
+            try socket.setOption(level: level, name: name, value: 1, "FREEBIND \(context())")
         }
         if let device = options.device {
             guard cudpd_so_bindtodevice != 0 else {
-                throw SystemCallError(call: "setsockopt(SO_BINDTODEVICE)", errno: ENOPROTOOPT, context: context)
+                throw SystemCallError(call: "setsockopt(SO_BINDTODEVICE)", errno: ENOPROTOOPT, context: context())
             }
             let fd = socket.rawValue
-            try systemCall("setsockopt", context: "SO_BINDTODEVICE \(device) \(context)") {
+            try systemCall("setsockopt", context: "SO_BINDTODEVICE \(device) \(context())") {
                 device.withCString { setsockopt(fd, SOL_SOCKET, cudpd_so_bindtodevice, $0, socklen_t(strlen($0) + 1)) }
             }
         }
@@ -178,7 +185,7 @@ public final class UDPListenerSocket: Sendable {
         on socket: SocketDescriptor,
         for endpoint: IPEndpoint,
         options: UDPSocketOptions,
-        context: String
+        context: @autoclosure () -> String
     ) -> ReplySource {
         guard endpoint.isWildcard else { return .bound }
         guard !options.withoutDestinationInfo else { return .kernel }
@@ -189,7 +196,7 @@ public final class UDPListenerSocket: Sendable {
                     level: CInt(IPPROTO_IP),
                     name: cudpd_ip_pktinfo,
                     value: 1,
-                    "IP_PKTINFO \(context)"
+                    "IP_PKTINFO \(context())"
                 )) != nil
             {
                 return .pktinfo
@@ -199,7 +206,7 @@ public final class UDPListenerSocket: Sendable {
                     level: CInt(IPPROTO_IP),
                     name: cudpd_ip_recvdstaddr,
                     value: 1,
-                    "IP_RECVDSTADDR \(context)"
+                    "IP_RECVDSTADDR \(context())"
                 )) != nil
             {
                 return .recvdstaddr
@@ -211,7 +218,7 @@ public final class UDPListenerSocket: Sendable {
                     level: CInt(IPPROTO_IPV6),
                     name: cudpd_ipv6_recvpktinfo,
                     value: 1,
-                    "IPV6_RECVPKTINFO \(context)"
+                    "IPV6_RECVPKTINFO \(context())"
                 )) != nil
             return enabled ? .pktinfo : .kernel
         }

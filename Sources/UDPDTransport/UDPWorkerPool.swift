@@ -79,7 +79,22 @@ public final class UDPWorkerPool: Sendable {
 
     /// Stops serving a listener's sockets; on return no thread touches them, so they may be closed.
     public func remove(_ registration: UDPPoolRegistration) {
-        for (thread, socket) in registration.placements { thread.remove(socket) }
+        remove([registration])
+    }
+
+    /// Stops serving the sockets of several listeners; on return no thread touches them, so they may be closed.
+    ///
+    /// Every socket leaves its thread first; then each thread involved is woken once and all are waited for
+    /// together, instead of one wake and wait per socket.
+    public func remove(_ registrations: [UDPPoolRegistration]) {
+        var involved: [ObjectIdentifier: UDPWorkerThread] = [:]
+        for registration in registrations {
+            for (thread, socket) in registration.placements where thread.detach(socket) {
+                involved[ObjectIdentifier(thread)] = thread
+            }
+        }
+        let waits = involved.values.compactMap { thread in thread.beginQuiesce().map { (thread, $0) } }
+        for (thread, seen) in waits { thread.awaitQuiesce(after: seen) }
     }
 
     /// Serves one socket of the daemon's own, such as a forward session's upstream socket, with `handler`, on the

@@ -62,13 +62,20 @@ final class UDPWorkerThread: Sendable {
 
     /// Stops serving `socket`; on return the thread no longer touches it.
     func remove(_ socket: UDPListenerSocket) {
+        guard detach(socket), let seen = beginQuiesce() else { return }
+        awaitQuiesce(after: seen)
+    }
+
+    /// Takes `socket` out of the registrations and epoll without waiting; returns whether it was served. The thread
+    /// may still be serving it in the pass it is in: ``beginQuiesce()`` and ``awaitQuiesce(after:)`` wait for that.
+    func detach(_ socket: UDPListenerSocket) -> Bool {
         let fd = socket.descriptor.rawValue
         let removed = registrations.withLock { $0.removeValue(forKey: fd) }
-        guard removed != nil else { return }
+        guard removed != nil else { return false }
         #if os(Linux)
         _ = epoll_ctl(epollDescriptor, EPOLL_CTL_DEL, fd, nil)
         #endif
-        quiesce()
+        return true
     }
 
     /// Stops serving `socket` without waiting for the loop: the socket leaves the registrations and epoll at once, and
@@ -85,15 +92,29 @@ final class UDPWorkerThread: Sendable {
         #endif
     }
 
-    /// Waits until the loop has finished the pass it was in, if it is running.
-    private func quiesce() {
-        guard !stopping.load(ordering: .acquiring), thread.withLock({ $0 != nil }) else { return }
+    /// Wakes the loop so that it ends the pass it is in; returns the epoch to wait past, or `nil` when the thread is
+    /// not running (nothing to wait for). Several threads can be woken before waiting for any of them.
+    func beginQuiesce() -> UInt64? {
+        guard !stopping.load(ordering: .acquiring), thread.withLock({ $0 != nil }) else { return nil }
         let seen = epoch.load(ordering: .acquiring)
         wakeup.wake()
+        return seen
+    }
+
+    /// Waits until the loop has finished the pass it was in when ``beginQuiesce()`` returned `seen` (a loop that stops
+    /// counts its end as a pass), at most 2 s. A woken loop usually ends its pass within microseconds, so the first
+    /// waits yield the CPU rather than sleep a whole timer slice.
+    func awaitQuiesce(after seen: UInt64) {
+        var attempts = 0
         var waited = 0
         while epoch.load(ordering: .acquiring) == seen && waited < 2_000_000 {
-            usleep(100)
-            waited += 100
+            if attempts < 50 {
+                attempts += 1
+                sched_yield()
+            } else {
+                usleep(100)
+                waited += 100
+            }
         }
     }
 

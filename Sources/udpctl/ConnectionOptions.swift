@@ -1,4 +1,7 @@
 import ArgumentParser
+import UDPDConfig
+import UDPDControl
+
 #if canImport(FoundationEssentials)
 import FoundationEssentials
 #else
@@ -12,8 +15,6 @@ import Musl
 #elseif canImport(Darwin)
 import Darwin
 #endif
-import UDPDConfig
-import UDPDControl
 
 /// How to find the daemon: `-s PATH`, `-c FILE` or the default path; shared by the root command and subcommands.
 struct ConnectionOptions: ParsableArguments {

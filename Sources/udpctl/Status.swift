@@ -1,10 +1,11 @@
 import ArgumentParser
+import UDPDControl
+
 #if canImport(FoundationEssentials)
 import FoundationEssentials
 #else
 import Foundation
 #endif
-import UDPDControl
 
 /// `udpctl status [--json]`.
 struct Status: ParsableCommand {
