@@ -75,24 +75,6 @@ struct UDPD: ParsableCommand {
     /// (root): `ps` would show udpd as root after the drop, and the kernel checks some permissions against it.
     /// A waiting main thread takes part in glibc's setresuid broadcast like every other thread.
     func run() throws {
-        let outcome = Mutex<Result<Void, any Error>?>(nil)
-        let finished = DispatchSemaphore(value: 0)
-        let command = self
-        // The one unstructured task of udpd: the bridge from the synchronous main thread into async code.
-        Task.detached {
-            do {
-                try await command.serve()
-                outcome.withLock { $0 = .success(()) }
-            } catch {
-                outcome.withLock { $0 = .failure(error) }
-            }
-            finished.signal()
-        }
-        finished.wait()
-        try outcome.withLock { $0 ?? .success(()) }.get()
-    }
-
-    func serve() async throws {
         let configuration: Configuration
         do throws(ConfigurationErrors) {
             configuration = try ConfigurationLoader.load(path: config)
@@ -104,7 +86,29 @@ struct UDPD: ParsableCommand {
             print("\(config): configuration is valid (\(configuration.services.count) services)")
             return
         }
+        // While the main thread is the only one: a multi-threaded process waits out an RCU grace period each time
+        // its descriptor table grows, a single-threaded one does not.
+        DescriptorTable.raiseOpenFileLimit()
+        DescriptorTable.reserve(configuration.estimatedDescriptors)
 
+        let outcome = Mutex<Result<Void, any Error>?>(nil)
+        let finished = DispatchSemaphore(value: 0)
+        let command = self
+        // The one unstructured task of udpd: the bridge from the synchronous main thread into async code.
+        Task.detached {
+            do {
+                try await command.serve(configuration)
+                outcome.withLock { $0 = .success(()) }
+            } catch {
+                outcome.withLock { $0 = .failure(error) }
+            }
+            finished.signal()
+        }
+        finished.wait()
+        try outcome.withLock { $0 ?? .success(()) }.get()
+    }
+
+    func serve(_ configuration: Configuration) async throws {
         var privilegeTarget: PrivilegeTarget?
         if configuration.user != nil || configuration.group != nil {
             do throws(PrivilegeError) {
@@ -230,4 +234,23 @@ struct UDPD: ParsableCommand {
 /// Writes one line to standard error.
 func printError(_ line: String) {
     writeToStandardError(line + "\n")
+}
+
+extension Configuration {
+    /// About how many descriptors the listeners will take: every worker socket of every port on each address (or
+    /// family) a service names, and a margin for the control socket, metrics, inherited sockets and the first
+    /// connections. Per-address services are counted as one address per family; a reload grows the table later.
+    fileprivate var estimatedDescriptors: Int {
+        var count = 64
+        for service in services {
+            let addresses: Int
+            switch service.bind {
+            case .addresses(let list): addresses = list.count
+            case .wildcard, .perAddress: addresses = service.family.families.count
+            }
+            let workers = service.workers ?? UDPWorkerPool.defaultThreadCount
+            count += addresses * (service.udpPorts.count * workers + service.tcpPorts.count)
+        }
+        return count
+    }
 }
