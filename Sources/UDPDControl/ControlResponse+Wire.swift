@@ -65,6 +65,10 @@ extension ReloadReport {
 extension StatusReport {
     func write(to writer: inout JSONWriter) {
         writer.beginObject()
+        if let batchSize {
+            writer.key("batch_size")
+            writer.integer(batchSize)
+        }
         writer.key("config")
         writer.string(config)
         writer.key("generation")

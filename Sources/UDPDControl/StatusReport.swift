@@ -18,6 +18,9 @@ public struct StatusReport: Codable, Sendable, Equatable {
     public var services: [ServiceStatus]
     /// Reloads applied and rejected since the daemon started; `nil` from a daemon that does not count them.
     public var reloads: ReloadCounts?
+    /// Datagrams each UDP worker thread takes per recvmmsg and answers per sendmmsg (`batch-size`); `nil` from a
+    /// daemon that does not report it.
+    public var batchSize: Int?
 
     /// Creates a report.
     public init(
@@ -29,7 +32,8 @@ public struct StatusReport: Codable, Sendable, Equatable {
         uptimeSeconds: Double,
         lastReload: ReloadOutcome?,
         services: [ServiceStatus],
-        reloads: ReloadCounts? = nil
+        reloads: ReloadCounts? = nil,
+        batchSize: Int? = nil
     ) {
         self.generation = generation
         self.config = config
@@ -40,6 +44,7 @@ public struct StatusReport: Codable, Sendable, Equatable {
         self.lastReload = lastReload
         self.services = services
         self.reloads = reloads
+        self.batchSize = batchSize
     }
 
     private enum CodingKeys: String, CodingKey {
@@ -52,6 +57,7 @@ public struct StatusReport: Codable, Sendable, Equatable {
         case lastReload = "last_reload"
         case services
         case reloads
+        case batchSize = "batch_size"
     }
 
     /// Encodes every field; `last_reload` is written as `null` rather than left out, as `INTERFACE.md` requires.
@@ -66,6 +72,7 @@ public struct StatusReport: Codable, Sendable, Equatable {
         try container.encode(lastReload, forKey: .lastReload)
         try container.encode(services, forKey: .services)
         try container.encodeIfPresent(reloads, forKey: .reloads)
+        try container.encodeIfPresent(batchSize, forKey: .batchSize)
     }
 }
 

@@ -71,7 +71,8 @@ extension Supervisor {
             uptimeSeconds: Double((ContinuousClock.now - startedInstant).components.seconds),
             lastReload: lastReload,
             services: services,
-            reloads: reloadCounts
+            reloads: reloadCounts,
+            batchSize: pool.batchSize
         )
     }
 }

@@ -154,6 +154,25 @@ struct ReloadTests {
         #expect(counted == 21, "rx_packets \(String(describing: counted)); log:\n\(udpd.log)")
     }
 
+    @Test("batch-size: status reports it, and a reload changes it while the same socket keeps answering")
+    func batchSizeChange() throws {
+        let a = try probeFreePort()
+        let config = { (batch: String) in "\(batch)services:\n  e: {handler: echo, udp: \(a), family: ipv4}\n" }
+        let udpd = try UDPDProcess(config: config(""))
+        #expect(try udpd.waitUntilReady().batchSize == 32)
+        #expect(try ask(a, "before") == "before")
+        for size in [1, 256] {
+            try udpd.rewriteConfig(config("batch-size: \(size)\n"))
+            let result = try udpd.udpctl(["reload"])
+            #expect(result.status == 0, "\(result.standardOutput)\(result.standardError)")
+            #expect(try udpd.status().batchSize == size)
+            for index in 0..<10 { #expect(try ask(a, "\(size) \(index)") == "\(size) \(index)") }
+        }
+        let result = try udpd.udpctl(["status", "--json"])
+        #expect(result.standardOutput.contains("\"batch_size\" : 256"), "\(result.standardOutput.prefix(200))")
+        #expect(try udpd.counters("e").rxPackets == 21)
+    }
+
     @Test("zero loss: a steady stream to an unchanged service while 50 reloads alternate two configurations")
     func zeroLossDuringReloads() throws {
         let (a, b) = (try probeFreePort(), try probeFreePort())
