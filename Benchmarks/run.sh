@@ -62,7 +62,7 @@ trap cleanup EXIT
 trap 'exit 130' INT TERM
 
 # The build `make` installs (see the Makefile): release, the Swift runtime linked in, its own scratch path.
-release=(-c release --static-swift-stdlib --scratch-path .build-static)
+release=(-c release --static-swift-stdlib -Xswiftc -Osize --scratch-path .build-static)
 if [ "$build" = 1 ]; then
     # Every product in release mode: udpd, udpctl (to wait for readiness) and udpd-bench; no test targets.
     echo "bench: swift build ${release[*]}"

@@ -21,7 +21,7 @@ while [ $# -gt 0 ]; do
 done
 
 # The binaries `make install` installs and Benchmarks/run.sh measures (see the Makefile).
-release=(-c release --static-swift-stdlib --scratch-path .build-static)
+release=(-c release --static-swift-stdlib -Xswiftc -Osize --scratch-path .build-static)
 swift build "${release[@]}" --product udpd >/dev/null
 swift build "${release[@]}" --product udpctl >/dev/null
 bin=$(swift build "${release[@]}" --show-bin-path)
