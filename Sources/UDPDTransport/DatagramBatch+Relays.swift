@@ -32,15 +32,16 @@ extension DatagramBatch {
             UnsafeMutableRawPointer(name).copyMemory(from: address, byteCount: Int(addressLength))
             return addressLength
         }
-        relayVectors[index] = iovec(iov_base: buffer(slot).baseAddress, iov_len: length)
-        relayHeaders[index].msg_hdr.msg_name = UnsafeMutableRawPointer(name)
-        relayHeaders[index].msg_hdr.msg_namelen = nameLength
-        relayHeaders[index].msg_hdr.msg_iov = relayVectors + index
-        relayHeaders[index].msg_hdr.msg_iovlen = 1
-        relayHeaders[index].msg_hdr.msg_control = controlLength > 0 ? control : nil
-        relayHeaders[index].msg_hdr.msg_controllen = numericCast(controlLength)
-        relayHeaders[index].msg_hdr.msg_flags = 0
-        relayHeaders[index].msg_len = 0
+        Self.prepare(
+            relayHeaders + index,
+            vector: relayVectors + index,
+            payload: buffer(slot).baseAddress,
+            length: length,
+            name: UnsafeMutableRawPointer(name),
+            nameLength: nameLength,
+            control: control,
+            controlLength: controlLength
+        )
         pendingRelays += 1
         reservedSlots = max(reservedSlots, slot + 1)
     }

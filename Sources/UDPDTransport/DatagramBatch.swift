@@ -110,16 +110,41 @@ final class DatagramBatch {
         let index = pendingReplies
         let control = sendControl + index * DestinationControlMessage.capacity
         let controlLength = DestinationControlMessage.write(source: source, replySource: replySource, into: control)
-        sendVectors[index] = iovec(iov_base: buffer(slot).baseAddress, iov_len: length)
-        sendHeaders[index].msg_hdr.msg_name = UnsafeMutableRawPointer(names + slot)
-        sendHeaders[index].msg_hdr.msg_namelen = receiveHeaders[slot].msg_hdr.msg_namelen
-        sendHeaders[index].msg_hdr.msg_iov = sendVectors + index
-        sendHeaders[index].msg_hdr.msg_iovlen = 1
-        sendHeaders[index].msg_hdr.msg_control = controlLength > 0 ? control : nil
-        sendHeaders[index].msg_hdr.msg_controllen = numericCast(controlLength)
-        sendHeaders[index].msg_hdr.msg_flags = 0
-        sendHeaders[index].msg_len = 0
+        Self.prepare(
+            sendHeaders + index,
+            vector: sendVectors + index,
+            payload: buffer(slot).baseAddress,
+            length: length,
+            name: UnsafeMutableRawPointer(names + slot),
+            nameLength: receiveHeaders[slot].msg_hdr.msg_namelen,
+            control: control,
+            controlLength: controlLength
+        )
         pendingReplies += 1
+    }
+
+    /// Points an outgoing header at its payload, its peer's address and its control message (none when
+    /// `controlLength` is 0).
+    @inline(__always)
+    static func prepare(
+        _ header: UnsafeMutablePointer<cudpd_mmsghdr>,
+        vector: UnsafeMutablePointer<iovec>,
+        payload: UnsafeMutableRawPointer?,
+        length: Int,
+        name: UnsafeMutableRawPointer,
+        nameLength: socklen_t,
+        control: UnsafeMutableRawPointer,
+        controlLength: Int
+    ) {
+        vector.pointee = iovec(iov_base: payload, iov_len: length)
+        header.pointee.msg_hdr.msg_name = name
+        header.pointee.msg_hdr.msg_namelen = nameLength
+        header.pointee.msg_hdr.msg_iov = vector
+        header.pointee.msg_hdr.msg_iovlen = 1
+        header.pointee.msg_hdr.msg_control = controlLength > 0 ? control : nil
+        header.pointee.msg_hdr.msg_controllen = numericCast(controlLength)
+        header.pointee.msg_hdr.msg_flags = 0
+        header.pointee.msg_len = 0
     }
 
     /// Forgets the queued replies after they were sent.

@@ -27,14 +27,7 @@ public enum DescriptorTable {
         else { return }
         // close is never retried on EINTR (the descriptor is gone either way), so it bypasses systemCall.
         defer { _ = close(probe) }
-        var limit = rlimit()
-        #if canImport(Glibc)
-        let resource = __rlimit_resource_t(RLIMIT_NOFILE.rawValue)
-        #else
-        let resource = RLIMIT_NOFILE
-        #endif
-        let known = (try? systemCall("getrlimit", context: "RLIMIT_NOFILE") { getrlimit(resource, &limit) }) != nil
-        let ceiling = known ? Int(clamping: limit.rlim_cur) - 1 : Int(CInt.max)
+        let ceiling = openFileLimit().map { Int(clamping: $0.rlim_cur) - 1 } ?? Int(CInt.max)
         let wanted = CInt(clamping: min(Int(probe) + count, ceiling))
         guard wanted > probe,
             let high = try? systemCall("fcntl", context: "F_DUPFD_CLOEXEC", { fcntl(probe, F_DUPFD_CLOEXEC, wanted) })
@@ -48,21 +41,28 @@ public enum DescriptorTable {
     /// in force afterwards; `nil` when it cannot be read.
     @discardableResult
     public static func raiseOpenFileLimit() -> Int? {
-        var limit = rlimit()
-        #if canImport(Glibc)
-        let resource = __rlimit_resource_t(RLIMIT_NOFILE.rawValue)
-        #else
-        let resource = RLIMIT_NOFILE
-        #endif
-        guard (try? systemCall("getrlimit", context: "RLIMIT_NOFILE") { getrlimit(resource, &limit) }) != nil else {
-            return nil
-        }
+        guard let limit = openFileLimit() else { return nil }
         guard limit.rlim_cur < limit.rlim_max else { return Int(clamping: limit.rlim_cur) }
         var raised = limit
         raised.rlim_cur = limit.rlim_max
-        guard (try? systemCall("setrlimit", context: "RLIMIT_NOFILE") { setrlimit(resource, &raised) }) != nil else {
+        guard (try? systemCall("setrlimit", context: "RLIMIT_NOFILE") { setrlimit(openFiles, &raised) }) != nil else {
             return Int(clamping: limit.rlim_cur)
         }
         return Int(clamping: raised.rlim_cur)
+    }
+
+    #if canImport(Glibc)
+    private static let openFiles = __rlimit_resource_t(RLIMIT_NOFILE.rawValue)
+    #else
+    private static let openFiles = RLIMIT_NOFILE
+    #endif
+
+    /// RLIMIT_NOFILE now; `nil` when it cannot be read.
+    private static func openFileLimit() -> rlimit? {
+        var limit = rlimit()
+        guard (try? systemCall("getrlimit", context: "RLIMIT_NOFILE") { getrlimit(openFiles, &limit) }) != nil else {
+            return nil
+        }
+        return limit
     }
 }
