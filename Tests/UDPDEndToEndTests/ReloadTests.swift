@@ -173,6 +173,33 @@ struct ReloadTests {
         #expect(try udpd.counters("e").rxPackets == 21)
     }
 
+    @Test("a TCP listener moved away and back rebinds its port despite TIME_WAIT and draining connections")
+    func tcpPortComesBackDespiteTimeWaitAndDrains() throws {
+        let ports = try freePorts(2)
+        let config = { (port: UInt16) in
+            "services:\n  e: {handler: echo, tcp: \(port), bind: [127.0.0.1], idle-timeout: 300ms}\n"
+        }
+        let udpd = try UDPDProcess(config: config(ports[0]))
+        try udpd.waitUntilReady()
+        let home = IPEndpoint(address: "127.0.0.1", port: ports[0])!
+        // Closed by udpd after idle-timeout: TIME_WAIT stays on udpd's side of port 0's connections.
+        let closed = try (0..<20).map { _ in try TCPTestClient(to: home) }
+        for client in closed { try client.send("x") }
+        #expect(closed.allSatisfy { $0.receive(count: 1) == Array("x".utf8) })
+        #expect(eventually { closed.allSatisfy { $0.readsEndOfFile() } }, "idle-timeout did not close them")
+        // Still open while the listener moves away and back: they drain in the grace period.
+        let draining = try (0..<5).map { _ in try TCPTestClient(to: home) }
+        for target in [ports[1], ports[0]] {
+            try udpd.rewriteConfig(config(target))
+            let result = try udpd.udpctl(["reload"])
+            #expect(result.status == 0, "\(result.standardOutput)\(result.standardError)\n\(udpd.log)")
+        }
+        let client = try TCPTestClient(to: home)
+        try client.send("back")
+        #expect(client.receive(count: 4) == Array("back".utf8))
+        _ = draining
+    }
+
     @Test("zero loss: a steady stream to an unchanged service while 50 reloads alternate two configurations")
     func zeroLossDuringReloads() throws {
         let (a, b) = (try probeFreePort(), try probeFreePort())
