@@ -21,6 +21,8 @@ final class ForwardSession: @unchecked Sendable {
     let key: ForwardSessionKey
     let destination: DatagramDestination
     let replier: DatagramReplier
+    /// Where the upstream's replies go: the client, through its listener, from the address it asked.
+    let relay: DatagramRelay
     /// The connected upstream socket. Never closed explicitly: another thread may be sending on it; it closes when
     /// the session, the pool's registration and any pass serving it have all let go of it.
     let upstream: UDPListenerSocket
@@ -40,6 +42,7 @@ final class ForwardSession: @unchecked Sendable {
         self.key = key
         self.destination = destination
         self.replier = replier
+        self.relay = DatagramRelay(through: replier, to: key.peer, from: destination)
         self.upstream = upstream
         self.lastActivity = Atomic(now)
     }
@@ -118,9 +121,8 @@ final class UpstreamReplyHandler: DatagramHandler {
     ) -> DatagramVerdict {
         // The connected socket only receives from the upstream, so `peer` needs no check.
         session.touch()
-        let client = session.replier
         // A listener that a reload removed has closed its socket: its number may already name another socket.
-        guard !client.socket.descriptor.isClosed else { return .noReply }
-        return .relay(length: length, through: client, to: session.key.peer, from: session.destination)
+        guard !session.replier.socket.descriptor.isClosed else { return .noReply }
+        return .relay(length: length, via: session.relay)
     }
 }

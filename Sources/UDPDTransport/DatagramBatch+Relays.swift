@@ -9,26 +9,21 @@ import Darwin
 #endif
 
 extension DatagramBatch {
-    /// Queues the first `length` bytes of `slot`'s buffer to go to `peer` through `replier`'s socket, from `source`.
-    /// The slot stays reserved until ``flushRelays()``; relays queued for another socket are sent first.
-    func queueRelay(
-        slot: Int,
-        length: Int,
-        through replier: DatagramReplier,
-        to peer: IPEndpoint,
-        from source: DatagramDestination
-    ) {
+    /// Queues the first `length` bytes of `slot`'s buffer to go where `relay` says. The slot stays reserved until
+    /// ``flushRelays()``; relays queued for another socket are sent first.
+    func queueRelay(slot: Int, length: Int, via relay: DatagramRelay) {
+        let replier = relay.replier
         if let target = relayTarget, target.socket !== replier.socket { flushRelays() }
         if relayTarget == nil { relayTarget = replier }
         let index = pendingRelays
         let control = relayControl + index * DestinationControlMessage.capacity
         let controlLength = DestinationControlMessage.write(
-            source: source,
+            source: relay.source,
             replySource: replier.socket.replySource,
             into: control
         )
         let name = relayNames + index
-        let nameLength = peer.withSockAddr { address, addressLength in
+        let nameLength = relay.peer.withSockAddr { address, addressLength in
             UnsafeMutableRawPointer(name).copyMemory(from: address, byteCount: Int(addressLength))
             return addressLength
         }

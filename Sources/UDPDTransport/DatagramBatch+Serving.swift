@@ -132,14 +132,8 @@ extension DatagramBatch {
                 break
             case .drop(let reason):
                 counters.addDrop(reason)
-            case .relay(let relayLength, let target, let client, let source):
-                queueRelay(
-                    slot: index,
-                    length: min(relayLength, bufferSize),
-                    through: target,
-                    to: client,
-                    from: source
-                )
+            case .relay(let relayLength, let relay):
+                queueRelay(slot: index, length: min(relayLength, bufferSize), via: relay)
             }
         }
         counters.countReceived(packets: UInt64(count), bytes: receivedBytes)

@@ -89,10 +89,33 @@ public enum DatagramVerdict: Sendable, Equatable {
     case noReply
     /// Send nothing and count the datagram as dropped for `reason`.
     case drop(DropReason)
-    /// Send the first `length` bytes of the buffer to `peer` through another listener's socket, from `source`: a
+    /// Send the first `length` bytes of the buffer where `relay` says, through another listener's socket: a
     /// forward's upstream reply going back to its client. The worker gathers the relays of every socket it serves
     /// in one pass and sends them to each listener together (sendmmsg); they count as sent on that listener.
-    case relay(length: Int, through: DatagramReplier, to: IPEndpoint, from: DatagramDestination)
+    case relay(length: Int, via: DatagramRelay)
+}
+
+/// Where relayed datagrams go: through a listener's socket, to one client, from the local address it asked.
+///
+/// A handler that relays keeps one per client (a forward session has one), so that a relayed datagram carries a
+/// single reference rather than the listener's socket, its counters and two addresses. `Sendable`: immutable.
+public final class DatagramRelay: Sendable, Equatable {
+    /// The listener the datagrams leave through, and whose counters count them.
+    public let replier: DatagramReplier
+    /// The client.
+    public let peer: IPEndpoint
+    /// The local address the client asked, which the datagrams leave from.
+    public let source: DatagramDestination
+
+    /// Creates a relay to `peer` through `replier`'s socket, from `source`.
+    public init(through replier: DatagramReplier, to peer: IPEndpoint, from source: DatagramDestination) {
+        self.replier = replier
+        self.peer = peer
+        self.source = source
+    }
+
+    /// The same relay object.
+    public static func == (lhs: DatagramRelay, rhs: DatagramRelay) -> Bool { lhs === rhs }
 }
 
 /// Serves the datagrams of a UDP listener, on the listener's worker thread.

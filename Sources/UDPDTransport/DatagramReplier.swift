@@ -61,10 +61,3 @@ public struct DatagramReplier: Sendable {
         return true
     }
 }
-
-extension DatagramReplier: Equatable {
-    /// Two repliers are equal when they send through the same socket.
-    public static func == (lhs: DatagramReplier, rhs: DatagramReplier) -> Bool {
-        lhs.socket === rhs.socket
-    }
-}
