@@ -10,55 +10,34 @@ import Darwin
 ///
 /// Syntax only: nothing here looks at the host's interfaces or resolves names.
 enum AddressParsing {
-    /// The address's bytes (4 or 16) and family, or `nil` when `text` is not an address literal. No scope allowed.
-    static func bytes(_ text: String) -> (bytes: [UInt8], family: AddressFamily)? {
+    /// Parses an address literal (no scope) into `raw`, which holds either family; its family, or `nil` when
+    /// `text` is not one. No intermediate arrays: a thousand services each listing an address made byte arrays a
+    /// visible part of loading.
+    private static func parse(_ text: some StringProtocol, into raw: inout in6_addr) -> AddressFamily? {
+        let text = String(text)
         guard !text.isEmpty, !text.utf8.contains(0) else { return nil }
-        var v4 = in_addr()
-        if inet_pton(AF_INET, text, &v4) == 1 {
-            return (withUnsafeBytes(of: &v4) { Array($0) }, .ipv4)
-        }
-        var v6 = in6_addr()
-        if inet_pton(AF_INET6, text, &v6) == 1 {
-            return (withUnsafeBytes(of: &v6) { Array($0) }, .ipv6)
-        }
+        if inet_pton(AF_INET, text, &raw) == 1 { return .ipv4 }
+        if inet_pton(AF_INET6, text, &raw) == 1 { return .ipv6 }
         return nil
     }
 
-    /// The canonical (`inet_ntop`) text of an address given as bytes.
-    static func canonicalText(_ bytes: [UInt8], family: AddressFamily) -> String {
-        var buffer = [CChar](repeating: 0, count: 64)
-        let familyCode = family == .ipv4 ? AF_INET : AF_INET6
-        let ok = bytes.withUnsafeBytes { raw in
-            inet_ntop(familyCode, raw.baseAddress, &buffer, socklen_t(buffer.count)) != nil
-        }
-        guard ok else { return "" }
-        return String(decoding: buffer.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
-    }
-
-    /// An address literal in canonical form; an IPv6 address may carry a `%scope` (kept as written).
-    ///
-    /// Parsed and printed without intermediate arrays: a thousand services each listing an address made the
-    /// byte arrays of ``bytes(_:)`` and ``canonicalText(_:family:)`` a visible part of loading.
-    static func address(_ text: String) -> BindAddress? {
-        let percent = text.utf8.firstIndex(of: UInt8(ascii: "%"))
-        let host = percent.map { String(text[..<$0]) } ?? text
-        guard !host.isEmpty, !host.utf8.contains(0) else { return nil }
-        var raw = in6_addr()  // large enough for either family
-        let family: AddressFamily
-        if inet_pton(AF_INET, host, &raw) == 1 {
-            family = .ipv4
-        } else if inet_pton(AF_INET6, host, &raw) == 1 {
-            family = .ipv6
-        } else {
-            return nil
-        }
-        let printed = withUnsafeTemporaryAllocation(of: CChar.self, capacity: 64) { buffer -> String? in
+    /// The canonical (`inet_ntop`) text of the `family` address in `raw`.
+    private static func canonicalText(_ raw: inout in6_addr, family: AddressFamily) -> String? {
+        withUnsafeTemporaryAllocation(of: CChar.self, capacity: 64) { buffer -> String? in
             guard inet_ntop(family == .ipv4 ? AF_INET : AF_INET6, &raw, buffer.baseAddress, 64) != nil else {
                 return nil
             }
             return String(cString: buffer.baseAddress!)
         }
-        guard var canonical = printed else { return nil }
+    }
+
+    /// An address literal in canonical form; an IPv6 address may carry a `%scope` (kept as written).
+    static func address(_ text: String) -> BindAddress? {
+        let percent = text.utf8.firstIndex(of: UInt8(ascii: "%"))
+        var raw = in6_addr()
+        guard let family = parse(percent.map { text[..<$0] } ?? text[...], into: &raw),
+            var canonical = canonicalText(&raw, family: family)
+        else { return nil }
         if let percent {
             let scope = text[text.index(after: percent)...]
             guard family == .ipv6, !scope.isEmpty, !scope.contains(where: { $0 == "/" || $0.isWhitespace })
@@ -82,8 +61,9 @@ enum AddressParsing {
     /// operator typed the wrong length, and an allow or deny list should cover exactly what was written.
     static func prefix(_ text: String) -> Result<AddressPrefix, PrefixProblem> {
         let parts = text.split(separator: "/", maxSplits: 1, omittingEmptySubsequences: false)
-        guard let parsed = bytes(String(parts[0])) else { return .failure(.malformed) }
-        let maximum = parsed.bytes.count * 8
+        var raw = in6_addr()
+        guard let family = parse(parts[0], into: &raw) else { return .failure(.malformed) }
+        let maximum = family == .ipv4 ? 32 : 128
         var length = maximum
         if parts.count == 2 {
             guard let given = Diagnostics.decimal(String(parts[1])), given <= maximum else {
@@ -91,12 +71,18 @@ enum AddressParsing {
             }
             length = given
         }
-        var network = parsed.bytes
-        for bit in length..<maximum {
-            network[bit / 8] &= ~(UInt8(0x80) >> UInt8(bit % 8))
+        var network = raw
+        var hostBitsSet = false
+        withUnsafeMutableBytes(of: &network) { bytes in
+            for bit in length..<maximum {
+                let mask = UInt8(0x80) >> UInt8(bit % 8)
+                if bytes[bit / 8] & mask != 0 { hostBitsSet = true }
+                bytes[bit / 8] &= ~mask
+            }
         }
-        let address = BindAddress(text: canonicalText(network, family: parsed.family), family: parsed.family)
-        guard network == parsed.bytes else {
+        guard let text = canonicalText(&network, family: family) else { return .failure(.malformed) }
+        let address = BindAddress(text: text, family: family)
+        guard !hostBitsSet else {
             return .failure(.hostBitsSet(network: "\(address.text)/\(length)"))
         }
         return .success(AddressPrefix(address: address, length: length))
