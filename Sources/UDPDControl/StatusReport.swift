@@ -213,13 +213,13 @@ public struct ListenerStatus: Codable, Sendable, Equatable {
 
 /// A service's traffic counters.
 public struct ServiceCounters: Codable, Sendable, Equatable {
-    /// Datagrams and TCP messages received.
+    /// Datagrams received (TCP traffic is counted in bytes and connections).
     public var rxPackets: UInt64
-    /// Datagrams and TCP messages sent.
+    /// Datagrams sent.
     public var txPackets: UInt64
-    /// Bytes received.
+    /// Bytes received: UDP payloads, and TCP stream bytes read from clients.
     public var rxBytes: UInt64
-    /// Bytes sent.
+    /// Bytes sent: UDP payloads, and TCP stream bytes written to clients.
     public var txBytes: UInt64
     /// Everything dropped, whatever the reason; the sum of ``drops``.
     public var dropped: UInt64
