@@ -47,7 +47,7 @@ public struct StatusReport: Codable, Sendable, Equatable {
         self.batchSize = batchSize
     }
 
-    private enum CodingKeys: String, CodingKey {
+    enum CodingKeys: String, CodingKey {
         case generation
         case config
         case pid
@@ -88,6 +88,11 @@ public struct ReloadCounts: Codable, Sendable, Equatable {
         self.applied = applied
         self.rejected = rejected
     }
+
+    enum CodingKeys: String, CodingKey {
+        case applied
+        case rejected
+    }
 }
 
 /// How the latest reload went.
@@ -106,7 +111,7 @@ public struct ReloadOutcome: Codable, Sendable, Equatable {
         self.errors = errors
     }
 
-    private enum CodingKeys: String, CodingKey {
+    enum CodingKeys: String, CodingKey {
         case ok
         case at
         case errors
@@ -150,7 +155,7 @@ public struct ServiceStatus: Codable, Sendable, Equatable {
         self.execInstances = execInstances
     }
 
-    private enum CodingKeys: String, CodingKey {
+    enum CodingKeys: String, CodingKey {
         case name
         case handler
         case listeners
@@ -201,7 +206,7 @@ public struct ListenerStatus: Codable, Sendable, Equatable {
     /// Whether replies' source address is left to the kernel: wrong on multi-homed hosts.
     public var replySourceIsUnreliable: Bool { replySource == "kernel" }
 
-    private enum CodingKeys: String, CodingKey {
+    enum CodingKeys: String, CodingKey {
         case proto
         case address
         case port
@@ -255,7 +260,7 @@ public struct ServiceCounters: Codable, Sendable, Equatable {
         self.drops = drops
     }
 
-    private enum CodingKeys: String, CodingKey {
+    enum CodingKeys: String, CodingKey {
         case rxPackets = "rx_packets"
         case txPackets = "tx_packets"
         case rxBytes = "rx_bytes"
