@@ -74,6 +74,15 @@ extension StatusReport {
         }
         writer.key(CodingKeys.config)
         writer.string(config)
+        if let control {
+            writer.key(CodingKeys.control)
+            writer.beginObject()
+            writer.key(ControlSocketCounts.CodingKeys.evictedConnections)
+            writer.integer(control.evictedConnections)
+            writer.key(ControlSocketCounts.CodingKeys.refusedPeers)
+            writer.integer(control.refusedPeers)
+            writer.endObject()
+        }
         writer.key(CodingKeys.generation)
         writer.integer(generation)
         writer.key(CodingKeys.lastReload)

@@ -45,6 +45,22 @@ public enum PrometheusExposition {
             out.sample("udpd_reloads_total", ["result": "applied"], "\(reloads.applied)")
             out.sample("udpd_reloads_total", ["result": "rejected"], "\(reloads.rejected)")
         }
+        out.family(
+            "udpd_control_refused_peers_total",
+            .counter,
+            "Control socket connections refused: the peer's uid may not use the socket."
+        )
+        if let control = report.control {
+            out.sample("udpd_control_refused_peers_total", [:], "\(control.refusedPeers)")
+        }
+        out.family(
+            "udpd_control_connections_evicted_total",
+            .counter,
+            "Control socket connections closed, oldest first, to make room at the cap of open connections."
+        )
+        if let control = report.control {
+            out.sample("udpd_control_connections_evicted_total", [:], "\(control.evictedConnections)")
+        }
     }
 
     /// Each service's totals over its listeners, past and present.

@@ -21,6 +21,8 @@ public struct StatusReport: Codable, Sendable, Equatable {
     /// Datagrams each UDP worker thread takes per recvmmsg and answers per sendmmsg (`batch-size`); `nil` from a
     /// daemon that does not report it.
     public var batchSize: Int?
+    /// The control socket's own figures; `nil` from a daemon that does not report them.
+    public var control: ControlSocketCounts?
 
     /// Creates a report.
     public init(
@@ -33,7 +35,8 @@ public struct StatusReport: Codable, Sendable, Equatable {
         lastReload: ReloadOutcome?,
         services: [ServiceStatus],
         reloads: ReloadCounts? = nil,
-        batchSize: Int? = nil
+        batchSize: Int? = nil,
+        control: ControlSocketCounts? = nil
     ) {
         self.generation = generation
         self.config = config
@@ -45,6 +48,7 @@ public struct StatusReport: Codable, Sendable, Equatable {
         self.services = services
         self.reloads = reloads
         self.batchSize = batchSize
+        self.control = control
     }
 
     enum CodingKeys: String, CodingKey {
@@ -58,6 +62,7 @@ public struct StatusReport: Codable, Sendable, Equatable {
         case services
         case reloads
         case batchSize = "batch_size"
+        case control
     }
 
     /// Encodes every field; `last_reload` is written as `null` rather than left out, as `INTERFACE.md` requires.
@@ -73,6 +78,7 @@ public struct StatusReport: Codable, Sendable, Equatable {
         try container.encode(services, forKey: .services)
         try container.encodeIfPresent(reloads, forKey: .reloads)
         try container.encodeIfPresent(batchSize, forKey: .batchSize)
+        try container.encodeIfPresent(control, forKey: .control)
     }
 }
 
@@ -92,6 +98,26 @@ public struct ReloadCounts: Codable, Sendable, Equatable {
     enum CodingKeys: String, CodingKey {
         case applied
         case rejected
+    }
+}
+
+/// What the control socket refused: connections from peers that may not use it, and connections closed to make
+/// room under its cap (``ControlServer/maximumConnections``).
+public struct ControlSocketCounts: Codable, Sendable, Equatable {
+    /// Connections refused because the peer's uid may not use the socket.
+    public var refusedPeers: UInt64
+    /// Connections closed, oldest first, to make room for a new one at the cap.
+    public var evictedConnections: UInt64
+
+    /// Creates counts.
+    public init(refusedPeers: UInt64 = 0, evictedConnections: UInt64 = 0) {
+        self.refusedPeers = refusedPeers
+        self.evictedConnections = evictedConnections
+    }
+
+    enum CodingKeys: String, CodingKey {
+        case refusedPeers = "refused_peers"
+        case evictedConnections = "evicted_connections"
     }
 }
 
