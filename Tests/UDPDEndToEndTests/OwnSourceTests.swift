@@ -56,6 +56,65 @@ struct OwnSourceTests {
     }
 
     @Test(
+        "a listener added by a reload is one of udpd's own at once",
+        .enabled(if: isRoot, "forging a source address needs a raw socket, so root")
+    )
+    func reloadPublishesNewListeners() throws {
+        let ports = try freePorts(2)
+        func config(_ count: Int) -> String {
+            "services:\n"
+                + (0..<count).map { "  echo\($0):\n    handler: echo\n    udp: \(ports[$0])\n" }.joined()
+        }
+        let udpd = try UDPDProcess(config: config(1))
+        try udpd.waitUntilReady()
+        try udpd.rewriteConfig(config(2))
+        let reload = try udpd.udpctl(["reload"])
+        try #require(reload.status == 0, "\(reload.standardOutput)\(reload.standardError)")
+        let old = try #require(IPEndpoint(address: "127.0.0.1", port: ports[0]))
+        let new = try #require(IPEndpoint(address: "127.0.0.1", port: ports[1]))
+        try ForgedDatagram.send(Array("from the new one".utf8), from: new, to: old)
+        Thread.sleep(forTimeInterval: 0.5)
+        let first = try udpd.counters("echo0")
+        let second = try udpd.counters("echo1")
+        #expect(first.rxPackets + second.rxPackets <= 1, "echo0: \(first), echo1: \(second)")
+        #expect(first.drops["own_source"] == 1, "\(first)")
+    }
+
+    @Test(
+        "an address added while udpd runs is one of a wildcard listener's own at once",
+        .enabled(if: isRoot, "network namespaces and raw sockets need root")
+    )
+    func addressChangePublishesAddresses() throws {
+        let lab = try MultiHomedLab()
+        let ports = try freePorts(3)
+        // `marker` follows addresses, so that status shows when udpd has taken the new one in.
+        let udpd = try UDPDProcess(
+            config: """
+                services:
+                  a: {handler: echo, udp: \(ports[0]), family: ipv4}
+                  b: {handler: echo, udp: \(ports[1]), family: ipv4}
+                  marker: {handler: discard, udp: \(ports[2]), bind: per-address, interfaces: [eth2], family: ipv4}
+                """,
+            launcher: lab.launcher(lab.server)
+        )
+        try udpd.waitUntilReady()
+        let added = "10.201.2.77"
+        try lab.ip(["-n", lab.server, "addr", "add", "\(added)/24", "dev", "eth2"])
+        let followed = try eventually {
+            try udpd.status().services.first { $0.name == "marker" }?.listeners.contains { $0.address == added } == true
+        }
+        try #require(followed, "udpd did not follow \(added):\n\(udpd.log)")
+        Thread.sleep(forTimeInterval: 0.2)
+        let forged = try lab.client(lab.server, ["forge", added, "\(ports[0])", added, "\(ports[1])"])
+        try #require(forged.status == 0, "\(forged.standardOutput)\(forged.standardError)")
+        Thread.sleep(forTimeInterval: 0.5)
+        let a = try udpd.counters("a")
+        let b = try udpd.counters("b")
+        #expect(a.rxPackets + b.rxPackets <= 1, "a: \(a), b: \(b)")
+        #expect(b.drops["own_source"] == 1, "\(b)")
+    }
+
+    @Test(
         "a datagram forged from an echo service to an exec service starts no program and no loop",
         .enabled(if: isRoot, "forging a source address needs a raw socket, so root")
     )
