@@ -23,7 +23,9 @@ public final class OwnListenerSet: Sendable {
 
     /// One bit per port: set when some UDP listener has that port.
     private let portBits: [UInt64]
-    /// Every listener, on a port hit, compared one by one (a host has few listeners on one port).
+    /// Every listener, sorted by port: a port hit finds its listeners by binary search, so that a client that
+    /// happens to use a listening port as its source (NTP peers send from 123 to 123) costs a few comparisons
+    /// however many services udpd runs.
     private let entries: [Entry]
     /// The host's own addresses, which a wildcard listener's replies may leave from.
     private let localAddresses: Set<IPAddressBits>
@@ -38,6 +40,7 @@ public final class OwnListenerSet: Sendable {
         for endpoint in listening { bits[Int(endpoint.port) >> 6] |= 1 << UInt64(endpoint.port & 63) }
         portBits = bits
         entries = listening.map { Entry(port: $0.port, address: $0.addressBits, isWildcard: $0.isWildcard) }
+            .sorted { $0.port < $1.port }
         localAddresses = Set(hostAddresses.map(\.addressBits))
     }
 
@@ -52,12 +55,21 @@ public final class OwnListenerSet: Sendable {
     /// Whether some listener on `port` matches `address`: the same address, or a wildcard of its family when the
     /// address is one of the host's own.
     private func listens(on address: IPAddressBits, port: UInt16) -> Bool {
-        for entry in entries where entry.port == port {
+        var low = 0
+        var high = entries.count
+        while low < high {
+            let middle = (low + high) / 2
+            if entries[middle].port < port { low = middle + 1 } else { high = middle }
+        }
+        var index = low
+        while index < entries.count, entries[index].port == port {
+            let entry = entries[index]
             if entry.isWildcard {
                 if entry.address.isIPv4 == address.isIPv4 && isLocal(address) { return true }
             } else if entry.address == address {
                 return true
             }
+            index += 1
         }
         return false
     }

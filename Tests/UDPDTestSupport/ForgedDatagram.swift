@@ -68,7 +68,8 @@ public enum ForgedDatagram {
     /// The address's bytes in network order: 4 for IPv4, 16 for IPv6.
     private static func addressBytes(_ endpoint: IPEndpoint) -> [UInt8] {
         let bits = endpoint.addressBits
-        let all = (0..<8).map { UInt8(truncatingIfNeeded: bits.high >> (56 - 8 * UInt64($0))) }
+        let all =
+            (0..<8).map { UInt8(truncatingIfNeeded: bits.high >> (56 - 8 * UInt64($0))) }
             + (0..<8).map { UInt8(truncatingIfNeeded: bits.low >> (56 - 8 * UInt64($0))) }
         return endpoint.family == .ipv4 ? Array(all[12..<16]) : all
     }
