@@ -182,7 +182,7 @@ public struct ControlResponse: Codable, Sendable, Equatable {
         ControlResponse(ok: false, error: message)
     }
 
-    private enum CodingKeys: String, CodingKey {
+    enum CodingKeys: String, CodingKey {
         case version
         case ok
         case error

@@ -1,5 +1,8 @@
 /// The daemon's side of the wire: answers written with ``JSONWriter`` (keys sorted), read back by the `Decodable`
 /// conformances of the same types.
+///
+/// Every key is written through the type's `CodingKeys`, so that it is spelled once, for the writer and the reader
+/// alike; the writes stay in the keys' sorted order, as `JSONEncoder` with `.sortedKeys` writes them.
 extension ControlProtocol {
     /// Encodes a response as one line of compact JSON with sorted keys, including the trailing newline.
     public static func encodeResponseLine(_ response: ControlResponse) -> [UInt8] {
@@ -14,24 +17,24 @@ extension ControlResponse {
     func write(to writer: inout JSONWriter) {
         writer.beginObject()
         if let error {
-            writer.key("error")
+            writer.key(CodingKeys.error)
             writer.string(error)
         }
         if let metrics {
-            writer.key("metrics")
+            writer.key(CodingKeys.metrics)
             writer.string(metrics)
         }
-        writer.key("ok")
+        writer.key(CodingKeys.ok)
         writer.bool(ok)
         if let reload {
-            writer.key("reload")
+            writer.key(CodingKeys.reload)
             reload.write(to: &writer)
         }
         if let status {
-            writer.key("status")
+            writer.key(CodingKeys.status)
             status.write(to: &writer)
         }
-        writer.key("version")
+        writer.key(CodingKeys.version)
         writer.integer(version)
         writer.endObject()
     }
@@ -40,23 +43,23 @@ extension ControlResponse {
 extension ReloadReport {
     func write(to writer: inout JSONWriter) {
         writer.beginObject()
-        writer.key("errors")
+        writer.key(CodingKeys.errors)
         writer.strings(errors)
-        writer.key("generation")
+        writer.key(CodingKeys.generation)
         writer.integer(generation)
-        writer.key("listeners_added")
+        writer.key(CodingKeys.listenersAdded)
         writer.strings(listenersAdded)
-        writer.key("listeners_kept")
+        writer.key(CodingKeys.listenersKept)
         writer.strings(listenersKept)
-        writer.key("listeners_removed")
+        writer.key(CodingKeys.listenersRemoved)
         writer.strings(listenersRemoved)
-        writer.key("ok")
+        writer.key(CodingKeys.ok)
         writer.bool(ok)
-        writer.key("services_added")
+        writer.key(CodingKeys.servicesAdded)
         writer.strings(servicesAdded)
-        writer.key("services_changed")
+        writer.key(CodingKeys.servicesChanged)
         writer.strings(servicesChanged)
-        writer.key("services_removed")
+        writer.key(CodingKeys.servicesRemoved)
         writer.strings(servicesRemoved)
         writer.endObject()
     }
@@ -66,46 +69,55 @@ extension StatusReport {
     func write(to writer: inout JSONWriter) {
         writer.beginObject()
         if let batchSize {
-            writer.key("batch_size")
+            writer.key(CodingKeys.batchSize)
             writer.integer(batchSize)
         }
-        writer.key("config")
+        writer.key(CodingKeys.config)
         writer.string(config)
-        writer.key("generation")
+        if let control {
+            writer.key(CodingKeys.control)
+            writer.beginObject()
+            writer.key(ControlSocketCounts.CodingKeys.evictedConnections)
+            writer.integer(control.evictedConnections)
+            writer.key(ControlSocketCounts.CodingKeys.refusedPeers)
+            writer.integer(control.refusedPeers)
+            writer.endObject()
+        }
+        writer.key(CodingKeys.generation)
         writer.integer(generation)
-        writer.key("last_reload")
+        writer.key(CodingKeys.lastReload)
         if let lastReload {
             writer.beginObject()
-            writer.key("at")
+            writer.key(ReloadOutcome.CodingKeys.at)
             writer.string(lastReload.at)
-            writer.key("errors")
+            writer.key(ReloadOutcome.CodingKeys.errors)
             writer.strings(lastReload.errors)
-            writer.key("ok")
+            writer.key(ReloadOutcome.CodingKeys.ok)
             writer.bool(lastReload.ok)
             writer.endObject()
         } else {
             writer.null()
         }
-        writer.key("pid")
+        writer.key(CodingKeys.pid)
         writer.integer(pid)
         if let reloads {
-            writer.key("reloads")
+            writer.key(CodingKeys.reloads)
             writer.beginObject()
-            writer.key("applied")
+            writer.key(ReloadCounts.CodingKeys.applied)
             writer.integer(reloads.applied)
-            writer.key("rejected")
+            writer.key(ReloadCounts.CodingKeys.rejected)
             writer.integer(reloads.rejected)
             writer.endObject()
         }
-        writer.key("services")
+        writer.key(CodingKeys.services)
         writer.beginArray()
         for service in services { service.write(to: &writer) }
         writer.endArray()
-        writer.key("started_at")
+        writer.key(CodingKeys.startedAt)
         writer.string(startedAt)
-        writer.key("uptime_seconds")
+        writer.key(CodingKeys.uptimeSeconds)
         writer.double(uptimeSeconds)
-        writer.key("version")
+        writer.key(CodingKeys.version)
         writer.string(version)
         writer.endObject()
     }
@@ -115,26 +127,26 @@ extension ServiceStatus {
     func write(to writer: inout JSONWriter) {
         writer.beginObject()
         if let bindFallback {
-            writer.key("bind_fallback")
+            writer.key(CodingKeys.bindFallback)
             writer.bool(bindFallback)
         }
-        writer.key("counters")
+        writer.key(CodingKeys.counters)
         counters.write(to: &writer)
         if let execInstances {
-            writer.key("exec_instances")
+            writer.key(CodingKeys.execInstances)
             writer.integer(execInstances)
         }
         if let forwardSessions {
-            writer.key("forward_sessions")
+            writer.key(CodingKeys.forwardSessions)
             writer.integer(forwardSessions)
         }
-        writer.key("handler")
+        writer.key(CodingKeys.handler)
         writer.string(handler)
-        writer.key("listeners")
+        writer.key(CodingKeys.listeners)
         writer.beginArray()
         for listener in listeners { listener.write(to: &writer) }
         writer.endArray()
-        writer.key("name")
+        writer.key(CodingKeys.name)
         writer.string(name)
         writer.endObject()
     }
@@ -143,21 +155,21 @@ extension ServiceStatus {
 extension ListenerStatus {
     func write(to writer: inout JSONWriter) {
         writer.beginObject()
-        writer.key("address")
+        writer.key(CodingKeys.address)
         writer.string(address)
         if let counters {
-            writer.key("counters")
+            writer.key(CodingKeys.counters)
             counters.write(to: &writer)
         }
         if let interface {
-            writer.key("interface")
+            writer.key(CodingKeys.interface)
             writer.string(interface)
         }
-        writer.key("port")
+        writer.key(CodingKeys.port)
         writer.integer(port)
-        writer.key("proto")
+        writer.key(CodingKeys.proto)
         writer.string(proto)
-        writer.key("reply_source")
+        writer.key(CodingKeys.replySource)
         writer.string(replySource)
         writer.endObject()
     }
@@ -166,28 +178,28 @@ extension ListenerStatus {
 extension ServiceCounters {
     func write(to writer: inout JSONWriter) {
         writer.beginObject()
-        writer.key("dropped")
+        writer.key(CodingKeys.dropped)
         writer.integer(dropped)
-        writer.key("drops")
+        writer.key(CodingKeys.drops)
         writer.beginObject()
         for reason in drops.keys.sorted() {
             writer.key(reason)
             writer.integer(drops[reason] ?? 0)
         }
         writer.endObject()
-        writer.key("rx_bytes")
+        writer.key(CodingKeys.rxBytes)
         writer.integer(rxBytes)
-        writer.key("rx_packets")
+        writer.key(CodingKeys.rxPackets)
         writer.integer(rxPackets)
-        writer.key("tcp_accepted")
+        writer.key(CodingKeys.tcpAccepted)
         writer.integer(tcpAccepted)
-        writer.key("tcp_active")
+        writer.key(CodingKeys.tcpActive)
         writer.integer(tcpActive)
-        writer.key("tcp_closed")
+        writer.key(CodingKeys.tcpClosed)
         writer.integer(tcpClosed)
-        writer.key("tx_bytes")
+        writer.key(CodingKeys.txBytes)
         writer.integer(txBytes)
-        writer.key("tx_packets")
+        writer.key(CodingKeys.txPackets)
         writer.integer(txPackets)
         writer.endObject()
     }

@@ -47,6 +47,11 @@ public final class ControlServer: Sendable {
     /// Control connections closed to make room under ``maximumConnections``.
     public var evictedConnections: UInt64 { registry.evicted.load(ordering: .relaxed) }
 
+    /// What the socket refused so far, for status and metrics.
+    public var counts: ControlSocketCounts {
+        ControlSocketCounts(refusedPeers: refusedPeers.load(ordering: .relaxed), evictedConnections: evictedConnections)
+    }
+
     /// Prepares and binds the control socket at `path`.
     ///
     /// Creates the socket's directory when missing (mode 0700 inside `$XDG_RUNTIME_DIR` or `/tmp`, 0755 elsewhere);

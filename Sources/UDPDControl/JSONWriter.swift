@@ -90,11 +90,13 @@ struct JSONWriter: ~Copyable {
         markValue()
     }
 
-    /// Writes `"name":`; the value follows.
-    mutating func key(_ name: StaticString) {
+    /// Writes `"name":` for a field, named as the type's `CodingKeys` name it (the one spelling the reader's
+    /// `Decodable` conformance uses too); the value follows. Keys are plain identifiers: nothing to escape.
+    mutating func key(_ codingKey: some CodingKey) {
         separate()
         append(UInt8(ascii: "\""))
-        name.withUTF8Buffer { append(contentsOf: $0) }
+        var name = codingKey.stringValue
+        name.withUTF8 { append(contentsOf: $0) }
         append(UInt8(ascii: "\""), UInt8(ascii: ":"))
         needsComma = false
     }

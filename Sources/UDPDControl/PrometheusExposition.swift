@@ -45,14 +45,30 @@ public enum PrometheusExposition {
             out.sample("udpd_reloads_total", ["result": "applied"], "\(reloads.applied)")
             out.sample("udpd_reloads_total", ["result": "rejected"], "\(reloads.rejected)")
         }
+        out.family(
+            "udpd_control_refused_peers_total",
+            .counter,
+            "Control socket connections refused: the peer's uid may not use the socket."
+        )
+        if let control = report.control {
+            out.sample("udpd_control_refused_peers_total", [:], "\(control.refusedPeers)")
+        }
+        out.family(
+            "udpd_control_connections_evicted_total",
+            .counter,
+            "Control socket connections closed, oldest first, to make room at the cap of open connections."
+        )
+        if let control = report.control {
+            out.sample("udpd_control_connections_evicted_total", [:], "\(control.evictedConnections)")
+        }
     }
 
     /// Each service's totals over its listeners, past and present.
     private static func renderServices(_ services: [ServiceStatus], into out: inout PrometheusWriter) {
-        out.counter("udpd_received_packets_total", "Datagrams and TCP messages received.", services, \.rxPackets)
-        out.counter("udpd_sent_packets_total", "Datagrams and TCP messages sent.", services, \.txPackets)
-        out.counter("udpd_received_bytes_total", "Bytes received.", services, \.rxBytes)
-        out.counter("udpd_sent_bytes_total", "Bytes sent.", services, \.txBytes)
+        out.counter("udpd_received_packets_total", "Datagrams received.", services, \.rxPackets)
+        out.counter("udpd_sent_packets_total", "Datagrams sent.", services, \.txPackets)
+        out.counter("udpd_received_bytes_total", "Bytes received (UDP payloads, TCP stream).", services, \.rxBytes)
+        out.counter("udpd_sent_bytes_total", "Bytes sent (UDP payloads, TCP stream).", services, \.txBytes)
 
         out.family("udpd_dropped_total", .counter, "Datagrams and messages dropped, by reason.")
         for service in services {
@@ -113,10 +129,10 @@ public enum PrometheusExposition {
             )
         }
         let traffic: [(String, String, KeyPath<ServiceCounters, UInt64>)] = [
-            ("udpd_listener_received_packets_total", "Datagrams and TCP messages a listener received.", \.rxPackets),
-            ("udpd_listener_sent_packets_total", "Datagrams and TCP messages a listener sent.", \.txPackets),
-            ("udpd_listener_received_bytes_total", "Bytes a listener received.", \.rxBytes),
-            ("udpd_listener_sent_bytes_total", "Bytes a listener sent.", \.txBytes),
+            ("udpd_listener_received_packets_total", "Datagrams a listener received.", \.rxPackets),
+            ("udpd_listener_sent_packets_total", "Datagrams a listener sent.", \.txPackets),
+            ("udpd_listener_received_bytes_total", "Bytes a listener received (UDP payloads, TCP stream).", \.rxBytes),
+            ("udpd_listener_sent_bytes_total", "Bytes a listener sent (UDP payloads, TCP stream).", \.txBytes),
         ]
         for (name, help, figure) in traffic {
             out.family(name, .counter, help)

@@ -42,7 +42,7 @@ public struct ReloadReport: Codable, Sendable, Equatable {
         self.servicesChanged = servicesChanged
     }
 
-    private enum CodingKeys: String, CodingKey {
+    enum CodingKeys: String, CodingKey {
         case ok
         case generation
         case errors

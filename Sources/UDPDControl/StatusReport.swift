@@ -21,6 +21,8 @@ public struct StatusReport: Codable, Sendable, Equatable {
     /// Datagrams each UDP worker thread takes per recvmmsg and answers per sendmmsg (`batch-size`); `nil` from a
     /// daemon that does not report it.
     public var batchSize: Int?
+    /// The control socket's own figures; `nil` from a daemon that does not report them.
+    public var control: ControlSocketCounts?
 
     /// Creates a report.
     public init(
@@ -33,7 +35,8 @@ public struct StatusReport: Codable, Sendable, Equatable {
         lastReload: ReloadOutcome?,
         services: [ServiceStatus],
         reloads: ReloadCounts? = nil,
-        batchSize: Int? = nil
+        batchSize: Int? = nil,
+        control: ControlSocketCounts? = nil
     ) {
         self.generation = generation
         self.config = config
@@ -45,9 +48,10 @@ public struct StatusReport: Codable, Sendable, Equatable {
         self.services = services
         self.reloads = reloads
         self.batchSize = batchSize
+        self.control = control
     }
 
-    private enum CodingKeys: String, CodingKey {
+    enum CodingKeys: String, CodingKey {
         case generation
         case config
         case pid
@@ -58,6 +62,7 @@ public struct StatusReport: Codable, Sendable, Equatable {
         case services
         case reloads
         case batchSize = "batch_size"
+        case control
     }
 
     /// Encodes every field; `last_reload` is written as `null` rather than left out, as `INTERFACE.md` requires.
@@ -73,6 +78,7 @@ public struct StatusReport: Codable, Sendable, Equatable {
         try container.encode(services, forKey: .services)
         try container.encodeIfPresent(reloads, forKey: .reloads)
         try container.encodeIfPresent(batchSize, forKey: .batchSize)
+        try container.encodeIfPresent(control, forKey: .control)
     }
 }
 
@@ -87,6 +93,31 @@ public struct ReloadCounts: Codable, Sendable, Equatable {
     public init(applied: UInt64 = 0, rejected: UInt64 = 0) {
         self.applied = applied
         self.rejected = rejected
+    }
+
+    enum CodingKeys: String, CodingKey {
+        case applied
+        case rejected
+    }
+}
+
+/// What the control socket refused: connections from peers that may not use it, and connections closed to make
+/// room under its cap (``ControlServer/maximumConnections``).
+public struct ControlSocketCounts: Codable, Sendable, Equatable {
+    /// Connections refused because the peer's uid may not use the socket.
+    public var refusedPeers: UInt64
+    /// Connections closed, oldest first, to make room for a new one at the cap.
+    public var evictedConnections: UInt64
+
+    /// Creates counts.
+    public init(refusedPeers: UInt64 = 0, evictedConnections: UInt64 = 0) {
+        self.refusedPeers = refusedPeers
+        self.evictedConnections = evictedConnections
+    }
+
+    enum CodingKeys: String, CodingKey {
+        case refusedPeers = "refused_peers"
+        case evictedConnections = "evicted_connections"
     }
 }
 
@@ -106,7 +137,7 @@ public struct ReloadOutcome: Codable, Sendable, Equatable {
         self.errors = errors
     }
 
-    private enum CodingKeys: String, CodingKey {
+    enum CodingKeys: String, CodingKey {
         case ok
         case at
         case errors
@@ -150,7 +181,7 @@ public struct ServiceStatus: Codable, Sendable, Equatable {
         self.execInstances = execInstances
     }
 
-    private enum CodingKeys: String, CodingKey {
+    enum CodingKeys: String, CodingKey {
         case name
         case handler
         case listeners
@@ -201,7 +232,7 @@ public struct ListenerStatus: Codable, Sendable, Equatable {
     /// Whether replies' source address is left to the kernel: wrong on multi-homed hosts.
     public var replySourceIsUnreliable: Bool { replySource == "kernel" }
 
-    private enum CodingKeys: String, CodingKey {
+    enum CodingKeys: String, CodingKey {
         case proto
         case address
         case port
@@ -213,13 +244,13 @@ public struct ListenerStatus: Codable, Sendable, Equatable {
 
 /// A service's traffic counters.
 public struct ServiceCounters: Codable, Sendable, Equatable {
-    /// Datagrams and TCP messages received.
+    /// Datagrams received (TCP traffic is counted in bytes and connections).
     public var rxPackets: UInt64
-    /// Datagrams and TCP messages sent.
+    /// Datagrams sent.
     public var txPackets: UInt64
-    /// Bytes received.
+    /// Bytes received: UDP payloads, and TCP stream bytes read from clients.
     public var rxBytes: UInt64
-    /// Bytes sent.
+    /// Bytes sent: UDP payloads, and TCP stream bytes written to clients.
     public var txBytes: UInt64
     /// Everything dropped, whatever the reason; the sum of ``drops``.
     public var dropped: UInt64
@@ -255,7 +286,7 @@ public struct ServiceCounters: Codable, Sendable, Equatable {
         self.drops = drops
     }
 
-    private enum CodingKeys: String, CodingKey {
+    enum CodingKeys: String, CodingKey {
         case rxPackets = "rx_packets"
         case txPackets = "tx_packets"
         case rxBytes = "rx_bytes"

@@ -1,13 +1,18 @@
 /// Renders a ``StatusReport`` as the table `udpctl status` prints: a few header lines, then one row per listener.
 ///
-/// A service's counters stand on its first row only, so a glance down the RX column adds up per service. A
+/// A service's counters stand on its first row only, so a glance down the RX column adds up per service. RX and TX
+/// count datagrams; RX-BYTES and TX-BYTES count UDP payloads and TCP stream bytes alike, so that a TCP-only service
+/// shows its traffic too; CONNS counts TCP connections accepted and ACTIVE those open now. A
 /// listener whose replies' source address is left to the kernel is marked ` (!)` and explained in a footnote,
 /// because on a multi-homed host its replies may leave from the wrong address.
 public enum StatusTable {
     /// The column titles.
     public static let columns = [
-        "SERVICE", "HANDLER", "PROTO", "ADDRESS:PORT", "REPLY-SOURCE", "RX", "TX", "DROPS", "ACTIVE",
+        "SERVICE", "HANDLER", "PROTO", "ADDRESS:PORT", "REPLY-SOURCE", "RX", "TX", "RX-BYTES", "TX-BYTES", "DROPS",
+        "CONNS", "ACTIVE",
     ]
+    /// The columns holding figures, right-aligned: every one after the first five.
+    private static let figureColumns = Set(5..<columns.count)
     /// The marker appended to a `kernel` reply source.
     public static let unreliableMarker = " (!)"
 
@@ -30,7 +35,7 @@ public enum StatusTable {
         if report.services.isEmpty {
             lines.append("no services configured")
         } else {
-            lines.append(contentsOf: align(rows, rightAligned: [5, 6, 7, 8]))
+            lines.append(contentsOf: align(rows, rightAligned: figureColumns))
         }
         if anyUnreliable {
             lines.append("")
@@ -84,9 +89,10 @@ public enum StatusTable {
         let counters = service.counters
         let hasTCP = service.listeners.contains { $0.proto == "tcp" }
         let figures = [
-            "\(counters.rxPackets)", "\(counters.txPackets)", "\(counters.dropped)",
-            hasTCP ? "\(counters.tcpActive)" : "-",
+            "\(counters.rxPackets)", "\(counters.txPackets)", "\(counters.rxBytes)", "\(counters.txBytes)",
+            "\(counters.dropped)", hasTCP ? "\(counters.tcpAccepted)" : "-", hasTCP ? "\(counters.tcpActive)" : "-",
         ]
+        let blank = [String](repeating: "", count: figures.count)
         guard !service.listeners.isEmpty else {
             return [[service.name, service.handler, "-", "-", "-"] + figures]
         }
@@ -95,7 +101,7 @@ public enum StatusTable {
             let first = index == 0
             let identity = first ? [service.name, service.handler] : ["", ""]
             let endpoint = listener.endpoint + (listener.interface.map { " on \($0)" } ?? "")
-            return identity + [listener.proto, endpoint, replySource] + (first ? figures : ["", "", "", ""])
+            return identity + [listener.proto, endpoint, replySource] + (first ? figures : blank)
         }
     }
 

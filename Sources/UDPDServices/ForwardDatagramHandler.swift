@@ -68,7 +68,7 @@ public final class ForwardDatagramHandler: DatagramHandler {
     ) -> DatagramVerdict {
         let key = ForwardSessionKey(peer: peer, local: destination.endpoint)
         guard let session = sessions.session(for: key) ?? open(key, destination: destination, replier: replier)
-        else { return .drop(.upstreamError) }
+        else { return .drop(pool.ownListeners.current.contains(upstream) ? .ownUpstream : .upstreamError) }
         session.touch()
         do {
             if try session.upstream.sendConnected(UnsafeRawBufferPointer(rebasing: buffer[0..<length])) {
@@ -93,6 +93,12 @@ public final class ForwardDatagramHandler: DatagramHandler {
         destination: DatagramDestination,
         replier: DatagramReplier
     ) -> ForwardSession? {
+        // An upstream that is one of udpd's own listeners would take each request on as a new client, through a new
+        // session, for ever: no session is opened towards it.
+        guard !pool.ownListeners.current.contains(upstream) else {
+            failures.warning("the upstream is one of udpd's own listeners", metadata: ["upstream": "\(upstream)"])
+            return nil
+        }
         let opened: (session: ForwardSession, evicted: ForwardSession?)
         do {
             opened = try sessions.session(for: key) { () throws(SystemCallError) in

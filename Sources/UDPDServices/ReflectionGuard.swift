@@ -30,6 +30,9 @@ import UDPDTransport
 /// | 520 | RIP | 47808 | BACnet |
 ///
 /// The ports are kept in a 65 536-bit table, so the check costs one load whatever the list's length.
+///
+/// Beyond these, no handler ever sees a datagram from one of udpd's own listeners: the worker threads drop it first
+/// (``OwnListenerSet``), whatever the service, since a loop between two services can start on any port.
 public enum ReflectionGuard {
     /// The refused source ports, in ascending order.
     public static let refusedSourcePorts: [UInt16] = [

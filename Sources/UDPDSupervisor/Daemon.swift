@@ -64,7 +64,7 @@ public struct Daemon: Service {
             }
             if let metricsServer {
                 group.addTask {
-                    try? await metricsServer.run { PrometheusExposition.render(await supervisor.status()) }
+                    try? await metricsServer.run { PrometheusExposition.render(await status()) }
                 }
             }
             group.addTask {
@@ -98,6 +98,13 @@ public struct Daemon: Service {
         logger.notice("udpd stopped")
     }
 
+    /// The supervisor's status, with the control socket's own figures.
+    private func status() async -> StatusReport {
+        var report = await supervisor.status()
+        report.control = controlServer.counts
+        return report
+    }
+
     private func performReload() async -> ReloadReport {
         notifier.reloading()
         let report = await supervisor.reload()
@@ -115,9 +122,9 @@ public struct Daemon: Service {
     ) async -> ControlResponse {
         switch request.command {
         case .status:
-            return ControlResponse(ok: true, status: await supervisor.status())
+            return ControlResponse(ok: true, status: await status())
         case .metrics:
-            return ControlResponse(ok: true, metrics: PrometheusExposition.render(await supervisor.status()))
+            return ControlResponse(ok: true, metrics: PrometheusExposition.render(await status()))
         case .reload:
             logger.notice(
                 "reload requested over the control socket",

@@ -168,6 +168,7 @@ extension Supervisor {
             }
         }
         updateRetryDeadline(unusable: unusable)
+        publishOwnListeners()
         report.ok = report.errors.isEmpty
         if !report.listenersAdded.isEmpty || !report.listenersRemoved.isEmpty {
             logger.notice(

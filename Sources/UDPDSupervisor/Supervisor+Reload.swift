@@ -127,6 +127,7 @@ extension Supervisor {
         report.servicesRemoved = oldServices.keys.sorted().filter { newServices[$0] == nil }
         report.servicesChanged = newConfiguration.services.map(\.name).filter { changedServices.contains($0) }
         for name in report.servicesRemoved { retiredCounters[name] = nil }
+        publishOwnListeners()
 
         generation += 1
         reloadCounts.applied += 1

@@ -142,6 +142,7 @@ public actor Supervisor {
             await stopAll(grace: .zero)
             throw SupervisorError(messages: ["cannot start listeners: \(error)"])
         }
+        publishOwnListeners()
         generation = 1
     }
 

@@ -16,11 +16,19 @@ final class ServedSocket: Sendable {
     let slot: DatagramHandlerSlot
     let counters: ListenerCounters
     let replier: DatagramReplier
+    /// udpd's own listeners: a datagram from one of them is never handed to the handler.
+    let ownListeners: OwnListenerRegistry
 
-    init(socket: UDPListenerSocket, slot: DatagramHandlerSlot, counters: ListenerCounters) {
+    init(
+        socket: UDPListenerSocket,
+        slot: DatagramHandlerSlot,
+        counters: ListenerCounters,
+        ownListeners: OwnListenerRegistry
+    ) {
         self.socket = socket
         self.slot = slot
         self.counters = counters
+        self.ownListeners = ownListeners
         self.replier = DatagramReplier(socket: socket, counters: counters)
     }
 }
@@ -81,9 +89,11 @@ extension DatagramBatch {
         return 1
     }
 
-    /// Asks the handler about each received datagram and queues the replies.
+    /// Asks the handler about each received datagram and queues the replies. A datagram whose source is one of
+    /// udpd's own listeners never reaches the handler, whatever it is: answering it would start a loop.
     private func serve(_ served: ServedSocket, first: Int, count: Int) {
         let handler = served.slot.handler
+        let ownListeners = served.ownListeners.current
         let counters = served.counters
         let replySource = served.socket.replySource
         let localEndpoint = served.socket.localEndpoint
@@ -97,6 +107,10 @@ extension DatagramBatch {
                 continue
             }
             guard let peer = peer(index) else { continue }
+            if ownListeners.contains(peer) {
+                counters.addDrop(.ownSource)
+                continue
+            }
             let destination: DatagramDestination
             switch replySource {
             case .pktinfo, .recvdstaddr:

@@ -9,6 +9,13 @@ public enum DropReason: Int, Sendable, CaseIterable, CustomStringConvertible {
     /// A built-in service refused to answer a source that would start a loop or a reflection (port 0, a well-known
     /// UDP service port, a broadcast or multicast address).
     case reflection
+    /// Its source is one of udpd's own UDP listeners (the same address and port, or a wildcard listener's port on
+    /// one of the host's addresses): udpd sent it, or someone forged it to start a loop between udpd's services.
+    /// Never answered, never relayed, whatever the handler.
+    case ownSource
+    /// A forward's upstream is one of udpd's own UDP listeners (a host name that resolves to one): the request was
+    /// not sent, so that the forward does not feed itself one new session per turn.
+    case ownUpstream
     /// It is larger than the service's `max-datagram`.
     case oversize
     /// Its source is over the service's `rate-limit`.
@@ -48,6 +55,8 @@ public enum DropReason: Int, Sendable, CaseIterable, CustomStringConvertible {
         case .noDestination: "no_destination"
         case .sendError: "send_error"
         case .reflection: "reflection"
+        case .ownSource: "own_source"
+        case .ownUpstream: "own_upstream"
         case .oversize: "oversize"
         case .rateLimited: "rate_limited"
         case .denied: "denied"

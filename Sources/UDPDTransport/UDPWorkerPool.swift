@@ -14,6 +14,8 @@ public final class UDPWorkerPool: Sendable {
     private let batchSizeSetting: BatchSizeSetting
     private let threads = Mutex<[UDPWorkerThread]>([])
     private let nextThread = Atomic<Int>(0)
+    /// udpd's own UDP listeners, whose datagrams every thread refuses to answer; the supervisor publishes them.
+    public let ownListeners = OwnListenerRegistry()
 
     /// Starts `threadCount` threads.
     public init(threadCount: Int, settings: UDPWorkerSettings = UDPWorkerSettings()) throws(SystemCallError) {
@@ -67,7 +69,8 @@ public final class UDPWorkerPool: Sendable {
         do {
             for (offset, socket) in sockets.enumerated() {
                 let thread = all[(first + offset) % all.count]
-                try thread.add(ServedSocket(socket: socket, slot: slot, counters: counters))
+                let served = ServedSocket(socket: socket, slot: slot, counters: counters, ownListeners: ownListeners)
+                try thread.add(served)
                 placed.append((thread, socket))
             }
         } catch {
@@ -109,7 +112,13 @@ public final class UDPWorkerPool: Sendable {
             throw SystemCallError(call: "epoll_ctl", errno: ESHUTDOWN, context: "the UDP worker pool is stopped")
         }
         let thread = all[nextThread.wrappingAdd(1, ordering: .relaxed).oldValue % all.count]
-        try thread.add(ServedSocket(socket: socket, slot: DatagramHandlerSlot(handler), counters: counters))
+        let served = ServedSocket(
+            socket: socket,
+            slot: DatagramHandlerSlot(handler),
+            counters: counters,
+            ownListeners: ownListeners
+        )
+        try thread.add(served)
         return UDPPoolRegistration(placements: [(thread, socket)])
     }
 

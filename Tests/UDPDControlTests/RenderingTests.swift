@@ -12,11 +12,11 @@ struct RenderingTests {
             uptime:      3h12m (since 2026-11-26T09:00:00Z)
             last reload: never
 
-            SERVICE  HANDLER  PROTO  ADDRESS:PORT  REPLY-SOURCE   RX   TX  DROPS  ACTIVE
-            echo     echo     udp    0.0.0.0:7     pktinfo       120  118      2       1
+            SERVICE  HANDLER  PROTO  ADDRESS:PORT  REPLY-SOURCE   RX   TX  RX-BYTES  TX-BYTES  DROPS  CONNS  ACTIVE
+            echo     echo     udp    0.0.0.0:7     pktinfo       120  118      9600      9440      2      5       1
                               udp    [::1]:7       kernel (!)
                               tcp    0.0.0.0:7     connection
-            sink     discard  udp    127.0.0.1:9   bound           7    0      0       -
+            sink     discard  udp    127.0.0.1:9   bound           7    0       700         0      0      -       -
 
 
             """ + StatusTable.kernelFootnote.joined(separator: "\n") + "\n"

@@ -12,6 +12,7 @@ struct WireEncodingTests {
         report.config = "/etc/udpd/\"odd\"\\name\n\t\u{1}é.yaml"
         report.reloads = ReloadCounts(applied: 3, rejected: 1)
         report.batchSize = 64
+        report.control = ControlSocketCounts(refusedPeers: 2, evictedConnections: 5)
         report.lastReload = ReloadOutcome(ok: false, at: "2026-11-26T12:00:00Z", errors: ["f:1:2: error: \"x\""])
         report.services[0].bindFallback = true
         report.services[0].forwardSessions = 12

@@ -48,6 +48,9 @@ struct ControlHardeningTests {
         #expect(result.standardError.contains("permission denied: uid 65534"), "\(result.standardError)")
         #expect(udpd.log.contains("control connection refused"))
         #expect(try udpd.udpctl(["status"]).status == 0, "root is still served")
+        // Counted in status and metrics, not only logged.
+        #expect(try udpd.status().control?.refusedPeers == 1)
+        #expect(try udpd.udpctl(["metrics"]).standardOutput.contains("udpd_control_refused_peers_total 1"))
     }
 
     @Test("control.mode granting other write lets other uids in")
@@ -84,6 +87,8 @@ struct ControlHardeningTests {
         // The oldest silent connections were closed to make room.
         var byte: UInt8 = 0
         #expect(recv(silent[0].rawValue, &byte, 1, Int32(MSG_DONTWAIT)) == 0)
+        // ... and counted: 200 silent ones and the two udpctl calls, at most 32 open at once.
+        #expect((try udpd.status().control?.evictedConnections ?? 0) >= 200 - 32, "\(udpd.log)")
         #expect(udpd.isRunning)
     }
 }

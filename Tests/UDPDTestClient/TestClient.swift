@@ -11,10 +11,14 @@ import UDPDTransport
 ///     udpd-testclient tcp ADDRESS PORT [SECONDS]
 ///         one TCP connection exchanges a line with echo every 100 ms for SECONDS
 ///         prints `tcp exchanges=N`, or `tcp failed after N exchanges`
+///     udpd-testclient forge SOURCE SOURCE_PORT ADDRESS PORT
+///         sends one datagram with a forged source through a raw socket (root)
+///         prints `forged SOURCE -> ADDRESS`
 @main
 enum TestClient {
     static func main() {
         let arguments = Array(CommandLine.arguments.dropFirst())
+        if arguments.first == "forge" { forge(Array(arguments.dropFirst())) }
         guard arguments.count >= 3, let port = UInt16(arguments[2]),
             let server = IPEndpoint(address: arguments[1], port: port)
         else {
@@ -78,6 +82,22 @@ enum TestClient {
             usleep(100_000)
         } while ContinuousClock.now < deadline
         print("tcp exchanges=\(exchanges)")
+        exit(0)
+    }
+
+    static func forge(_ arguments: [String]) -> Never {
+        guard arguments.count == 4, let sourcePort = UInt16(arguments[1]), let port = UInt16(arguments[3]),
+            let source = IPEndpoint(address: arguments[0], port: sourcePort),
+            let destination = IPEndpoint(address: arguments[2], port: port)
+        else {
+            fail("usage: udpd-testclient forge SOURCE SOURCE_PORT ADDRESS PORT")
+        }
+        do {
+            try ForgedDatagram.send(Array("forged".utf8), from: source, to: destination)
+        } catch {
+            fail("forge \(source) -> \(destination): \(error)")
+        }
+        print("forged \(source) -> \(destination)")
         exit(0)
     }
 

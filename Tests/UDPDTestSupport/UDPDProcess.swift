@@ -122,3 +122,22 @@ extension UDPDProcess {
         return counters
     }
 }
+
+extension UDPDProcess {
+    /// Another udpd serving echo over UDP and TCP on 127.0.0.1:`port`, ready: an upstream for a forward under test.
+    /// It must be a daemon of its own, since udpd never forwards to, nor answers, one of its own listeners.
+    public static func echoUpstream(port: UInt16) throws -> UDPDProcess {
+        let upstream = try UDPDProcess(
+            config: """
+                services:
+                  upstream-echo:
+                    handler: echo
+                    udp: \(port)
+                    tcp: \(port)
+                    bind: [127.0.0.1]
+                """
+        )
+        try upstream.waitUntilReady()
+        return upstream
+    }
+}
