@@ -206,7 +206,7 @@ private struct RunningChild {
     var timedOut = false
 
     var pipesOpen: Bool { standardInput >= 0 || standardOutput >= 0 || standardError >= 0 }
-    var done: Bool { finished && guardReaped && !pipesOpen }
+    var done: Bool { finished && guardReaped && !lost && !pipesOpen }
 }
 
 /// The runner's loop; lives on its thread only.
@@ -234,7 +234,8 @@ private struct ProcessRunnerLoop {
                 if stopNow { askToStop(&children[index]) }
                 service(&children[index])
             }
-            for index in children.indices where children[index].lost {
+            // Only once the lost guard is reaped has its tree reparented to udpd.
+            for index in children.indices where children[index].lost && children[index].guardReaped {
                 children[index].lost = false
                 let known = Set(children.map(\.pid))
                 children[index].killed = Self.killOrphans(except: children[index].pid, known: known)
@@ -399,7 +400,7 @@ private struct ProcessRunnerLoop {
                 let guardProcess = child.pid
                 _ = try? systemCall("kill") { kill(guardProcess, SIGKILL) }
                 child.finished = true
-                child.timedOut = true
+                child.timedOut = clock.now >= child.deadline
                 child.lost = true
             }
         }
@@ -503,14 +504,13 @@ private struct ProcessRunnerLoop {
         for _ in 0..<64 {
             let orphans = Self.childrenOfThisProcess().filter { !known.contains($0) && $0 != lost }
             if orphans.isEmpty { break }
-            let count =
-                (try? ProcessRunner.withPrivileges { () throws(SystemCallError) -> Int in
-                    var count = 0
-                    for pid in orphans where kill(pid, SIGKILL) == 0 { count += 1 }
-                    return count
-                }) ?? 0
-            killed += count
-            for pid in orphans {
+            let dead =
+                (try? ProcessRunner.withPrivileges { () throws(SystemCallError) -> [pid_t] in
+                    orphans.filter { kill($0, SIGKILL) == 0 }
+                }) ?? []
+            if dead.isEmpty { break }  // nothing this thread may kill: waiting for them could block forever
+            killed += dead.count
+            for pid in dead {
                 var status: CInt = 0
                 _ = try? systemCall("waitpid") { waitpid(pid, &status, 0) }
             }

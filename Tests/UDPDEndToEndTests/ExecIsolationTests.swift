@@ -200,6 +200,36 @@ struct ExecIsolationTests {
         }
     }
 
+    @Test("udpd, a subreaper too, kills and counts the tree of a guard that died")
+    func lostGuardsTreeIsKilled() throws {
+        let marker = uniqueSleep()
+        defer { killAll(containing: marker) }
+        let ports = try freePorts(1)
+        let udpd = try UDPDProcess(
+            config: """
+                services:
+                  leaver:
+                    handler: exec
+                    udp: \(ports[0])
+                    timeout: 10m
+                    command: [/bin/sh, -c, 'sleep \(marker) & setsid sleep \(marker) & echo hi']
+                """
+        )
+        try udpd.waitUntilReady()
+        let client = try ConnectedUDPClient(from: "127.0.0.1", to: IPEndpoint(address: "127.0.0.1", port: ports[0])!)
+        try client.send("go")
+        #expect(eventually(timeout: .seconds(2)) { processes(containing: marker).count == 2 }, "\(udpd.log)")
+        // The shell exited at once: both sleeps are the guard's now, and the guard is udpd's child.
+        let sleeper = try #require(processes(containing: marker).first)
+        let guardProcess = try #require(Int32(procStatusField("/proc/\(sleeper)/status", "PPid").first ?? ""))
+        #expect(try procStatusField("/proc/\(guardProcess)/status", "PPid") == ["\(udpd.pid)"])
+        kill(guardProcess, SIGKILL)
+        let gone = eventually(timeout: .seconds(3)) { processes(containing: marker).isEmpty }
+        #expect(gone, "left running: \(processes(containing: marker))\n\(udpd.log)")
+        #expect(try eventually { try udpd.counters("leaver").drops["exec_killed"] == 2 }, "\(udpd.log)")
+        #expect(udpd.isRunning)
+    }
+
     @Test("--check refuses an exec program that would run as udpd's own top-level user, with its position")
     func checkRefusesTheDaemonsUser() throws {
         let directory = try TemporaryDirectory()
