@@ -269,8 +269,9 @@ static void run_guard(const struct cudpd_program *program, int fd0, int fd1, int
     close(0);
     close(1);
     close(2);
-    // The guard needs only CAP_KILL from here on (to stop and kill a tree running as another user).
-    set_capabilities(1U << CAP_KILL, 1U << CAP_KILL);
+    // The guard needs only CAP_KILL from here on (to stop and kill a tree running as another user); a guard that
+    // does not hold it (an unprivileged udpd's) keeps nothing.
+    if (set_capabilities(1U << CAP_KILL, 1U << CAP_KILL) != 0) set_capabilities(0, 0);
 
     int status = 0, exited = 0, timed_out = 0, killed = 0;
     long deadline = monotonic_ms() + program->timeout_ms;

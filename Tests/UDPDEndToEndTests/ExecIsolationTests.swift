@@ -5,12 +5,14 @@ import UDPDTestSupport
 import UDPDTransport
 
 /// A shell program that reports who it is: uid, gid, its capability sets and no_new_privs, the pid of its
-/// grandparent (its parent is its guard, whose parent is udpd) and whether it may signal that grandparent.
+/// grandparent (its parent is its guard, whose parent is udpd), whether it may signal that grandparent, and its
+/// guard's effective capabilities.
 private let identityReport = """
     gp=$(awk '/^PPid:/ {print $2}' /proc/$PPID/status); \
     echo "uid=$(id -u) gid=$(id -g) groups=$(id -G)"; \
     awk '/^(CapInh|CapPrm|CapEff|CapBnd|CapAmb|NoNewPrivs):/ {print $1 $2}' /proc/$$/status; \
     echo "grandparent=$gp"; \
+    awk '/^CapEff:/ {print "guard" $1 $2}' /proc/$PPID/status; \
     if kill -0 "$gp" 2>/dev/null; then echo "signal=allowed"; else echo "signal=denied"; fi
     """
 
@@ -92,6 +94,8 @@ struct ExecIsolationTests {
         #expect(values["NoNewPrivs"] == "1", "\(report)")
         #expect(values["grandparent"] == "\(udpd.pid)", "\(report)")
         #expect(values["signal"] == "denied", "\(report)")
+        // Its guard (its parent) keeps CAP_KILL alone.
+        #expect(values["guardCapEff"] == "0000000000000020", "\(report)")
     }
 
     @Test(
@@ -134,6 +138,7 @@ struct ExecIsolationTests {
             #expect(values[set] == "0000000000000000", "\(set) in \(report)")
         }
         #expect(values["NoNewPrivs"] == "1", "\(report)")
+        #expect(values["guardCapEff"] == "0000000000000000", "\(report)")
     }
 
     @Test("a program's background and setsid children are killed at its timeout, and counted")
