@@ -53,16 +53,7 @@ extension Diagnostics {
         // One exact allocation: filtering and then mapping grew two arrays of large structs by doubling.
         configuration.services.reserveCapacity(decoded.count)
         for service in decoded where service.isComplete { configuration.services.append(service.definition) }
-        if let user = configuration.user {
-            // After binding udpd runs as `user` and can start programs as no one else.
-            for service in configuration.services where service.user.map({ $0 != user }) ?? false {
-                error(
-                    "service '\(service.name)' runs its program as '\(service.user ?? "")', but udpd drops to "
-                        + "'\(user)' after binding and cannot start programs as another user",
-                    at: service.position
-                )
-            }
-        }
+        checkExecUsers(configuration)
         return (configuration, decoded)
     }
 

@@ -77,16 +77,25 @@ final class ExecProgram: Sendable {
             identity: ProcessIdentity.effective(explicit: identity),
             onStandardError: { line in logger.notice("\(line)", metadata: ["program": "\(program)"]) },
             onExit: { outcome in
+                // Only now is the program's whole tree gone: until then it counts against max-instances.
                 self.running.wrappingSubtract(1, ordering: .relaxed)
+                if outcome.killed > 0 { counters.addDrop(.execKilled, count: UInt64(outcome.killed)) }
                 if let error = outcome.spawnError {
                     counters.addDrop(.handlerFailed)
                     logger.error("cannot start the program", metadata: ["error": "\(error)"])
                 } else if outcome.timedOut {
                     counters.addDrop(.execTimeout)
                     logger.warning(
-                        "the program ran past its timeout; its process group was killed",
+                        "the program ran past its timeout; it was killed with everything it started",
                         metadata: [
-                            "program": "\(program)", "timeout": "\(timeout)",
+                            "program": "\(program)", "timeout": "\(timeout)", "killed": "\(outcome.killed)",
+                        ]
+                    )
+                } else if outcome.killed > 0 {
+                    logger.warning(
+                        "the program left processes running; they were killed",
+                        metadata: [
+                            "program": "\(program)", "killed": "\(outcome.killed)",
                         ]
                     )
                 } else if let status = outcome.waitStatus, let signal = ProcessOutcome.terminatingSignal(status) {

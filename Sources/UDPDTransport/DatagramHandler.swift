@@ -38,11 +38,14 @@ public enum DropReason: Int, Sendable, CaseIterable, CustomStringConvertible {
     case upstreamError
     /// An exec service was already running `max-instances` programs; the request or connection was refused.
     case instancesExceeded
-    /// An exec program ran past its `timeout` and its process group was killed.
+    /// An exec program ran past its `timeout` and was killed (with everything it started).
     case execTimeout
     /// An exec program died of a signal udpd did not send (it crashed: SIGSEGV, SIGABRT, ...); other requests and
     /// the next one are not affected.
     case execCrashed
+    /// A process of an exec program's tree was killed: the program at its `timeout`, or what it left running
+    /// (background or `setsid` children) at the timeout or at udpd's shutdown. One count per process.
+    case execKilled
     /// A krb5-framed TCP message announced more than `max-message` bytes; the connection was closed.
     case frameTooLong
     /// A krb5-framed TCP message set the reserved high bit of its length; the connection was closed.
@@ -70,6 +73,7 @@ public enum DropReason: Int, Sendable, CaseIterable, CustomStringConvertible {
         case .instancesExceeded: "instances_exceeded"
         case .execTimeout: "exec_timeout"
         case .execCrashed: "exec_crashed"
+        case .execKilled: "exec_killed"
         case .frameTooLong: "frame_too_long"
         case .frameReservedBit: "frame_reserved_bit"
         }

@@ -37,6 +37,7 @@ public final class ListenerCounters: Sendable {
     private let instancesExceeded = Atomic<UInt64>(0)
     private let execTimeout = Atomic<UInt64>(0)
     private let execCrashed = Atomic<UInt64>(0)
+    private let execKilled = Atomic<UInt64>(0)
     private let frameTooLong = Atomic<UInt64>(0)
     private let frameReservedBit = Atomic<UInt64>(0)
 
@@ -113,6 +114,7 @@ public final class ListenerCounters: Sendable {
         case .instancesExceeded: instancesExceeded.wrappingAdd(count, ordering: .relaxed)
         case .execTimeout: execTimeout.wrappingAdd(count, ordering: .relaxed)
         case .execCrashed: execCrashed.wrappingAdd(count, ordering: .relaxed)
+        case .execKilled: execKilled.wrappingAdd(count, ordering: .relaxed)
         case .frameTooLong: frameTooLong.wrappingAdd(count, ordering: .relaxed)
         case .frameReservedBit: frameReservedBit.wrappingAdd(count, ordering: .relaxed)
         }
@@ -140,6 +142,7 @@ public final class ListenerCounters: Sendable {
         case .instancesExceeded: instancesExceeded.load(ordering: .relaxed)
         case .execTimeout: execTimeout.load(ordering: .relaxed)
         case .execCrashed: execCrashed.load(ordering: .relaxed)
+        case .execKilled: execKilled.load(ordering: .relaxed)
         case .frameTooLong: frameTooLong.load(ordering: .relaxed)
         case .frameReservedBit: frameReservedBit.load(ordering: .relaxed)
         }

@@ -70,16 +70,20 @@ public final class PrivilegedBinder: Sendable {
     }
 
     /// Drops the whole process to `target`: supplementary groups, gid, uid (real, effective and saved), keeping
-    /// only CAP_NET_BIND_SERVICE on the binder thread. Throws, with the process unchanged or partly changed, when
-    /// any step fails; the caller must then exit.
-    public static func drop(to target: PrivilegeTarget) throws(PrivilegeError) -> PrivilegedBinder {
+    /// only CAP_NET_BIND_SERVICE on the binder thread, and the capabilities of the mask `alsoKeeping` (first word)
+    /// there too. Throws, with the process unchanged or partly changed, when any step fails; the caller must then
+    /// exit.
+    public static func drop(
+        to target: PrivilegeTarget,
+        alsoKeeping: UInt32 = 0
+    ) throws(PrivilegeError) -> PrivilegedBinder {
         let requests = try pipePair()
         let done = try pipePair()
         let binder = PrivilegedBinder(requests: requests, done: done)
         let outcome = Mutex<PrivilegeError?>(nil)
         do {
             _ = try WorkerThread(name: "udpd-binder") {
-                outcome.withLock { $0 = Self.dropOnThisThread(to: target) }
+                outcome.withLock { $0 = Self.dropOnThisThread(to: target, alsoKeeping: alsoKeeping) }
                 binder.signal(binder.done.write)
                 binder.serve()
             }
@@ -116,8 +120,8 @@ public final class PrivilegedBinder: Sendable {
         }
     }
 
-    private static func dropOnThisThread(to target: PrivilegeTarget) -> PrivilegeError? {
-        let bind = UInt32(1) << UInt32(cudpd_cap_net_bind_service)
+    private static func dropOnThisThread(to target: PrivilegeTarget, alsoKeeping: UInt32) -> PrivilegeError? {
+        let bind = UInt32(1) << UInt32(cudpd_cap_net_bind_service) | alsoKeeping
         do {
             if target.uid != nil {
                 _ = try systemCall("prctl(PR_SET_KEEPCAPS)") { cudpd_prctl_keepcaps(1) }

@@ -42,8 +42,8 @@ public struct ProcessIdentity: Sendable, Equatable, CustomStringConvertible {
             guard let entry = getpwnam(user) else { throw PrivilegeError("unknown user '\(user)'") }
             uid = UInt32(entry.pointee.pw_uid)
             gid = UInt32(entry.pointee.pw_gid)
-        } else if uid == 0 {
-            // A group alone does not opt in to root: the user is still the unprivileged default.
+        } else if ProcessRunner.startedAsRoot {
+            // A group alone does not opt in to root, nor to udpd's own user: the user is still the default.
             uid = unprivileged.uid
         }
         if let group {
@@ -53,9 +53,10 @@ public struct ProcessIdentity: Sendable, Equatable, CustomStringConvertible {
         return ProcessIdentity(uid: uid, gid: gid)
     }
 
-    /// Whom to start a program as now: the service's explicit identity, else ``unprivileged`` while udpd runs as
-    /// root, else `nil` (udpd's own user, which it dropped to or was started as).
+    /// Whom to start a program as now: the service's explicit identity, else ``unprivileged`` when udpd was
+    /// started as root (whether it still runs as root or dropped to its own `user:`), else `nil`: udpd was
+    /// started unprivileged, and its programs share its uid.
     public static func effective(explicit: ProcessIdentity?) -> ProcessIdentity? {
-        explicit ?? (geteuid() == 0 ? unprivileged : nil)
+        explicit ?? (ProcessRunner.startedAsRoot ? unprivileged : nil)
     }
 }

@@ -105,6 +105,9 @@ struct UDPD: ParsableCommand {
             finished.signal()
         }
         finished.wait()
+        // Programs still running get the grace period, then their guards kill what is left (on this thread, which
+        // may block; whatever remains dies with udpd anyway, as every guard watches for udpd's exit).
+        ProcessRunner.finishRunningPrograms(grace: .seconds(10))
         try outcome.withLock { $0 ?? .success(()) }.get()
     }
 
@@ -196,12 +199,22 @@ struct UDPD: ParsableCommand {
 
         if let privilegeTarget {
             do throws(PrivilegeError) {
-                await supervisor.bindOn(try PrivilegedBinder.drop(to: privilegeTarget))
+                // Programs start on the privileged thread too, as their own user: it keeps what that takes only
+                // when the configuration has an exec service.
+                let startsPrograms = configuration.services.contains { $0.handler == .exec }
+                let binder = try PrivilegedBinder.drop(
+                    to: privilegeTarget,
+                    alsoKeeping: startsPrograms ? ProcessRunner.capabilitiesToStartPrograms : 0
+                )
+                await supervisor.bindOn(binder)
+                ProcessRunner.startPrograms(on: binder)
                 logger.notice(
                     "dropped privileges",
                     metadata: [
                         "user": "\(configuration.user ?? "-")", "uid": "\(getuid())", "gid": "\(getgid())",
-                        "kept": "CAP_NET_BIND_SERVICE on the binder thread",
+                        "kept": startsPrograms
+                            ? "CAP_NET_BIND_SERVICE, CAP_SETUID, CAP_SETGID, CAP_SETPCAP, CAP_KILL on the binder thread"
+                            : "CAP_NET_BIND_SERVICE on the binder thread",
                     ]
                 )
             } catch {

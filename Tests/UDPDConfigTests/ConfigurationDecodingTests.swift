@@ -108,7 +108,7 @@ import Testing
 
     @Test func furtherKeysDecodeIntoTheModel() {
         let yaml = """
-            user: nobody
+            user: daemon
             group: nogroup
             metrics: {listen: "[::1]:9100"}
             services:
@@ -152,7 +152,7 @@ import Testing
             ]
             .filter { ConfigurationLoader.unimplementedServiceKeys.contains($0) }.count
         #expect(errors.count == expected)
-        #expect(configuration.user == "nobody")
+        #expect(configuration.user == "daemon")
         #expect(configuration.group == "nogroup")
         #expect(configuration.metrics == MetricsSettings(listen: HostPort(host: "::1", port: 9100)))
         let kdc = configuration.services[0]

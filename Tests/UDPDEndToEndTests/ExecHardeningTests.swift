@@ -52,7 +52,7 @@ struct ExecHardeningTests {
         #expect(daemon.receiveText() == "daemon nogroup\n", "\(udpd.log)")
     }
 
-    @Test("an exec user is refused on other handlers, when unknown, and when udpd drops to another user")
+    @Test("an exec user is refused on other handlers, when unknown, and when it is the user udpd drops to")
     func userValidation() throws {
         let directory = try TemporaryDirectory()
         let port = try probeFreePort()
@@ -82,13 +82,13 @@ struct ExecHardeningTests {
                 handler: exec
                 udp: \(port)
                 command: [/bin/true]
-                user: root
+                user: nobody
             """
         )
         result = try runCommand(BuiltProducts.path("udpd"), ["-c", conflict, "--check"])
         #expect(result.status == 1)
         #expect(
-            result.standardError.contains("\(conflict):3:3: error: service 'run' runs its program as 'root'"),
+            result.standardError.contains("\(conflict):3:3: error: service 'run' runs its program as 'nobody'"),
             "\(result.standardError)"
         )
 

@@ -71,16 +71,50 @@ extern const int cudpd_cap_net_bind_service;
 int cudpd_setresuid(uid_t uid);
 int cudpd_setresgid(gid_t gid);
 
-// MARK: - Starting a program as another user (posix_spawn cannot change the uid)
+// MARK: - Starting a program under a guard (guard.c: the one piece of C with control flow)
 
-/// fork(), then in the child only system calls: a process group of its own, an empty signal mask and default
-/// dispositions, `fd0`..`fd2` as descriptors 0..2, every other descriptor closed, supplementary groups set to
-/// `gid` alone, gid, uid, execve(path, argv, envp). The child reports a failed step's errno through a close-on-exec
-/// pipe and exits 127. This is the one piece of C with control flow: no Swift may run between fork and exec.
+/// What a program is and whom it runs as; everything the fork's child needs, decided before the fork.
+struct cudpd_program {
+    const char *_Nonnull path;
+    char *_Nullable const *_Nonnull argv;
+    char *_Nullable const *_Nonnull envp;
+    /// Non-zero: set the supplementary groups to `gid` alone, then gid and uid (real, effective, saved).
+    int change_identity;
+    uid_t uid;
+    gid_t gid;
+    /// /proc/sys/kernel/cap_last_cap: the bounding set is dropped for 0...last_capability.
+    int last_capability;
+    /// How long the program and everything it starts may run, in milliseconds.
+    long timeout_ms;
+};
+
+/// One message of a guard on its control socket: `kind` 1 once the program started (`error` is the errno of the
+/// step that failed, or 0), `kind` 2 once its whole tree is gone (the program's wait `status` when `exited`,
+/// `timed_out` when the program itself ran past its timeout, and how many processes the guard `killed`).
+struct cudpd_guard_report {
+    int32_t kind;
+    int32_t error;
+    int32_t status;
+    int32_t exited;
+    int32_t timed_out;
+    int32_t killed;
+};
+
+/// Forks a guard that becomes a child subreaper and starts `program` with `fd0`..`fd2` as its descriptors 0..2, in
+/// a process group of its own, with default signal dispositions, an empty signal mask, no other descriptor, its
+/// identity, no capability in any set (the bounding set only where CAP_SETPCAP is held), no_new_privs and
+/// PDEATHSIG SIGKILL. The guard kills the program's whole tree (stop everything, then kill) at the timeout, on a
+/// byte written to `*control`, or when `*control` closes (udpd exited or was killed), and reports on `*control`.
 ///
-/// Returns the child's pid, or -1 with errno set (nothing is left running then).
-pid_t cudpd_spawn_as(const char *_Nonnull path, char *_Nullable const *_Nonnull argv,
-                     char *_Nullable const *_Nonnull envp, int fd0, int fd1, int fd2, uid_t uid, gid_t gid);
+/// Returns the guard's pid once the program has been exec'd, with `*control` (close-on-exec) set; or -1 with
+/// errno set (the failed step's errno; nothing is left running then).
+pid_t cudpd_spawn_guarded(const struct cudpd_program *_Nonnull program, int fd0, int fd1, int fd2,
+                          int *_Nonnull control);
+/// prctl(PR_SET_CHILD_SUBREAPER, 1): orphans of udpd's descendants reparent to udpd rather than to init.
+int cudpd_become_subreaper(void);
+/// CAP_KILL, CAP_SETGID, CAP_SETUID and CAP_SETPCAP: what the privileged thread keeps to start programs as their
+/// own user (0 where there are no capabilities).
+extern const uint32_t cudpd_program_spawn_capabilities;
 
 // MARK: - Destination-address options (0 where the platform has no such option)
 
