@@ -149,6 +149,10 @@ extension ListenerStatus {
             writer.key("counters")
             counters.write(to: &writer)
         }
+        if let dualStack {
+            writer.key("dual_stack")
+            writer.bool(dualStack)
+        }
         if let interface {
             writer.key("interface")
             writer.string(interface)
