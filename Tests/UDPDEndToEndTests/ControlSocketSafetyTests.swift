@@ -60,10 +60,21 @@ struct ControlSocketSafetyTests {
         chmod(layout.path, 0o755)
         mkdir(layout.file("shared"), 0o777)
         chmod(layout.file("shared"), 0o777)
-        let udpd = try UDPDProcess(config: try config(dropping: false), socketPath: layout.file("shared/udpd/c.sock"))
+        // The socket's own directory looks right (root's, 0755), but anyone may rename it away and put theirs there.
+        mkdir(layout.file("shared/udpd"), 0o755)
+        let socket = layout.file("shared/udpd/c.sock")
+        let udpd = try UDPDProcess(config: try config(dropping: false), socketPath: socket)
         #expect(udpd.waitForExit() == 1, "udpd must not start:\n\(udpd.log)")
         #expect(udpd.log.contains("\(layout.file("shared")): group and others may write to it"), "\(udpd.log)")
-        #expect(!FileManager.default.fileExists(atPath: layout.file("shared/udpd")), "nothing created below it")
+        #expect(!FileManager.default.fileExists(atPath: socket), "no socket below it")
+
+        // Where the socket's directory is missing, nothing is created below the unsafe one either.
+        let missing = try UDPDProcess(
+            config: try config(dropping: false),
+            socketPath: layout.file("shared/new/c.sock")
+        )
+        #expect(missing.waitForExit() == 1, "udpd must not start:\n\(missing.log)")
+        #expect(!FileManager.default.fileExists(atPath: layout.file("shared/new")), "nothing created below it")
     }
 
     @Test("udpd refuses a socket below a directory another user owns, however far up")
