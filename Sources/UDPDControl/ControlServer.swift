@@ -72,8 +72,9 @@ public final class ControlServer: Sendable {
     ) async throws -> ControlServer {
         try SocketFile.prepare(path, runAs: runAs)
         if let runAs, let owner = SocketFile.directoryOwner(of: path), owner != runAs.uid {
-            let text = "the control socket's directory is not the dropped user's: the socket file will stay behind "
-                + "at exit (the next start replaces it)"
+            let text =
+                "the control socket's directory is not the dropped user's: the socket file will stay "
+                + "behind at exit (the next start replaces it)"
             logger.warning(
                 "\(text)",
                 metadata: ["path": "\(path)", "directory_uid": "\(owner)", "user_uid": "\(runAs.uid)"]

@@ -103,7 +103,11 @@ extension ControlSocketPath {
     }
 
     /// Why `component` is unsafe, or `nil` when it is fine.
-    private static func unsafeReason(_ component: String, trustedOwners: Set<UInt32>, expectDirectory: Bool) -> String? {
+    private static func unsafeReason(
+        _ component: String,
+        trustedOwners: Set<UInt32>,
+        expectDirectory: Bool
+    ) -> String? {
         var status = stat()
         do {
             try systemCall("lstat", context: component) { lstat(component, &status) }

@@ -38,8 +38,10 @@ extension Supervisor {
                         )
                         continue
                     }
-                    let text = "an inherited socket takes IPv4 too (BindIPv6Only=both), but its service does not "
-                        + "serve IPv4 on it (family: dual does); closing it: set BindIPv6Only=ipv6-only in the socket unit"
+                    let text =
+                        "an inherited socket takes IPv4 too (BindIPv6Only=both), but its service does "
+                        + "not serve IPv4 on it (family: dual does); closing it: set BindIPv6Only=ipv6-only in the "
+                        + "socket unit"
                     logger.warning(
                         "\(text)",
                         metadata: ["socket": "\(socket)"]
@@ -61,7 +63,11 @@ extension Supervisor {
     /// and port (with the same device), so that a dual-stack socket on `key` serves what it asked for.
     private func servesBothFamilies(_ key: ListenerKey, _ planned: [PlannedListener]) -> String? {
         guard let service = planned.first(where: { $0.key == key })?.service else { return nil }
-        let twin = ListenerKey(proto: key.proto, endpoint: .wildcard(.ipv4, port: key.endpoint.port), device: key.device)
+        let twin = ListenerKey(
+            proto: key.proto,
+            endpoint: .wildcard(.ipv4, port: key.endpoint.port),
+            device: key.device
+        )
         return planned.contains { $0.key == twin && $0.service == service } ? service : nil
     }
 

@@ -158,10 +158,16 @@ public final class UDPListenerSocket: Sendable {
         family: IPFamily,
         context: @autoclosure () -> String
     ) throws(SystemCallError) {
-        // IPv6 listeners never take IPv4 (no IPv4-mapped clients): each family has its own socket.
+        // IPv6 listeners never take IPv4 (no IPv4-mapped clients): each family has its own socket. The one exception
+        // joins an adopted dual-stack socket, whose SO_REUSEPORT group only takes sockets with the same V6ONLY.
         if family == .ipv6 {
             let v6Only: CInt = options.dualStack ? 0 : 1
-            try socket.setOption(level: CInt(IPPROTO_IPV6), name: IPV6_V6ONLY, value: v6Only, "IPV6_V6ONLY \(context())")
+            try socket.setOption(
+                level: CInt(IPPROTO_IPV6),
+                name: IPV6_V6ONLY,
+                value: v6Only,
+                "IPV6_V6ONLY \(context())"
+            )
         }
         if options.freebind {
             let name = family == .ipv4 ? cudpd_ip_freebind : cudpd_ipv6_freebind
