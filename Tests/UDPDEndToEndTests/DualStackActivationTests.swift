@@ -7,7 +7,12 @@ import UDPDTransport
 /// A launcher doing what systemd does with its default `BindIPv6Only=both`: one AF_INET6 socket per protocol on
 /// `[::]:port` with IPV6_V6ONLY off, placed at descriptors 3, 4, ..., announced with LISTEN_PID/LISTEN_FDS/
 /// LISTEN_FDNAMES, then udpd exec'ed in the same process.
-func dualStackLauncher(port: UInt16, protocols: [String], in directory: TemporaryDirectory) throws -> [String] {
+func dualStackLauncher(
+    port: UInt16,
+    protocols: [String],
+    reusePort: Bool = false,
+    in directory: TemporaryDirectory
+) throws -> [String] {
     guard let python3Path else { throw TestFailure("python3 is not installed") }
     let script = """
         import os, socket, sys
@@ -16,6 +21,8 @@ func dualStackLauncher(port: UInt16, protocols: [String], in directory: Temporar
             kind = socket.SOCK_DGRAM if proto == "udp" else socket.SOCK_STREAM
             s = socket.socket(socket.AF_INET6, kind)
             s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+            if \(reusePort ? "True" : "False"):
+                s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
             s.bind(("::", \(port)))
             if proto == "tcp":
                 s.listen(16)
@@ -129,6 +136,29 @@ struct DualStackActivationTests {
             let client = try ConnectedUDPClient(from: address, to: IPEndpoint(address: address, port: port)!)
             try client.send("who")
             #expect(client.receiveText() == expected, "over \(address)")
+        }
+    }
+
+    @Test(
+        "workers join an inherited dual-stack socket with SO_REUSEPORT as dual-stack sockets, serving both families",
+        .enabled(if: python3Path != nil && hasIPv6Loopback, "python3 and ::1 are needed")
+    )
+    func dualStackWorkersJoin() throws {
+        let port = try probeFreePort()
+        let launcherDirectory = try TemporaryDirectory()
+        let launcher = try dualStackLauncher(port: port, protocols: ["udp"], reusePort: true, in: launcherDirectory)
+        let udpd = try UDPDProcess(
+            config: "services:\n  echo: {handler: echo, udp: \(port), family: dual, workers: 3}\n",
+            launcher: launcher
+        )
+        try udpd.waitUntilReady()
+        #expect(udpd.log.contains("workers=3"), "\(udpd.log)")
+        // Different source ports spread over the group's sockets; every one must answer both families.
+        for index in 0..<24 {
+            let address = index % 2 == 0 ? "127.0.0.1" : "::1"
+            let client = try ConnectedUDPClient(from: address, to: IPEndpoint(address: address, port: port)!)
+            try client.send("n\(index)")
+            #expect(client.receiveText() == "n\(index)", "over \(address)")
         }
     }
 
