@@ -108,6 +108,14 @@ struct DualStackActivationTests {
         #expect(json.standardOutput.contains("\"dual_stack\" : true"), "\(json.standardOutput)")
         #expect(udpd.log.contains("an inherited dual-stack socket serves IPv4 too"), "\(udpd.log)")
 
+        // A reload plans the same listeners: the dual-stack sockets stay, and no IPv4 twin is bound beside them.
+        let reload = try udpd.udpctl(["reload"])
+        #expect(reload.status == 0, "\(reload.standardOutput)\(reload.standardError)")
+        let again = try ConnectedUDPClient(from: "127.0.0.1", to: IPEndpoint(address: "127.0.0.1", port: port)!)
+        try again.send("after reload")
+        #expect(again.receiveText() == "after reload")
+        #expect(try udpd.status().services.first { $0.name == "echo" }?.listeners.count == 2)
+
         udpd.send(signal: SIGTERM)
         #expect(udpd.waitForExit() == 0)
     }
