@@ -23,6 +23,12 @@ public enum ControlClient {
 
     /// Sends `request` to the daemon listening on `path` and returns its response.
     ///
+    /// Nothing is sent unless the path is safe, as OpenSSH's `StrictModes` checks it: every directory from `/` down to
+    /// the socket, and the socket file, belongs to root, to the caller or to the user the answering daemon runs as,
+    /// and no directory is writable by group or others unless it is sticky (see
+    /// ``ControlSocketPath/firstUnsafeComponent(ofSocket:trustedOwners:)``). Otherwise whoever may write there could
+    /// have swapped the socket and would answer in the daemon's name.
+    ///
     /// - Parameters:
     ///   - request: what to ask.
     ///   - path: the control socket's path.
@@ -41,6 +47,9 @@ public enum ControlClient {
         }
         let fd = try openConnection(to: path)
         defer { closeDescriptor(fd) }
+        if let unsafe = ControlSocketPath.firstUnsafeComponent(ofSocket: path, trustedOwners: trustedOwners(of: fd)) {
+            throw ControlClientError(.unsafePath, path: path, detail: unsafe.description)
+        }
         let deadline = ContinuousClock.now.advanced(by: timeout)
         let exchange = Exchange(fd: fd, path: path, deadline: deadline, timeout: timeout)
         try exchange.write(line)
@@ -50,6 +59,38 @@ public enum ControlClient {
         } catch {
             throw ControlClientError(.invalidResponse, path: path, detail: error.description)
         }
+    }
+
+    /// The users whose files on the way to the socket are trusted: the caller, and the user the process answering on
+    /// `fd` runs as now (it listened as that user, or as root before dropping to it; that user could stop the daemon
+    /// anyway). Root is always trusted.
+    private static func trustedOwners(of fd: Int32) -> Set<UInt32> {
+        var trusted: Set<UInt32> = [UInt32(geteuid())]
+        #if canImport(Glibc) || canImport(Musl)
+        var credentials = LinuxPeerCredentials()
+        var length = socklen_t(MemoryLayout<LinuxPeerCredentials>.size)
+        let asked = try? systemCall("getsockopt", context: "SO_PEERCRED") {
+            getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &credentials, &length)
+        }
+        guard asked != nil else { return trusted }
+        trusted.insert(credentials.uid)
+        if credentials.pid > 0, let uid = effectiveUID(ofProcess: credentials.pid) { trusted.insert(uid) }
+        #endif
+        return trusted
+    }
+
+    /// The effective uid of process `pid`, from the `Uid:` line of `/proc/PID/status` (real, effective, saved, fs).
+    private static func effectiveUID(ofProcess pid: Int32) -> UInt32? {
+        guard let file = fopen("/proc/\(pid)/status", "r") else { return nil }
+        defer { fclose(file) }
+        var line = [CChar](repeating: 0, count: 512)
+        while fgets(&line, Int32(line.count), file) != nil {
+            let text = String(decoding: line.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
+            guard text.hasPrefix("Uid:") else { continue }
+            let fields = text.dropFirst(4).split(whereSeparator: { $0 == " " || $0 == "\t" || $0 == "\n" })
+            return fields.count >= 2 ? UInt32(fields[1]) : nil
+        }
+        return nil
     }
 
     /// Opens a socket connected to `path`.

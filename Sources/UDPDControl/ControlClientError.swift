@@ -6,6 +6,9 @@ public struct ControlClientError: Error, Sendable, Equatable, CustomStringConver
     public enum Code: Sendable, Equatable {
         /// Connecting failed: no socket at the path, nobody listening, no permission, or a path too long.
         case unreachable
+        /// A directory on the way to the socket, or the socket file, could be changed by someone other than root, the
+        /// caller and the daemon's user: nothing was sent, the answer could be forged.
+        case unsafePath
         /// The daemon accepted the connection but did not answer within the timeout.
         case timedOut
         /// Sending the request or reading the answer failed, or the daemon closed the connection without answering.
@@ -33,7 +36,7 @@ public struct ControlClientError: Error, Sendable, Equatable, CustomStringConver
 
     /// Whether no daemon could be reached at all (the operator's exit status 2), as opposed to a daemon that
     /// misbehaved.
-    public var isUnreachable: Bool { code == .unreachable || code == .timedOut }
+    public var isUnreachable: Bool { code == .unreachable || code == .timedOut || code == .unsafePath }
 
     /// One line for an operator: what failed, on which socket, and why.
     public var description: String {
@@ -41,6 +44,8 @@ public struct ControlClientError: Error, Sendable, Equatable, CustomStringConver
         switch code {
         case .unreachable:
             return "no daemon is listening on \(path): \(reason)"
+        case .unsafePath:
+            return "refusing to talk to the daemon on \(path): \(detail)"
         case .timedOut:
             return "the daemon on \(path) did not answer within \(detail)"
         case .connectionLost:

@@ -161,6 +161,10 @@ extension ListenerStatus {
             writer.key(CodingKeys.counters)
             counters.write(to: &writer)
         }
+        if let dualStack {
+            writer.key(CodingKeys.dualStack)
+            writer.bool(dualStack)
+        }
         if let interface {
             writer.key(CodingKeys.interface)
             writer.string(interface)

@@ -54,7 +54,9 @@ public final class ControlServer: Sendable {
 
     /// Prepares and binds the control socket at `path`.
     ///
-    /// Creates the socket's directory when missing (mode 0700 inside `$XDG_RUNTIME_DIR` or `/tmp`, 0755 elsewhere);
+    /// Refuses a path below a directory that someone other than root, the current user and `runAs` could change
+    /// (``ControlServerError/Code/unsafePath``, naming it, as OpenSSH's `StrictModes`); creates the socket's directory
+    /// when missing (mode 0700 inside `$XDG_RUNTIME_DIR` or `/tmp`, 0755 elsewhere; owned by `runAs` when given);
     /// throws ``ControlServerError/Code/alreadyRunning`` when a live daemon answers on `path`; replaces a stale
     /// socket file (one that refuses connections); refuses to replace anything that is not a socket; binds; and sets
     /// the socket file's mode to `mode`. Call ``run(handler:)`` next: it serves and removes the file when done.
@@ -62,15 +64,27 @@ public final class ControlServer: Sendable {
     /// - Parameters:
     ///   - path: the socket path, at most 107 bytes on Linux (103 on Darwin).
     ///   - mode: the socket file's permission bits; who may connect is who may write to it.
+    ///   - runAs: the user udpd drops to after binding (`user:` when started as root), who must be able to remove the
+    ///     socket file at exit; `nil` when udpd keeps its user.
     ///   - group: the event loops connections are served on.
     ///   - logger: where requests and connection problems are logged.
     public static func bind(
         path: String,
         mode: UInt32 = 0o600,
+        runAs: ProcessIdentity? = nil,
         group: any EventLoopGroup,
         logger: Logger
     ) async throws -> ControlServer {
-        try SocketFile.prepare(path)
+        try SocketFile.prepare(path, runAs: runAs)
+        if let runAs, let owner = SocketFile.directoryOwner(of: path), owner != runAs.uid {
+            let text =
+                "the control socket's directory is not the dropped user's: the socket file will stay "
+                + "behind at exit (the next start replaces it)"
+            logger.warning(
+                "\(text)",
+                metadata: ["path": "\(path)", "directory_uid": "\(owner)", "user_uid": "\(runAs.uid)"]
+            )
+        }
         let registry = ControlConnectionRegistry(limit: maximumConnections)
         let channel: NIOAsyncChannel<ControlConnection, Never>
         do {
@@ -113,7 +127,7 @@ public final class ControlServer: Sendable {
     ///
     /// - Parameter handler: answers one request from one peer; it runs concurrently for different connections.
     public func run(handler: @escaping @Sendable (ControlRequest, ControlPeer) async -> ControlResponse) async throws {
-        defer { SocketFile.remove(path, ifStill: identity) }
+        defer { removeSocketFile() }
         let logger = self.logger
         let access = self.access
         do {
@@ -134,6 +148,16 @@ public final class ControlServer: Sendable {
         } catch  where Task.isCancelled {
             // Cancellation is how the server is asked to stop; the stream may report it as an error.
         }
-        logger.info("control socket closed", metadata: ["path": "\(path)"])
+    }
+
+    /// Removes the socket file if it is still ours, and logs what became of it: a file left behind is a warning.
+    private func removeSocketFile() {
+        let removal = SocketFile.remove(path, ifStill: identity)
+        let metadata: Logger.Metadata = ["path": "\(path)", "file": "\(removal)"]
+        if case .failed = removal {
+            logger.warning("control socket closed", metadata: metadata)
+        } else {
+            logger.info("control socket closed", metadata: metadata)
+        }
     }
 }

@@ -10,8 +10,11 @@ public struct ControlServerError: Error, Sendable, Equatable, CustomStringConver
         case notASocket
         /// The path does not fit in a `sockaddr_un`.
         case pathTooLong
-        /// The socket's directory could not be created, or is not safe to use.
+        /// The socket's directory could not be created.
         case directory
+        /// A directory on the way to the socket (named by the error's path) could be changed by someone other than
+        /// root and the daemon's users, who could then swap the socket.
+        case unsafePath
         /// Checking whether the socket file is alive, or removing a stale one, failed.
         case staleSocket
         /// Binding the socket failed.
@@ -22,7 +25,7 @@ public struct ControlServerError: Error, Sendable, Equatable, CustomStringConver
 
     /// The step that failed.
     public var code: Code
-    /// The socket path (or, for ``Code/directory``, the directory) concerned.
+    /// The socket path (or, for ``Code/directory`` and ``Code/unsafePath``, the directory) concerned.
     public var path: String
     /// The failing call and `errno`, when a system call failed.
     public var systemError: SystemCallError?
@@ -50,6 +53,7 @@ public struct ControlServerError: Error, Sendable, Equatable, CustomStringConver
         case .notASocket: text = "\(path) exists and is not a socket; refusing to replace it"
         case .pathTooLong: text = "control socket path is too long: \(path)"
         case .directory: text = "cannot use control socket directory \(path)"
+        case .unsafePath: text = "refusing to put the control socket below \(path)"
         case .staleSocket: text = "cannot replace stale control socket \(path)"
         case .bind: text = "cannot bind control socket \(path)"
         case .permissions: text = "cannot set the mode of control socket \(path)"

@@ -204,6 +204,9 @@ public struct ListenerStatus: Codable, Sendable, Equatable {
     public var replySource: String
     /// The interface a wildcard socket is bound to (`interfaces:` with the wildcard); absent otherwise.
     public var interface: String?
+    /// `true` for an IPv6 wildcard socket that serves IPv4 too (an adopted dual-stack socket, systemd's
+    /// `BindIPv6Only=both`); absent otherwise.
+    public var dualStack: Bool?
     /// This listener's own counters (a service's `counters` add up its listeners, past and present).
     public var counters: ServiceCounters?
 
@@ -214,6 +217,7 @@ public struct ListenerStatus: Codable, Sendable, Equatable {
         port: Int,
         replySource: String,
         interface: String? = nil,
+        dualStack: Bool? = nil,
         counters: ServiceCounters? = nil
     ) {
         self.proto = proto
@@ -221,6 +225,7 @@ public struct ListenerStatus: Codable, Sendable, Equatable {
         self.port = port
         self.replySource = replySource
         self.interface = interface
+        self.dualStack = dualStack
         self.counters = counters
     }
 
@@ -238,6 +243,7 @@ public struct ListenerStatus: Codable, Sendable, Equatable {
         case port
         case replySource = "reply_source"
         case interface
+        case dualStack = "dual_stack"
         case counters
     }
 }

@@ -100,7 +100,9 @@ public enum StatusTable {
             let replySource = listener.replySource + (listener.replySourceIsUnreliable ? unreliableMarker : "")
             let first = index == 0
             let identity = first ? [service.name, service.handler] : ["", ""]
-            let endpoint = listener.endpoint + (listener.interface.map { " on \($0)" } ?? "")
+            let endpoint =
+                listener.endpoint + (listener.dualStack == true ? " +IPv4" : "")
+                + (listener.interface.map { " on \($0)" } ?? "")
             return identity + [listener.proto, endpoint, replySource] + (first ? figures : blank)
         }
     }

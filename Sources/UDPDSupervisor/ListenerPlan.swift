@@ -61,6 +61,10 @@ struct HostBindings: Sendable {
     var addresses: [InterfaceAddress]
     /// The families whose wildcard UDP sockets can learn each datagram's destination address.
     var destinationInfo: Set<IPFamily>
+    /// IPv6 wildcard listeners served by an adopted dual-stack socket (systemd's `BindIPv6Only=both`): each serves
+    /// IPv4 on its port too, so the IPv4 wildcard listener of the same service, protocol, port and device is not
+    /// planned (it could not be bound beside it).
+    var dualStack: Set<ListenerKey> = []
 }
 
 extension Configuration {
@@ -88,7 +92,17 @@ extension Configuration {
                 }
             }
         }
-        return planned
+        guard !host.dualStack.isEmpty else { return planned }
+        let servedDualStack = Set(planned.filter { host.dualStack.contains($0.key) }.map { "\($0.service) \($0.key)" })
+        return planned.filter { plan in
+            guard plan.key.endpoint.family == .ipv4, plan.key.endpoint.isWildcard else { return true }
+            let twin = ListenerKey(
+                proto: plan.key.proto,
+                endpoint: .wildcard(.ipv6, port: plan.key.endpoint.port),
+                device: plan.key.device
+            )
+            return !servedDualStack.contains("\(plan.service) \(twin)")
+        }
     }
 }
 

@@ -7,6 +7,11 @@ extension Supervisor {
     /// A socket that matches no listener (or a second socket for the same one) is logged and closed: nothing would
     /// ever serve it, and a socket left open would hold its port. The match happens once, at start; a listener a
     /// later reload adds binds its own socket.
+    ///
+    /// A dual-stack socket (`[::]` without IPV6_V6ONLY, systemd's default `BindIPv6Only=both`) also takes IPv4: it
+    /// is adopted only for a service that serves both families on its port (`family: dual`), and then serves them
+    /// both; its key goes into ``HostBindings/dualStack`` so that the IPv4 wildcard listener is no longer planned.
+    /// For a service of one family it is closed, with a log line saying what to change.
     func matchInherited(_ sockets: [InheritedSocket], to planned: [PlannedListener]) -> [ListenerKey: InheritedSocket] {
         let plannedKeys = Set(planned.map(\.key))
         var matched: [ListenerKey: InheritedSocket] = [:]
@@ -20,7 +25,28 @@ extension Supervisor {
             if let proto, let endpoint = socket.localEndpoint {
                 let key = ListenerKey(proto: proto, endpoint: endpoint)
                 if plannedKeys.contains(key) && matched[key] == nil {
-                    matched[key] = socket
+                    guard socket.isDualStack else {
+                        matched[key] = socket
+                        continue
+                    }
+                    if let service = servesBothFamilies(key, planned) {
+                        matched[key] = socket
+                        host.dualStack.insert(key)
+                        logger.info(
+                            "an inherited dual-stack socket serves IPv4 too",
+                            metadata: ["service": "\(service)", "socket": "\(socket)"]
+                        )
+                        continue
+                    }
+                    let text =
+                        "an inherited socket takes IPv4 too (BindIPv6Only=both), but its service does "
+                        + "not serve IPv4 on it (family: dual does); closing it: set BindIPv6Only=ipv6-only in the "
+                        + "socket unit"
+                    logger.warning(
+                        "\(text)",
+                        metadata: ["socket": "\(socket)"]
+                    )
+                    socket.descriptor.close()
                     continue
                 }
             }
@@ -31,6 +57,18 @@ extension Supervisor {
             socket.descriptor.close()
         }
         return matched
+    }
+
+    /// The service planned on IPv6 wildcard `key` if it also plans the IPv4 wildcard listener of the same protocol
+    /// and port (with the same device), so that a dual-stack socket on `key` serves what it asked for.
+    private func servesBothFamilies(_ key: ListenerKey, _ planned: [PlannedListener]) -> String? {
+        guard let service = planned.first(where: { $0.key == key })?.service else { return nil }
+        let twin = ListenerKey(
+            proto: key.proto,
+            endpoint: .wildcard(.ipv4, port: key.endpoint.port),
+            device: key.device
+        )
+        return planned.contains { $0.key == twin && $0.service == service } ? service : nil
     }
 
     /// Wraps an inherited socket as a planned listener's bound socket.
@@ -54,8 +92,11 @@ extension Supervisor {
             var workers = 1
             var group = [first]
             if plan.workers > 1 && inherited.reusePort {
+                // Sockets joining a SO_REUSEPORT group must match it, IPV6_V6ONLY included.
+                var options = plan.options
+                options.dualStack = inherited.isDualStack
                 do {
-                    group += try UDPListenerSocket.join(first, count: plan.workers - 1, options: plan.options)
+                    group += try UDPListenerSocket.join(first, count: plan.workers - 1, options: options)
                     workers = plan.workers
                 } catch {
                     first.close()

@@ -189,8 +189,9 @@ extension Supervisor {
     }
 
     /// Folds a removed listener's counters into its service's totals.
-    /// Its connections still draining are no longer counted as active.
+    /// Its connections still draining are no longer counted as active; a dual-stack socket it had is forgotten.
     func retire(_ entry: Entry) {
+        host.dualStack.remove(entry.listener.key)
         var snapshot = entry.listener.counters.snapshot()
         snapshot.tcpActive = 0
         retiredCounters[entry.service] = retiredCounters[entry.service, default: ListenerCountersSnapshot()] + snapshot

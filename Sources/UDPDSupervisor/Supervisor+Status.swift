@@ -45,6 +45,7 @@ extension Supervisor {
                         port: Int(listener.key.endpoint.port),
                         replySource: listener.replySource.rawValue,
                         interface: listener.key.device,
+                        dualStack: host.dualStack.contains(listener.key) ? true : nil,
                         counters: ServiceCounters(snapshot)
                     )
                 )

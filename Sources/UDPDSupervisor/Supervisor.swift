@@ -125,10 +125,11 @@ public actor Supervisor {
         startWatchingAddresses()
         try refreshAddresses()
         try checkExplicitAddresses(configuration)
-        let planned = configuration.plannedListeners(on: host)
         logFallbacks(configuration)
-        let adoptable = matchInherited(inherited, to: planned)
+        let adoptable = matchInherited(inherited, to: configuration.plannedListeners(on: host))
         inherited = []
+        // Planned again: an adopted dual-stack socket serves IPv4 too, so its IPv4 twin is not bound.
+        let planned = configuration.plannedListeners(on: host)
         // Room for every socket at once, plus the few the control and metrics servers open next.
         DescriptorTable.reserve(planned.reduce(0) { $0 + $1.workers } + 32)
         let bound = try bindAll(planned, inherited: adoptable)

@@ -98,10 +98,10 @@ final class DatagramBatch {
         }
     }
 
-    /// The peer of a received slot.
+    /// The peer of a received slot; an IPv4 peer of a dual-stack socket as IPv4 (replies still go to the raw name).
     @inline(__always)
     func peer(_ slot: Int) -> IPEndpoint? {
-        IPEndpoint(UnsafeRawPointer(names + slot))
+        IPEndpoint(UnsafeRawPointer(names + slot))?.unmappingIPv4
     }
 
     /// Queues the first `length` bytes of `slot`'s buffer as a reply to its peer, from `source`.

@@ -34,7 +34,9 @@ enum DestinationControlMessage {
             }
             if level == CInt(IPPROTO_IPV6) && type == cudpd_ipv6_pktinfo {
                 let info = data.loadUnaligned(as: cudpd_in6_pktinfo.self)
-                let endpoint = IPEndpoint(v6: info.ipi6_addr, scope: 0, port: localPort)
+                // A dual-stack socket reports an IPv4 destination as ::ffff:a.b.c.d: hand it on as IPv4, whose
+                // IP_PKTINFO reply message Linux takes on an IPv6 socket too.
+                let endpoint = IPEndpoint(v6: info.ipi6_addr, scope: 0, port: localPort).unmappingIPv4
                 let scoped =
                     endpoint.isLinkLocal
                     ? IPEndpoint(v6: info.ipi6_addr, scope: UInt32(info.ipi6_ifindex), port: localPort) : endpoint

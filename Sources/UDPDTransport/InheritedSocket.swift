@@ -32,6 +32,10 @@ public struct InheritedSocket: Sendable, CustomStringConvertible {
     public let localEndpoint: IPEndpoint?
     /// Whether SO_REUSEPORT is set on it (systemd's `ReusePort=yes`), so that more worker sockets may join its port.
     public let reusePort: Bool
+    /// Whether it is an IPv6 wildcard socket without IPV6_V6ONLY (systemd's default `BindIPv6Only=both`): it takes
+    /// IPv4 too, its IPv4 peers appearing as IPv4-mapped addresses (`::ffff:a.b.c.d`), so it serves both families of
+    /// its port and no IPv4 wildcard socket can be bound beside it.
+    public let isDualStack: Bool
 
     /// Inspects descriptor `fd` (with getsockopt and getsockname) and takes ownership of it.
     public init(descriptor fd: CInt, name: String?) {
@@ -50,9 +54,15 @@ public struct InheritedSocket: Sendable, CustomStringConvertible {
         }
         localEndpoint = try? socket.localEndpoint(context: "inherited fd \(fd)")
         reusePort = (try? socket.option(level: SOL_SOCKET, name: SO_REUSEPORT, "SO_REUSEPORT fd \(fd)")) ?? 0 != 0
+        if let endpoint = localEndpoint, endpoint.family == .ipv6, endpoint.isWildcard {
+            let v6Only = try? socket.option(level: CInt(IPPROTO_IPV6), name: IPV6_V6ONLY, "IPV6_V6ONLY fd \(fd)")
+            isDualStack = v6Only == 0
+        } else {
+            isDualStack = false
+        }
     }
 
-    /// `fd 3 "udpd.socket" udp 0.0.0.0:88`, for logs.
+    /// `fd 3 "udpd.socket" udp 0.0.0.0:88`, or `fd 3 udp [::]:88 (dual-stack)`, for logs.
     public var description: String {
         let proto =
             switch kind {
@@ -61,7 +71,8 @@ public struct InheritedSocket: Sendable, CustomStringConvertible {
             case .other: "not udp or tcp"
             }
         let named = name.map { " \"\($0)\"" } ?? ""
-        return "fd \(descriptor.rawValue)\(named) \(proto) \(localEndpoint.map { "\($0)" } ?? "(not an IP socket)")"
+        let endpoint = localEndpoint.map { "\($0)" } ?? "(not an IP socket)"
+        return "fd \(descriptor.rawValue)\(named) \(proto) \(endpoint)\(isDualStack ? " (dual-stack)" : "")"
     }
 }
 

@@ -17,6 +17,9 @@ public struct UDPSocketOptions: Sendable, Hashable {
     /// Do not enable IP_PKTINFO / IP_RECVDSTADDR / IPV6_RECVPKTINFO: a testing aid that reproduces a platform
     /// without them, so that the `kernel` reply source and its fallbacks can be exercised.
     public var withoutDestinationInfo: Bool
+    /// Leave IPV6_V6ONLY off on an IPv6 socket, so that it takes IPv4 too: only for sockets joining the
+    /// SO_REUSEPORT group of an adopted dual-stack socket, which must match it.
+    public var dualStack = false
 
     /// Creates options; the defaults are what every listener wants.
     public init(freebind: Bool = false, device: String? = nil, withoutDestinationInfo: Bool = false) {
@@ -155,9 +158,16 @@ public final class UDPListenerSocket: Sendable {
         family: IPFamily,
         context: @autoclosure () -> String
     ) throws(SystemCallError) {
-        // IPv6 listeners never take IPv4 (no IPv4-mapped clients): each family has its own socket.
+        // IPv6 listeners never take IPv4 (no IPv4-mapped clients): each family has its own socket. The one exception
+        // joins an adopted dual-stack socket, whose SO_REUSEPORT group only takes sockets with the same V6ONLY.
         if family == .ipv6 {
-            try socket.setOption(level: CInt(IPPROTO_IPV6), name: IPV6_V6ONLY, value: 1, "IPV6_V6ONLY \(context())")
+            let v6Only: CInt = options.dualStack ? 0 : 1
+            try socket.setOption(
+                level: CInt(IPPROTO_IPV6),
+                name: IPV6_V6ONLY,
+                value: v6Only,
+                "IPV6_V6ONLY \(context())"
+            )
         }
         if options.freebind {
             let name = family == .ipv4 ? cudpd_ip_freebind : cudpd_ipv6_freebind

@@ -188,6 +188,7 @@ struct UDPD: ParsableCommand {
             controlServer = try await ControlServer.bind(
                 path: socketPath,
                 mode: configuration.control.mode ?? 0o600,
+                runAs: privilegeTarget.map { ProcessIdentity(uid: $0.uid ?? UInt32(geteuid()), gid: $0.gid) },
                 group: group,
                 logger: logger
             )
