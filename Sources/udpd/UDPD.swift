@@ -233,7 +233,7 @@ struct UDPD: ParsableCommand {
 
 /// Writes one line to standard error.
 func printError(_ line: String) {
-    writeToStandardError(line + "\n")
+    writeToStandardError(TextEscaping.escaped(line) + "\n")
 }
 
 extension Configuration {
