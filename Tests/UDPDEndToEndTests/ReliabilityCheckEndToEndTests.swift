@@ -213,4 +213,52 @@ struct ReliabilityCheckEndToEndTests {
         #expect(result.standardError.contains(expected), "\(result.standardError)")
         #expect(!result.standardError.contains("bind(descriptor:"), "\(result.standardError)")
     }
+
+    @Test("a bind to an interface that does not exist names the interface, the protocol, address and port")
+    func bindErrorNamesTheInterface() throws {
+        for proto in ["udp", "tcp"] {
+            let endpoint = IPEndpoint(address: "0.0.0.0", port: 0)!
+            let options = UDPSocketOptions(device: "nosuch0")
+            do {
+                if proto == "udp" {
+                    _ = try UDPListenerSocket.bind(endpoint, options: options)
+                } else {
+                    _ = try TCPListenerSocket.bind(endpoint, options: options)
+                }
+                Issue.record("\(proto): a bind to a missing interface succeeded")
+            } catch {
+                #expect(error.code == .noSuchInterface)
+                #expect(
+                    error.description
+                        == "cannot open \(proto) 0.0.0.0:0 on interface 'nosuch0': the interface does not exist on "
+                        + "this host"
+                )
+            }
+        }
+    }
+
+    // MARK: reload (the configuration half of finding 2)
+
+    @Test("a reload that adds a forward into udpd's own listener is rejected at its position; the old one serves")
+    func reloadRefusesAForwardIntoItself() throws {
+        let (udpd, port) = try startEcho("")
+        let relayPort = try probeFreePort()
+        try udpd.rewriteConfig(
+            """
+            services:
+              echo: {handler: echo, udp: \(port), tcp: \(port), workers: 1}
+              relay: {handler: forward, udp: \(relayPort), upstream: "127.0.0.1:\(port)"}
+            """
+        )
+        let result = try udpd.udpctl(["reload"])
+        #expect(result.status == 1, "\(result.standardOutput)\(result.standardError)")
+        #expect(
+            result.standardError.split(separator: "\n").contains {
+                $0.hasPrefix("\(udpd.configPath):3:") && $0.contains("forwarding into itself would loop")
+            },
+            "\(result.standardError)"
+        )
+        #expect(try udpAnswered(from: "127.0.0.1", to: "127.0.0.1", port: port))
+        #expect(isPortFree("0.0.0.0", relayPort, proto: "udp"))
+    }
 }
