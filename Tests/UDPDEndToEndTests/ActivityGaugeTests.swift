@@ -9,6 +9,8 @@ struct ActivityGaugeTests {
     @Test("exec_instances counts running programs; forward_sessions counts sessions, also behind allow/deny")
     func gauges() throws {
         let (execPort, forwardPort, echoPort) = (try probeFreePort(), try probeFreePort(), try probeFreePort())
+        let echo = try startUpstreamEcho(udp: echoPort)
+        defer { withExtendedLifetime(echo) {} }
         let udpd = try UDPDProcess(
             config: """
                 services:
@@ -16,10 +18,6 @@ struct ActivityGaugeTests {
                     handler: exec
                     tcp: \(execPort)
                     command: [/bin/sleep, "3"]
-                  upstream-echo:
-                    handler: echo
-                    udp: \(echoPort)
-                    bind: [127.0.0.1]
                   relay:
                     handler: forward
                     udp: \(forwardPort)
@@ -37,7 +35,7 @@ struct ActivityGaugeTests {
         #expect(client.receiveText() == "via relay")
         let status = try udpd.status()
         #expect(status.services.first { $0.name == "relay" }?.forwardSessions == 1)
-        #expect(status.services.first { $0.name == "upstream-echo" }?.forwardSessions == nil)
+        #expect(try echo.status().services.first { $0.name == "upstream-echo" }?.forwardSessions == nil)
         let metrics = try udpd.udpctl(["metrics"]).standardOutput
         #expect(metrics.contains("udpd_exec_instances{service=\"slow\"} 1"), "\(metrics)")
         #expect(metrics.contains("udpd_forward_sessions{service=\"relay\"} 1"), "\(metrics)")

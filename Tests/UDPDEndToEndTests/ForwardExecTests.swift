@@ -9,13 +9,11 @@ struct ForwardExecTests {
     @Test("a connected UDP client gets the forward's replies from the address it asked; max-sessions evicts the oldest")
     func forwardRepliesFromTheAddressAsked() throws {
         let ports = try freePorts(2)
+        let echo = try startUpstreamEcho(udp: ports[0])
+        defer { withExtendedLifetime(echo) {} }
         let udpd = try UDPDProcess(
             config: """
                 services:
-                  echo:
-                    handler: echo
-                    udp: \(ports[0])
-                    bind: [127.0.0.1]
                   fwd:
                     handler: forward
                     udp: \(ports[1])

@@ -13,14 +13,10 @@ private func openDescriptors(_ udpd: UDPDProcess) -> Int {
     (try? FileManager.default.contentsOfDirectory(atPath: "/proc/\(udpd.pid)/fd").count) ?? -1
 }
 
-/// The configuration of an echo upstream and a forward to it.
+/// The configuration of a forward to the echo upstream on `ports[0]` (``startUpstreamEcho(udp:)``).
 private func forwardConfig(_ ports: [UInt16], extra: String) -> String {
     """
     services:
-      echo:
-        handler: echo
-        udp: \(ports[0])
-        bind: [127.0.0.1]
       fwd:
         handler: forward
         udp: \(ports[1])
@@ -37,6 +33,8 @@ struct ForwardSessionTests {
         let ports = try freePorts(2)
         let maxSessions = 8
         let clients = 40
+        let echo = try startUpstreamEcho(udp: ports[0])
+        defer { withExtendedLifetime(echo) {} }
         let udpd = try UDPDProcess(config: forwardConfig(ports, extra: "    max-sessions: \(maxSessions)"))
         try udpd.waitUntilReady()
         let idleDescriptors = openDescriptors(udpd)
@@ -70,6 +68,8 @@ struct ForwardSessionTests {
     @Test("idle sessions expire after timeout: forward_sessions drops to 0 and their sockets close")
     func idleSessionsExpire() throws {
         let ports = try freePorts(2)
+        let echo = try startUpstreamEcho(udp: ports[0])
+        defer { withExtendedLifetime(echo) {} }
         let udpd = try UDPDProcess(config: forwardConfig(ports, extra: "    timeout: 500ms"))
         try udpd.waitUntilReady()
         let idleDescriptors = openDescriptors(udpd)
@@ -98,6 +98,8 @@ struct ForwardSessionTests {
     @Test("a reload keeps an unchanged forward's sessions and drops a changed one's, closing their sockets")
     func reloadKeepsOrDropsSessions() throws {
         let ports = try freePorts(2)
+        let echo = try startUpstreamEcho(udp: ports[0])
+        defer { withExtendedLifetime(echo) {} }
         let udpd = try UDPDProcess(config: forwardConfig(ports, extra: "    timeout: 60s"))
         try udpd.waitUntilReady()
         let idleDescriptors = openDescriptors(udpd)
