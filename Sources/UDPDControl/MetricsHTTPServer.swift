@@ -47,7 +47,10 @@ public final class MetricsHTTPServer: Sendable {
         do {
             channel = try await bindChannel(host: host, port: port, group: group)
         } catch let error as IOError {
-            throw MetricsEndpointError(host: host, port: port, errno: error.errnoCode)
+            let reason = MetricsEndpointError.reason(errno: error.errnoCode)
+            throw MetricsEndpointError(host: host, port: port, reason: reason)
+        } catch {
+            throw MetricsEndpointError(host: host, port: port, reason: "\(error)")
         }
         guard let local = channel.channel.localAddress else {
             try? await channel.channel.close()
@@ -167,18 +170,21 @@ public struct MetricsEndpointError: Error, Sendable, CustomStringConvertible {
     public var host: String
     /// The port.
     public var port: Int
-    /// The `errno` of the failed call.
-    public var errno: Int32
+    /// What failed, in words.
+    public var reason: String
 
     public var description: String {
         let listen = host.contains(":") ? "[\(host)]:\(port)" : "\(host):\(port)"
-        let reason =
-            switch errno {
-            case EADDRINUSE: "the port is already in use by another socket (another program, or a TCP listener of udpd)"
-            case EADDRNOTAVAIL: "the address is not configured on this host"
-            case EACCES: "the port needs privileges udpd does not have"
-            default: String(cString: strerror(errno))
-            }
-        return "cannot open the metrics endpoint tcp \(listen): \(reason)"
+        return "metrics endpoint \(listen): cannot open its TCP socket: \(reason)"
+    }
+
+    /// The words for a failed bind's `errno`.
+    static func reason(errno: Int32) -> String {
+        switch errno {
+        case EADDRINUSE: "the port is already in use by another socket (another program, or a TCP listener of udpd)"
+        case EADDRNOTAVAIL: "the address is not configured on this host"
+        case EACCES: "the port needs privileges udpd does not have"
+        default: String(cString: strerror(errno))
+        }
     }
 }

@@ -173,7 +173,7 @@ struct UDPD: ParsableCommand {
                     logger: logger
                 )
             } catch {
-                printError("udpd: metrics endpoint \(metrics.listen): \(error)")
+                printError("udpd: \(error)")  // MetricsEndpointError names the endpoint
                 await supervisor.stopAll(grace: .zero)
                 throw ExitCode(1)
             }

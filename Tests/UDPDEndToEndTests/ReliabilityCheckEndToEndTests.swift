@@ -219,7 +219,8 @@ struct ReliabilityCheckEndToEndTests {
             timeout: 20
         )
         #expect(result.status == 1)
-        let expected = "cannot open the metrics endpoint tcp 127.0.0.1:\(port): the port is already in use"
+        let expected =
+            "udpd: metrics endpoint 127.0.0.1:\(port): cannot open its TCP socket: the port is already in use"
         #expect(result.standardError.contains(expected), "\(result.standardError)")
         #expect(!result.standardError.contains("bind(descriptor:"), "\(result.standardError)")
     }
