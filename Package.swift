@@ -129,7 +129,7 @@ let package = Package(
         ),
         .target(
             name: "UDPDControl",
-            dependencies: ["UDPDTransport", nioCore, nioPosix, nioHTTP1, logging],
+            dependencies: ["UDPDConfig", "UDPDTransport", nioCore, nioPosix, nioHTTP1, logging],
             swiftSettings: strictSwift
         ),
         .target(

@@ -31,6 +31,19 @@ enum AddressParsing {
         }
     }
 
+    /// The 128 bits of the `family` address in `raw` (IPv4 mapped).
+    private static func bits(_ raw: in6_addr, family: AddressFamily) -> AddressBits {
+        withUnsafeBytes(of: raw) { bytes in
+            if family == .ipv4 {
+                let v4 = (0..<4).reduce(UInt64(0)) { $0 << 8 | UInt64(bytes[$1]) }
+                return AddressBits(high: 0, low: 0xffff_0000_0000 | v4)
+            }
+            let high = (0..<8).reduce(UInt64(0)) { $0 << 8 | UInt64(bytes[$1]) }
+            let low = (8..<16).reduce(UInt64(0)) { $0 << 8 | UInt64(bytes[$1]) }
+            return AddressBits(high: high, low: low)
+        }
+    }
+
     /// An address literal in canonical form; an IPv6 address may carry a `%scope` (kept as written).
     static func address(_ text: String) -> BindAddress? {
         let percent = text.utf8.firstIndex(of: UInt8(ascii: "%"))
@@ -38,13 +51,16 @@ enum AddressParsing {
         guard let family = parse(percent.map { text[..<$0] } ?? text[...], into: &raw),
             var canonical = canonicalText(&raw, family: family)
         else { return nil }
+        var scopeName: String?
         if let percent {
             let scope = text[text.index(after: percent)...]
-            guard family == .ipv6, !scope.isEmpty, !scope.contains(where: { $0 == "/" || $0.isWhitespace })
+            guard family == .ipv6, !scope.isEmpty,
+                !scope.unicodeScalars.contains(where: { $0 == "/" || $0.properties.isWhitespace || $0.value < 0x20 })
             else { return nil }
             canonical += "%" + scope
+            scopeName = String(scope)
         }
-        return BindAddress(text: canonical, family: family)
+        return BindAddress(text: canonical, family: family, bits: bits(raw, family: family), scope: scopeName)
     }
 
     /// Why a prefix is invalid.
@@ -81,7 +97,7 @@ enum AddressParsing {
             }
         }
         guard let text = canonicalText(&network, family: family) else { return .failure(.malformed) }
-        let address = BindAddress(text: text, family: family)
+        let address = BindAddress(text: text, family: family, bits: bits(network, family: family), scope: nil)
         guard !hostBitsSet else {
             return .failure(.hostBitsSet(network: "\(address.text)/\(length)"))
         }
@@ -98,6 +114,13 @@ enum AddressParsing {
             let inside = String(text[text.index(after: text.startIndex)..<close])
             guard let address = address(inside), address.family == .ipv6 else {
                 return .failure(.init("'\(inside)' is not an IPv6 address"))
+            }
+            if address.isIPv4Mapped {
+                let v4 = address.bits.ipv4Octets.map(String.init).joined(separator: ".")
+                let rest = text[text.index(after: close)...]
+                return .failure(
+                    .init("'\(inside)' is an IPv4-mapped address; write the IPv4 address, as in \(v4)\(rest)")
+                )
             }
             let rest = text[text.index(after: close)...]
             guard rest.hasPrefix(":") else { return .failure(.init("missing ':PORT' after ']'")) }

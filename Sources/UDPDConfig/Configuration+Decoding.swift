@@ -17,9 +17,6 @@ extension Diagnostics {
         guard let keys = mapping(root, named: "the top level", validKeys: Self.topLevelKeys) else {
             return (configuration, [])
         }
-        for entry in keys.entries where ConfigurationLoader.unimplementedTopLevelKeys.contains(entry.name) {
-            error(ConfigurationLoader.notImplemented("'\(entry.name)'"), at: entry.key)
-        }
         if let node = keys["control"] { configuration.control = control(node) }
         if let node = keys["log"] { configuration.log = log(node) }
         configuration.user = keys["user"].flatMap { text($0, named: "'user'") }
@@ -98,7 +95,7 @@ extension Diagnostics {
             error("'metrics' needs 'listen' (HOST:PORT)", at: node)
             return nil
         }
-        return hostPort(listen, named: "'listen'").map(MetricsSettings.init(listen:))
+        return hostPort(listen, named: "'listen'").map { MetricsSettings(listen: $0, position: listen.position) }
     }
 
     /// A `HOST:PORT` or `[IPV6]:PORT` value.

@@ -101,10 +101,13 @@ public enum LogLevel: String, Sendable, CaseIterable {
 public struct MetricsSettings: Sendable, Equatable {
     /// Where the HTTP `/metrics` endpoint listens.
     public var listen: HostPort
+    /// Where `listen` stands in the file, for errors found after loading.
+    @IgnoredInComparison public var position: SourcePosition?
 
     /// Creates metrics settings.
-    public init(listen: HostPort) {
+    public init(listen: HostPort, position: SourcePosition? = nil) {
         self.listen = listen
+        self.position = position
     }
 }
 
@@ -155,6 +158,49 @@ public enum FamilyPolicy: String, Sendable, Equatable, CaseIterable {
     }
 }
 
+/// Where something stands in the file, kept beside a value without being part of it: every `IgnoredInComparison`
+/// equals every other and all hash alike, so that a type holding one can synthesize `==` and `hash(into:)` and still
+/// mean "the same settings, wherever they are written". One rule instead of hand-written `==` listing every field
+/// (forget one there and a reload keeps a stale handler).
+@propertyWrapper
+public struct IgnoredInComparison<Value: Sendable>: Sendable, Hashable {
+    /// The value, which takes no part in `==` or hashing.
+    public var wrappedValue: Value
+
+    /// Wraps a value.
+    public init(wrappedValue: Value) {
+        self.wrappedValue = wrappedValue
+    }
+
+    public static func == (lhs: Self, rhs: Self) -> Bool { true }
+
+    public func hash(into hasher: inout Hasher) {}
+}
+
+/// The 128 bits of an IP address, IPv4 written IPv4-mapped (`::ffff:a.b.c.d`), as the configuration parsed them:
+/// what the runtime compares against and binds, so that it never parses address text again.
+public struct AddressBits: Sendable, Hashable {
+    /// The first 64 bits, most significant first.
+    public var high: UInt64
+    /// The last 64 bits.
+    public var low: UInt64
+
+    /// Creates the bits from their two halves.
+    public init(high: UInt64, low: UInt64) {
+        self.high = high
+        self.low = low
+    }
+
+    /// The 4 bytes of an IPv4 address (the last 32 bits), in network order.
+    public var ipv4Octets: [UInt8] { (0..<4).map { UInt8(truncatingIfNeeded: low >> (24 - 8 * UInt64($0))) } }
+
+    /// The 16 bytes of an IPv6 address, in network order.
+    public var ipv6Octets: [UInt8] {
+        (0..<8).map { UInt8(truncatingIfNeeded: high >> (56 - 8 * UInt64($0))) }
+            + (0..<8).map { UInt8(truncatingIfNeeded: low >> (56 - 8 * UInt64($0))) }
+    }
+}
+
 /// A validated IP address literal from the configuration, in its canonical text form.
 ///
 /// `==` and hashing ignore ``position``: the same address written elsewhere in the file is the same address.
@@ -163,26 +209,51 @@ public struct BindAddress: Sendable, Hashable, CustomStringConvertible {
     public var text: String
     /// The address family.
     public var family: AddressFamily
+    /// The address itself, as parsed (without the scope).
+    public var bits: AddressBits
+    /// The interface named after `%` in a scoped IPv6 address (`fe80::1%eth0`), resolved only when binding.
+    public var scope: String?
     /// Where the address stands in the file, for errors found after loading (an address the host lacks).
-    public var position: SourcePosition?
+    @IgnoredInComparison public var position: SourcePosition?
 
-    /// Creates an address from already canonical text.
+    /// Creates an address from text the configuration's parser accepts (canonical or not; it is made canonical).
+    /// For tests and for code that builds configurations by hand; `text` must be an address literal.
     public init(text: String, family: AddressFamily, position: SourcePosition? = nil) {
+        guard let parsed = AddressParsing.address(text), parsed.family == family else {
+            preconditionFailure("BindAddress(text:): '\(text)' is not an \(family) address literal")
+        }
+        self = parsed
+        self.position = position
+    }
+
+    /// Creates an address from what the parser found.
+    init(text: String, family: AddressFamily, bits: AddressBits, scope: String?) {
         self.text = text
         self.family = family
-        self.position = position
+        self.bits = bits
+        self.scope = scope
+        self.position = nil
     }
 
     public var description: String { text }
 
-    public static func == (lhs: BindAddress, rhs: BindAddress) -> Bool {
-        lhs.text == rhs.text && lhs.family == rhs.family
+    /// Whether this is `0.0.0.0` or `::`.
+    public var isWildcard: Bool {
+        bits == (family == .ipv4 ? AddressBits(high: 0, low: 0xffff_0000_0000) : AddressBits(high: 0, low: 0))
     }
 
-    public func hash(into hasher: inout Hasher) {
-        hasher.combine(text)
-        hasher.combine(family)
+    /// Whether the host reaches this address on itself whatever its interfaces: `127.0.0.0/8`, `::1`, and the
+    /// wildcard addresses (a connect to `0.0.0.0` or `::` goes to the host itself).
+    public var isAlwaysLocal: Bool {
+        switch family {
+        case .ipv4: isWildcard || (bits.low >> 24) & 0xff == 127
+        case .ipv6: isWildcard || (bits.high == 0 && bits.low == 1)
+        }
     }
+
+    /// Whether this IPv6 address is IPv4-mapped (`::ffff:a.b.c.d`): udpd's IPv6 sockets are V6ONLY and take no IPv4,
+    /// so the configuration refuses such addresses and asks for the IPv4 form.
+    public var isIPv4Mapped: Bool { family == .ipv6 && bits.high == 0 && bits.low >> 32 == 0xffff }
 }
 
 /// The `bind:` key: which local addresses a service's sockets are bound to.
@@ -232,7 +303,10 @@ public enum Framing: String, Sendable, Equatable, CaseIterable {
 }
 
 /// One entry of `services:`.
-public struct ServiceDefinition: Sendable {
+///
+/// Two services are equal when they would behave the same: `==` is synthesized over every setting, and where the
+/// service stands in the file (``position``) takes no part in it.
+public struct ServiceDefinition: Sendable, Equatable {
     /// The service's name (`[A-Za-z0-9_.-]+`).
     public var name: String
     /// What the service does.
@@ -285,7 +359,7 @@ public struct ServiceDefinition: Sendable {
     /// `group:` (exec): the program's group; without it, the user's primary group (`nogroup` for the default).
     public var group: String?
     /// Where the service's name stands in the file; used to point at the service in later errors.
-    public var position: SourcePosition
+    @IgnoredInComparison public var position: SourcePosition
 
     /// Creates a service with the defaults of `INTERFACE.md` for everything not given.
     public init(
@@ -323,26 +397,5 @@ public struct ServiceDefinition: Sendable {
         self.user = nil
         self.group = nil
         self.position = position
-    }
-}
-
-extension ServiceDefinition: Equatable {
-    /// Two services are equal when they would behave the same; where they stand in the file does not matter.
-    public static func == (lhs: ServiceDefinition, rhs: ServiceDefinition) -> Bool {
-        var left = lhs
-        left.position = rhs.position
-        return left.isSameSettings(as: rhs)
-    }
-
-    private func isSameSettings(as other: ServiceDefinition) -> Bool {
-        name == other.name && handler == other.handler && udpPorts == other.udpPorts
-            && tcpPorts == other.tcpPorts && bind == other.bind && family == other.family
-            && interfaces == other.interfaces && freebind == other.freebind && workers == other.workers
-            && maxDatagram == other.maxDatagram && rateLimit == other.rateLimit && allow == other.allow
-            && deny == other.deny && maxConnections == other.maxConnections
-            && maxConnectionsPerSource == other.maxConnectionsPerSource && idleTimeout == other.idleTimeout
-            && framing == other.framing && maxMessage == other.maxMessage && upstream == other.upstream
-            && timeout == other.timeout && maxSessions == other.maxSessions && command == other.command
-            && maxInstances == other.maxInstances && user == other.user && group == other.group
     }
 }

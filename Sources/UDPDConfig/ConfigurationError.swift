@@ -1,7 +1,9 @@
 /// One problem with a configuration file, with the position of the YAML node it concerns.
 ///
 /// Its `description` is the line an operator reads: `FILE:LINE:COLUMN: error: MESSAGE`, or `FILE: error: MESSAGE`
-/// when the problem concerns the file as a whole (it cannot be opened, for instance).
+/// when the problem concerns the file as a whole (it cannot be opened, for instance). The path and the message are
+/// escaped (``TextEscaping``) there: a message quotes what the file says, and a name holding a newline or an escape
+/// sequence must not print a second, forged error line or drive the terminal. One error is one line, always.
 public struct ConfigurationError: Error, Sendable, Equatable, CustomStringConvertible {
     /// The configuration file's path, as given by the operator.
     public var file: String
@@ -17,8 +19,10 @@ public struct ConfigurationError: Error, Sendable, Equatable, CustomStringConver
         self.message = message
     }
 
-    /// `FILE:LINE:COLUMN: error: MESSAGE`, or `FILE: error: MESSAGE` without a position.
+    /// `FILE:LINE:COLUMN: error: MESSAGE`, or `FILE: error: MESSAGE` without a position; one line, escaped.
     public var description: String {
+        let file = TextEscaping.escaped(file)
+        let message = TextEscaping.escaped(message)
         if let position {
             return "\(file):\(position.line):\(position.column): error: \(message)"
         }

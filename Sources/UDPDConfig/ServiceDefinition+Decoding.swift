@@ -10,6 +10,10 @@ struct DecodedService {
     var tcpPorts: [(port: UInt16, position: SourcePosition)]
     /// Whether `bind` and `family` were valid, so that `definition.bind` may take part in the overlap check.
     var bindIsValid: Bool
+    /// Where `upstream:` stands, for the check that a forward does not point at udpd's own listeners.
+    var upstreamPosition: SourcePosition?
+    /// Where each name of `interfaces:` stands, for the check against the host's interfaces.
+    var interfacePositions: [SourcePosition]
 }
 
 extension Diagnostics {
@@ -62,9 +66,6 @@ extension Diagnostics {
         }
         guard let keys = mapping(body, named: "service '\(name)'", validKeys: Self.serviceKeys) else { return nil }
         var service = ServiceDefinition(name: name, handler: .echo, position: keyNode.position)
-        for entry in keys.entries where ConfigurationLoader.unimplementedServiceKeys.contains(entry.name) {
-            error(ConfigurationLoader.notImplemented("'\(entry.name)'"), at: entry.key)
-        }
 
         var handler: HandlerKind?
         if let node = keys["handler"] {
@@ -102,7 +103,11 @@ extension Diagnostics {
             isComplete: handler != nil,
             udpPorts: udp,
             tcpPorts: tcp,
-            bindIsValid: familyIsValid && bind != .some(nil)
+            bindIsValid: familyIsValid && bind != .some(nil),
+            upstreamPosition: keys["upstream"]?.position,
+            interfacePositions: keys["interfaces"].map { node in
+                if case .sequence(let items) = node.content { items.map(\.position) } else { [] }
+            } ?? []
         )
     }
 
@@ -120,7 +125,7 @@ extension Diagnostics {
         service.workers = keys["workers"].flatMap { positiveInteger($0, named: "'workers'") }
         service.maxDatagram = keys["max-datagram"].flatMap { size($0, named: "'max-datagram'") }
         service.rateLimit = keys["rate-limit"].flatMap { rateLimit($0) }
-        service.allow = keys["allow"].map { prefixes($0, named: "'allow'") } ?? []
+        service.allow = keys["allow"].map { prefixes($0, named: "'allow'", emptyIsError: true) } ?? []
         service.deny = keys["deny"].map { prefixes($0, named: "'deny'") } ?? []
         service.maxConnections = keys["max-connections"].flatMap { positiveInteger($0, named: "'max-connections'") }
         service.maxConnectionsPerSource = keys["max-connections-per-source"].flatMap {

@@ -3,6 +3,14 @@ import NIOCore
 import NIOHTTP1
 import NIOPosix
 
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Musl)
+import Musl
+#elseif canImport(Darwin)
+import Darwin
+#endif
+
 /// The optional HTTP endpoint (`metrics: {listen: HOST:PORT}`) that serves the Prometheus exposition at
 /// `GET /metrics` (and `HEAD`), so that a Prometheus server can scrape udpd without `udpctl`.
 ///
@@ -35,7 +43,29 @@ public final class MetricsHTTPServer: Sendable {
         group: any EventLoopGroup,
         logger: Logger
     ) async throws -> MetricsHTTPServer {
-        let channel = try await ServerBootstrap(group: group)
+        let channel: NIOAsyncChannel<NIOAsyncChannel<HTTPServerRequestPart, HTTPServerResponsePart>, Never>
+        do {
+            channel = try await bindChannel(host: host, port: port, group: group)
+        } catch let error as IOError {
+            let reason = MetricsEndpointError.reason(errno: error.errnoCode)
+            throw MetricsEndpointError(host: host, port: port, reason: reason)
+        } catch {
+            throw MetricsEndpointError(host: host, port: port, reason: "\(error)")
+        }
+        guard let local = channel.channel.localAddress else {
+            try? await channel.channel.close()
+            throw IOError(errnoCode: 22, reason: "the metrics endpoint has no local address")
+        }
+        logger.info("metrics endpoint ready", metadata: ["listen": "\(local)", "path": "/metrics"])
+        return MetricsHTTPServer(channel: channel, localAddress: local, logger: logger)
+    }
+
+    private static func bindChannel(
+        host: String,
+        port: Int,
+        group: any EventLoopGroup
+    ) async throws -> NIOAsyncChannel<NIOAsyncChannel<HTTPServerRequestPart, HTTPServerResponsePart>, Never> {
+        try await ServerBootstrap(group: group)
             .serverChannelOption(.backlog, value: 128)
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
             .bind(host: host, port: port) { child in
@@ -46,12 +76,6 @@ public final class MetricsHTTPServer: Sendable {
                     )
                 }
             }
-        guard let local = channel.channel.localAddress else {
-            try? await channel.channel.close()
-            throw IOError(errnoCode: 22, reason: "the metrics endpoint has no local address")
-        }
-        logger.info("metrics endpoint ready", metadata: ["listen": "\(local)", "path": "/metrics"])
-        return MetricsHTTPServer(channel: channel, localAddress: local, logger: logger)
     }
 
     /// Serves connections until the calling task is cancelled, then closes the listening socket.
@@ -136,5 +160,31 @@ public final class MetricsHTTPServer: Sendable {
             try await responses.write(.body(.byteBuffer(ByteBuffer(string: body))))
         }
         try await responses.write(.end(nil))
+    }
+}
+
+/// The metrics endpoint could not be opened: where, and why, in an operator's words rather than NIO's
+/// `bind(descriptor:ptr:bytes:)`.
+public struct MetricsEndpointError: Error, Sendable, CustomStringConvertible {
+    /// The host as configured.
+    public var host: String
+    /// The port.
+    public var port: Int
+    /// What failed, in words.
+    public var reason: String
+
+    public var description: String {
+        let listen = host.contains(":") ? "[\(host)]:\(port)" : "\(host):\(port)"
+        return "metrics endpoint \(listen): cannot open its TCP socket: \(reason)"
+    }
+
+    /// The words for a failed bind's `errno`.
+    static func reason(errno: Int32) -> String {
+        switch errno {
+        case EADDRINUSE: "the port is already in use by another socket (another program, or a TCP listener of udpd)"
+        case EADDRNOTAVAIL: "the address is not configured on this host"
+        case EACCES: "the port needs privileges udpd does not have"
+        default: String(cString: strerror(errno))
+        }
     }
 }

@@ -1,3 +1,5 @@
+import UDPDConfig
+
 /// Renders a ``StatusReport`` as the table `udpctl status` prints: a few header lines, then one row per listener.
 ///
 /// A service's counters stand on its first row only, so a glance down the RX column adds up per service. RX and TX
@@ -5,6 +7,9 @@
 /// shows its traffic too; CONNS counts TCP connections accepted and ACTIVE those open now. A
 /// listener whose replies' source address is left to the kernel is marked ` (!)` and explained in a footnote,
 /// because on a multi-homed host its replies may leave from the wrong address.
+///
+/// Every text from the daemon (the config path, names, interfaces, errors) is escaped (``TextEscaping``) so that a
+/// control character in it can neither add a line nor drive the terminal.
 public enum StatusTable {
     /// The column titles.
     public static let columns = [
@@ -41,7 +46,7 @@ public enum StatusTable {
             lines.append("")
             lines.append(contentsOf: kernelFootnote)
         }
-        let fallbacks = report.services.filter { $0.bindFallback == true }.map(\.name)
+        let fallbacks = report.services.filter { $0.bindFallback == true }.map { escaped($0.name) }
         if !fallbacks.isEmpty {
             lines.append("")
             lines.append(
@@ -69,18 +74,18 @@ public enum StatusTable {
     private static func header(_ report: StatusReport) -> [String] {
         var lines = [
             "generation:  \(report.generation)",
-            "config:      \(report.config)",
-            "pid:         \(report.pid) (udpd \(report.version))",
-            "uptime:      \(duration(seconds: report.uptimeSeconds)) (since \(report.startedAt))",
+            "config:      \(escaped(report.config))",
+            "pid:         \(report.pid) (udpd \(escaped(report.version)))",
+            "uptime:      \(duration(seconds: report.uptimeSeconds)) (since \(escaped(report.startedAt)))",
         ]
         switch report.lastReload {
         case nil:
             lines.append("last reload: never")
         case let outcome? where outcome.ok:
-            lines.append("last reload: ok at \(outcome.at)")
+            lines.append("last reload: ok at \(escaped(outcome.at))")
         case let outcome?:
-            lines.append("last reload: FAILED at \(outcome.at); the previous configuration keeps running")
-            lines.append(contentsOf: outcome.errors.map { "  \($0)" })
+            lines.append("last reload: FAILED at \(escaped(outcome.at)); the previous configuration keeps running")
+            lines.append(contentsOf: outcome.errors.map { "  \(escaped($0))" })
         }
         return lines
     }
@@ -94,18 +99,23 @@ public enum StatusTable {
         ]
         let blank = [String](repeating: "", count: figures.count)
         guard !service.listeners.isEmpty else {
-            return [[service.name, service.handler, "-", "-", "-"] + figures]
+            return [[escaped(service.name), escaped(service.handler), "-", "-", "-"] + figures]
         }
         return service.listeners.enumerated().map { index, listener in
-            let replySource = listener.replySource + (listener.replySourceIsUnreliable ? unreliableMarker : "")
+            let replySource =
+                escaped(listener.replySource) + (listener.replySourceIsUnreliable ? unreliableMarker : "")
             let first = index == 0
-            let identity = first ? [service.name, service.handler] : ["", ""]
-            let endpoint =
+            let identity = first ? [escaped(service.name), escaped(service.handler)] : ["", ""]
+            let endpoint = escaped(
                 listener.endpoint + (listener.dualStack == true ? " +IPv4" : "")
-                + (listener.interface.map { " on \($0)" } ?? "")
-            return identity + [listener.proto, endpoint, replySource] + (first ? figures : blank)
+                    + (listener.interface.map { " on \($0)" } ?? "")
+            )
+            return identity + [escaped(listener.proto), endpoint, replySource] + (first ? figures : blank)
         }
     }
+
+    /// One line of text from the daemon, fit for a terminal.
+    private static func escaped(_ text: String) -> String { TextEscaping.escaped(text) }
 
     /// Pads every column to its widest cell, two spaces apart, without trailing blanks.
     private static func align(_ rows: [[String]], rightAligned: Set<Int>) -> [String] {

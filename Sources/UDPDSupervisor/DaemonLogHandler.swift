@@ -1,5 +1,6 @@
 import Logging
 import Synchronization
+import UDPDConfig
 
 #if canImport(FoundationEssentials)
 import FoundationEssentials
@@ -60,10 +61,16 @@ public struct DaemonLogHandler: LogHandler {
         set { metadata[key] = newValue }
     }
 
+    /// Writes the event as one line. The message and every metadata key and value are escaped
+    /// (``TextEscaping``): they carry names, paths, commands and peer data from input, and a newline or an escape
+    /// sequence in one of them must not forge a second log line or drive the terminal.
     public func log(event: LogEvent) {
         let merged = metadata.merging(event.metadata ?? [:]) { _, new in new }
-        let fields = merged.keys.sorted().map { "\($0)=\(merged[$0]!)" }.joined(separator: " ")
-        let line = "udpd[\(getpid())]: \(event.level): \(event.message)\(fields.isEmpty ? "" : " " + fields)\n"
+        let fields = merged.keys.sorted().map {
+            "\(TextEscaping.escaped($0))=\(TextEscaping.escaped("\(merged[$0]!)"))"
+        }.joined(separator: " ")
+        let message = TextEscaping.escaped("\(event.message)")
+        let line = "udpd[\(getpid())]: \(event.level): \(message)\(fields.isEmpty ? "" : " " + fields)\n"
         writeToStandardError(line)
     }
 }

@@ -1,5 +1,14 @@
+import CUDPD
 import UDPDConfig
 import UDPDTransport
+
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Musl)
+import Musl
+#elseif canImport(Darwin)
+import Darwin
+#endif
 
 /// The transport protocol of a listener.
 public enum ListenerProtocol: String, Sendable, Hashable, Comparable {
@@ -153,8 +162,8 @@ extension ServiceDefinition {
                 ListenAddress(endpoint: $0, device: nil, protocols: [.udp, .tcp], followsAddresses: true)
             }
         case .addresses(let addresses):
-            return addresses.compactMap { IPEndpoint(address: $0.text, port: 0) }.map {
-                ListenAddress(endpoint: $0, device: nil, protocols: [.udp, .tcp], followsAddresses: false)
+            return addresses.map {
+                ListenAddress(endpoint: IPEndpoint($0), device: nil, protocols: [.udp, .tcp], followsAddresses: false)
             }
         }
     }
@@ -167,6 +176,29 @@ extension ServiceDefinition {
                 seen.insert(address.endpoint).inserted
             else { return nil }
             return address.endpoint
+        }
+    }
+}
+
+extension IPEndpoint {
+    /// The address the configuration parsed, with port 0: built from its bits, never parsed again. A scope names an
+    /// interface, looked up now; the configuration check refused a scope whose interface does not exist, so one that
+    /// vanished since gives scope 0, which the bind then refuses with an error naming the address.
+    init(_ address: BindAddress) {
+        switch address.family {
+        case .ipv4:
+            var sin = sockaddr_in()
+            sin.sin_family = sa_family_t(AF_INET)
+            sin.sin_addr.s_addr = UInt32(truncatingIfNeeded: address.bits.low).bigEndian
+            self = withUnsafeBytes(of: &sin) { IPEndpoint($0.baseAddress!)! }
+        case .ipv6:
+            var sin6 = sockaddr_in6()
+            sin6.sin6_family = sa_family_t(AF_INET6)
+            withUnsafeMutableBytes(of: &sin6.sin6_addr) { bytes in
+                for (index, octet) in address.bits.ipv6Octets.enumerated() { bytes[index] = octet }
+            }
+            sin6.sin6_scope_id = address.scope.map { if_nametoindex($0) } ?? 0
+            self = withUnsafeBytes(of: &sin6) { IPEndpoint($0.baseAddress!)! }
         }
     }
 }

@@ -54,7 +54,7 @@ public final class TCPListenerSocket: Sendable {
             let local = try socket.localEndpoint(context: context())
             return TCPListenerSocket(descriptor: socket, localEndpoint: local)
         } catch {
-            throw BindError(proto: "tcp", endpoint: endpoint, underlying: error)
+            throw BindError(proto: "tcp", endpoint: endpoint, device: options.device, underlying: error)
         }
     }
 

@@ -90,7 +90,7 @@ public final class UDPListenerSocket: Sendable {
                     "SO_REUSEPORT udp \(local)"
                 )
             } catch {
-                throw BindError(proto: "udp", endpoint: local, underlying: error)
+                throw BindError(proto: "udp", endpoint: local, device: options.device, underlying: error)
             }
             for _ in 1..<count { group.append(try bind(local, options: options, reusePort: true)) }
         } catch {
@@ -125,7 +125,7 @@ public final class UDPListenerSocket: Sendable {
             let local = endpoint.port == 0 ? try socket.localEndpoint(context: context()) : endpoint
             return UDPListenerSocket(descriptor: socket, localEndpoint: local, replySource: replySource)
         } catch {
-            throw BindError(proto: "udp", endpoint: endpoint, underlying: error)
+            throw BindError(proto: "udp", endpoint: endpoint, device: options.device, underlying: error)
         }
     }
 

@@ -80,9 +80,11 @@ struct ConnectionOptions: ParsableArguments {
     }
 }
 
-/// Writes `message` and a newline to standard error.
+/// Writes `message` and a newline to standard error; each of its lines escaped (``TextEscaping``), so that text from
+/// the daemon or a path cannot drive the terminal.
 func printError(_ message: String) {
-    let bytes = Array((message + "\n").utf8)
+    let escaped = message.split(separator: "\n", omittingEmptySubsequences: false).map { TextEscaping.escaped($0) }
+    let bytes = Array((escaped.joined(separator: "\n") + "\n").utf8)
     _ = bytes.withUnsafeBytes { write(STDERR_FILENO, $0.baseAddress, $0.count) }
 }
 

@@ -176,7 +176,7 @@ struct UDPD: ParsableCommand {
                     logger: logger
                 )
             } catch {
-                printError("udpd: metrics endpoint \(metrics.listen): \(error)")
+                printError("udpd: \(error)")  // MetricsEndpointError names the endpoint
                 await supervisor.stopAll(grace: .zero)
                 throw ExitCode(1)
             }
@@ -247,7 +247,7 @@ struct UDPD: ParsableCommand {
 
 /// Writes one line to standard error.
 func printError(_ line: String) {
-    writeToStandardError(line + "\n")
+    writeToStandardError(TextEscaping.escaped(line) + "\n")
 }
 
 extension Configuration {

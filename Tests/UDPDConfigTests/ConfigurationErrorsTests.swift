@@ -278,7 +278,6 @@ import Testing
     @Test func everyTopLevelKeyIsImplemented() {
         let yaml = "user: nobody\ngroup: nogroup\nmetrics: {listen: 127.0.0.1:9100}\nservices: {}\n"
         #expect(errorLines(yaml) == [])
-        #expect(ConfigurationLoader.unimplementedTopLevelKeys.isEmpty)
     }
 
     @Test func perAddressBindIsAccepted() throws {
@@ -306,21 +305,11 @@ import Testing
         #expect(configuration.services.first?.freebind == true)
     }
 
-    @Test func everyServiceKeyIsImplemented() {
-        #expect(ConfigurationLoader.unimplementedServiceKeys.isEmpty)
-    }
-
     @Test func implementedLimitIsValidated() {
         #expect(
             errorLines(service("rate-limit: {per-source: 100}"))
                 == ["t.yaml:5:30: error: 'per-source' must be a rate such as 100/s, found '100'"]
         )
-    }
-
-    @Test func everyFurtherServiceKeyIsListedAsUnimplemented() {
-        #expect(!ConfigurationLoader.unimplementedServiceKeys.contains("workers"))
-        #expect(ConfigurationLoader.unimplementedServiceKeys.isDisjoint(with: ["interfaces", "freebind"]))
-        #expect(ConfigurationLoader.unimplementedServiceKeys.isSubset(of: Diagnostics.serviceKeys))
     }
 
     // MARK: Keys in nested mappings
