@@ -196,7 +196,7 @@ struct UDPD: ParsableCommand {
 
         if let privilegeTarget {
             do throws(PrivilegeError) {
-                await supervisor.bindOn(try PrivilegedBinder.drop(to: privilegeTarget))
+                await supervisor.bindOn(try await PrivilegedBinder.drop(to: privilegeTarget))
                 logger.notice(
                     "dropped privileges",
                     metadata: [
