@@ -75,6 +75,9 @@ struct UDPD: ParsableCommand {
     /// (root): `ps` would show udpd as root after the drop, and the kernel checks some permissions against it.
     /// A waiting main thread takes part in glibc's setresuid broadcast like every other thread.
     func run() throws {
+        // Before anything else: a write to a peer that went away (a TCP client, an exec program's stdin) must fail
+        // with EPIPE where it is made, never kill the daemon, whichever part writes first.
+        ignoreBrokenPipeSignal()
         let configuration: Configuration
         do throws(ConfigurationErrors) {
             configuration = try ConfigurationLoader.load(path: config)
