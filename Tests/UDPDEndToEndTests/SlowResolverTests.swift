@@ -25,6 +25,7 @@ final class SlowResolverLab {
             sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
             sock.bind(("127.0.0.1", 53))
             sock.settimeout(0.2)
+            open(__file__ + ".ready", "w").close()
             def answer(query, client):
                 time.sleep(\(Self.delay))
                 ident, flags, qdcount = struct.unpack("!HHH", query[:6])
@@ -56,7 +57,8 @@ final class SlowResolverLab {
             ip link set lo up
             mount --bind "$UDPD_TEST_RESOLV" /etc/resolv.conf
             python3 "$UDPD_TEST_DNS" &
-            sleep 0.3
+            tries=0
+            while [ ! -e "$UDPD_TEST_DNS.ready" ] && [ $tries -lt 100 ]; do sleep 0.1; tries=$((tries + 1)); done
             exec "$@"
 
             """
