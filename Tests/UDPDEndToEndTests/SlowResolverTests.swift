@@ -6,7 +6,8 @@ import UDPDTransport
 
 /// udpd in its own network and mount namespaces, where /etc/resolv.conf names a DNS server (a small Python
 /// script on 127.0.0.1:53 of that namespace) that answers every query after 2 seconds, so that resolving a forward
-/// service's upstream host name takes 2 seconds.
+/// service's upstream host name takes 2 seconds. The n-th address query is answered with the n-th of `addresses`
+/// (the last one from then on), so that a test can move the name.
 final class SlowResolverLab {
     static let delay = 2.0
     static let name = "slow-upstream.udpd.test"
@@ -14,7 +15,8 @@ final class SlowResolverLab {
     let launcher: [String]
     let environment: [String: String]
 
-    init() throws {
+    init(addresses: [String] = ["127.0.0.1"]) throws {
+        let answers = "[" + addresses.map { "\"\($0)\"" }.joined(separator: ", ") + "]"
         directory = try TemporaryDirectory()
         let resolv = try directory.write("resolv.conf", "nameserver 127.0.0.1\noptions timeout:5 attempts:1\n")
         let server = try directory.write(
@@ -22,6 +24,9 @@ final class SlowResolverLab {
             """
             import os, socket, struct, threading, time
             parent = os.getppid()
+            answers = \(answers)
+            asked = [0]
+            lock = threading.Lock()
             sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
             sock.bind(("127.0.0.1", 53))
             sock.settimeout(0.2)
@@ -37,7 +42,10 @@ final class SlowResolverLab {
                 records = b""
                 count = 0
                 if qtype == 1:
-                    records = b"\\xc0\\x0c" + struct.pack("!HHIH", 1, 1, 60, 4) + socket.inet_aton("127.0.0.1")
+                    with lock:
+                        address = answers[min(asked[0], len(answers) - 1)]
+                        asked[0] += 1
+                    records = b"\\xc0\\x0c" + struct.pack("!HHIH", 1, 1, 60, 4) + socket.inet_aton(address)
                     count = 1
                 header = struct.pack("!HHHHHH", ident, 0x8180, 1, count, 0, 0)
                 sock.sendto(header + question + records, client)
@@ -122,5 +130,37 @@ struct SlowResolverTests {
         #expect(took >= .seconds(1.5), "the name resolved in \(took): the slow DNS server was not used")
         let relayed = try lab.client(in: udpd.pid, ["udp", "127.0.0.1", "\(relayPort)", "3", "0", "2000"])
         #expect(relayed.status == 0, "\(relayed.standardOutput)\(relayed.standardError)\n\(udpd.log)")
+    }
+
+    @Test("a reload resolves the name again: the unchanged service follows its new address")
+    func reloadFollowsANameThatMoved() throws {
+        let lab = try SlowResolverLab(addresses: ["127.0.0.1", "127.0.0.2"])
+        let port = try probeFreePort()
+        let relayPort = try probeFreePort()
+        let services = """
+            services:
+              echo: {handler: echo, udp: \(port), bind: ["127.0.0.1"]}
+              sink: {handler: discard, udp: \(port), bind: ["127.0.0.2"]}
+
+            """
+        let udpd = try UDPDProcess(config: services, environment: lab.environment, launcher: lab.launcher)
+        try udpd.waitUntilReady()
+        try udpd.rewriteConfig(
+            services
+                + "  relay: {handler: forward, udp: \(relayPort), bind: [\"127.0.0.1\"], "
+                + "upstream: \"\(SlowResolverLab.name):\(port)\"}\n"
+        )
+        let first = try udpd.udpctl(["reload"])
+        #expect(first.status == 0, "\(first.standardOutput)\(first.standardError)")
+        let echoed = try lab.client(in: udpd.pid, ["udp", "127.0.0.1", "\(relayPort)", "1", "0", "2000"])
+        #expect(echoed.status == 0, "the name's first address (echo) did not answer: \(echoed.standardOutput)")
+
+        // The file is the same; the name now resolves to 127.0.0.2, where discard answers nothing.
+        let second = try udpd.udpctl(["reload"])
+        #expect(second.status == 0, "\(second.standardOutput)\(second.standardError)")
+        #expect(second.standardOutput.contains("changed service relay"), "\(second.standardOutput)")
+        let discarded = try lab.client(in: udpd.pid, ["udp", "127.0.0.1", "\(relayPort)", "1", "0", "1000"])
+        #expect(discarded.status != 0, "the relay still forwards to the name's old address")
+        #expect(try udpd.counters("sink").rxPackets >= 1)
     }
 }
