@@ -1,6 +1,6 @@
 import Logging
-import Synchronization
 import ServiceLifecycle
+import Synchronization
 import UDPDConfig
 import UDPDControl
 import UDPDServices
@@ -126,12 +126,14 @@ public struct Daemon: Service {
     }
 
     private func performReload() async -> ReloadReport {
-        notifier.reloading()
+        // Once systemd was told STOPPING=1, it hears nothing of reloads refused or completed meanwhile.
+        let announced = !(await supervisor.isStopping)
+        if announced { notifier.reloading() }
         let report = await supervisor.reload()
         if report.ok {
             logLevel.level = Logger.Level(await supervisor.runningConfiguration.log.level)
         }
-        if !(await supervisor.isStopping) { notifier.ready() }
+        if announced, !(await supervisor.isStopping) { notifier.ready() }
         return report
     }
 

@@ -21,7 +21,11 @@ struct BrokenPipeTests {
             config: """
                 services:
                   echo: {handler: echo, udp: \(echoPort), tcp: \(echoPort), bind: ["127.0.0.1"]}
-                  relay: {handler: forward, udp: \(relayPort), bind: ["127.0.0.1"], upstream: "\(SlowResolverLab.name):\(echoPort)"}
+                  relay:
+                    handler: forward
+                    udp: \(relayPort)
+                    bind: ["127.0.0.1"]
+                    upstream: "\(SlowResolverLab.name):\(echoPort)"
 
                 """,
             environment: lab.environment,

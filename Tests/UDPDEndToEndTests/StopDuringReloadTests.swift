@@ -40,6 +40,7 @@ struct StopDuringReloadTests {
         let exit = udpd.waitForExit(timeout: .seconds(30))
         #expect(exit == 0, "udpd exited with \(String(describing: exit)):\n\(udpd.log)")
 
+        let log = udpd.log.split(separator: "\n").filter { !$0.contains("listen") }.joined(separator: "\n")
         for (index, reload) in reloads.enumerated() {
             let result = reload.wait(timeout: .seconds(10))
             let said = result.standardOutput + result.standardError
@@ -47,20 +48,20 @@ struct StopDuringReloadTests {
             #expect(
                 (result.status == 0 && said.contains("reload applied"))
                     || (result.status == 1 && said.contains("reload rejected")),
-                "udpctl reload \(index) got no answer (exit \(result.status)): \(said)\n\(udpd.log.split(separator: "\n").filter { !$0.contains("listen") }.joined(separator: "\n"))"
+                "udpctl reload \(index) got no answer (exit \(result.status)): \(said)\n\(log)"
             )
         }
         // The reload under way may complete, but before the listeners stop; nothing starts after that.
-        let log = udpd.log
-        if let stop = log.range(of: "stopping every listener") {
-            let afterStop = log[stop.upperBound...]
+        let fullLog = udpd.log
+        if let stop = fullLog.range(of: "stopping every listener") {
+            let afterStop = fullLog[stop.upperBound...]
             #expect(!afterStop.contains("listening"), "a listener started after the stop:\n\(afterStop)")
             #expect(!afterStop.contains("reload applied"), "a reload was applied after the stop:\n\(afterStop)")
             #expect(!afterStop.contains("reload requested"), "a reload was accepted after the stop:\n\(afterStop)")
         } else {
-            Issue.record("no 'stopping every listener' in the log:\n\(log)")
+            Issue.record("no 'stopping every listener' in the log:\n\(fullLog)")
         }
-        #expect(!log.contains("SWIFT TASK CONTINUATION MISUSE"), "\(log)")
+        #expect(!fullLog.contains("SWIFT TASK CONTINUATION MISUSE"), "\(log)")
         // No udpd thread lingers with a socket: the process is gone (other tests may bind these ports meanwhile,
         // so the ports themselves are not probed).
         #expect(kill(udpd.pid, 0) != 0)
