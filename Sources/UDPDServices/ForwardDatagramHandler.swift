@@ -71,10 +71,11 @@ public final class ForwardDatagramHandler: DatagramHandler {
         else { return .drop(pool.ownListeners.current.contains(upstream) ? .ownUpstream : .upstreamError) }
         session.touch()
         do {
-            if try session.upstream.sendConnected(UnsafeRawBufferPointer(rebasing: buffer[0..<length])) {
+            if try session.upstream.send(UnsafeRawBufferPointer(rebasing: buffer[0..<length])) {
                 return .noReply
             }
             failures.warning("the upstream socket's send buffer is full", metadata: ["upstream": "\(upstream)"])
+            return .drop(.sendBufferFull)
         } catch {
             // ECONNREFUSED here reports an ICMP error for an earlier request; the session stays.
             failures.warning(

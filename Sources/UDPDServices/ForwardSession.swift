@@ -25,7 +25,7 @@ final class ForwardSession: @unchecked Sendable {
     let relay: DatagramRelay
     /// The connected upstream socket. Never closed explicitly: another thread may be sending on it; it closes when
     /// the session, the pool's registration and any pass serving it have all let go of it.
-    let upstream: UDPListenerSocket
+    let upstream: UpstreamDatagramSocket
     /// `NIODeadline.now().uptimeNanoseconds` of the last datagram either way.
     let lastActivity: Atomic<UInt64>
     private let registration = Mutex<UDPPoolRegistration?>(nil)
@@ -36,7 +36,7 @@ final class ForwardSession: @unchecked Sendable {
         key: ForwardSessionKey,
         destination: DatagramDestination,
         replier: DatagramReplier,
-        upstream: UDPListenerSocket,
+        upstream: UpstreamDatagramSocket,
         now: UInt64
     ) {
         self.key = key
@@ -57,7 +57,7 @@ final class ForwardSession: @unchecked Sendable {
         upstreamCounters: ListenerCounters,
         failures: RateLimitedLog
     ) throws(SystemCallError) -> ForwardSession {
-        let socket = try UDPListenerSocket.connected(to: upstream)
+        let socket = try UpstreamDatagramSocket.connect(to: upstream)
         let session = ForwardSession(
             key: key,
             destination: destination,

@@ -81,10 +81,12 @@ public enum ServiceHandlers {
     /// How long a forward waits for its upstream to accept a TCP connection.
     public static let upstreamConnectTimeout = Duration.seconds(5)
 
-    /// Builds both handlers of `service`.
+    /// Builds both handlers of `service`. A forward's `upstream`, when given, is its upstream already resolved (the
+    /// supervisor resolves host names off its own path); without it a host name is resolved here, blocking.
     public static func handlers(
         for service: ServiceDefinition,
-        context: ServiceContext
+        context: ServiceContext,
+        upstream resolved: SocketAddress? = nil
     ) throws(ServiceHandlerError) -> ServiceHandlerPair {
         let logger = context.logger.with(service: service.name)
         switch service.handler {
@@ -103,7 +105,8 @@ public enum ServiceHandlers {
                 }
             )
         case .forward:
-            let upstream = try resolveUpstream(service)
+            let upstream: SocketAddress
+            if let resolved { upstream = resolved } else { upstream = try resolveUpstream(service) }
             guard let upstreamEndpoint = upstream.withSockAddr({ address, _ in IPEndpoint(UnsafeRawPointer(address)) })
             else {
                 throw ServiceHandlerError(service: service.name, message: "upstream \(upstream) is not an IP address")

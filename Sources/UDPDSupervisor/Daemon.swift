@@ -1,21 +1,25 @@
 import Logging
 import ServiceLifecycle
+import Synchronization
 import UDPDConfig
 import UDPDControl
 import UDPDServices
 import UnixSignals
 
 /// The running daemon as a swift-service-lifecycle service: it answers the control socket, turns SIGHUP and
-/// `udpctl reload` into one queue of reloads, drains the connections of removed TCP listeners, and on graceful
-/// shutdown (SIGTERM, SIGINT) stops every listener within the grace period.
+/// `udpctl reload` into one queue of reloads, lets the supervisor follow the host's addresses, drains the
+/// connections of removed TCP listeners, and on graceful shutdown (SIGTERM, SIGINT) stops every listener within the
+/// grace period.
+///
+/// Stop and reload are ordered: when the stop begins, the reload under way completes (or is abandoned before it
+/// changes anything), every reload still queued is answered "udpd is stopping", and only then do the listeners
+/// stop; nothing starts after that.
 ///
 /// `Sendable`: every stored property is immutable and `Sendable`.
 public struct Daemon: Service {
-    /// One reload request, and who waits for its outcome (nobody, for SIGHUP). An address update (the host's
-    /// addresses changed) goes through the same queue so that it never interleaves with a reload.
+    /// One reload request, and who waits for its outcome (nobody, for SIGHUP).
     struct ReloadTicket: Sendable {
         var reply: CheckedContinuation<ReloadReport, Never>?
-        var addressesOnly = false
     }
 
     let supervisor: Supervisor
@@ -54,17 +58,37 @@ public struct Daemon: Service {
 
     public func run() async throws {
         let (reloads, requestReload) = AsyncStream.makeStream(of: ReloadTicket.self)
+        let answering = ControlRequestsInFlight()
         notifier.ready()
         logger.notice("udpd is serving", metadata: ["generation": "1"])
         await withDiscardingTaskGroup { group in
             group.addTask {
-                try? await controlServer.run { request, peer in
-                    await answer(request, from: peer, requestReload: requestReload)
+                do {
+                    try await controlServer.run { request, peer in
+                        answering.count.add(1, ordering: .acquiringAndReleasing)
+                        defer { answering.count.subtract(1, ordering: .acquiringAndReleasing) }
+                        return await answer(request, from: peer, requestReload: requestReload)
+                    }
+                } catch {
+                    logger.error(
+                        """
+                        the control socket stopped answering: udpctl status, reload and metrics cannot reach udpd \
+                        until it restarts (SIGHUP still reloads, SIGTERM still stops)
+                        """,
+                        metadata: ["error": "\(error)"]
+                    )
                 }
             }
             if let metricsServer {
                 group.addTask {
-                    try? await metricsServer.run { PrometheusExposition.render(await status()) }
+                    do {
+                        try await metricsServer.run { PrometheusExposition.render(await status()) }
+                    } catch {
+                        logger.error(
+                            "the metrics endpoint stopped answering until udpd restarts",
+                            metadata: ["error": "\(error)"]
+                        )
+                    }
                 }
             }
             group.addTask {
@@ -73,14 +97,7 @@ public struct Daemon: Service {
                     requestReload.yield(ReloadTicket(reply: nil))
                 }
             }
-            group.addTask {
-                for await ticket in reloads {
-                    let report = ticket.addressesOnly ? await supervisor.followAddresses() : await performReload()
-                    ticket.reply?.resume(returning: report)
-                }
-            }
-            group.addTask { await followAddressChanges(requestReload: requestReload) }
-            group.addTask { await retryUnusableAddresses(requestReload: requestReload) }
+            group.addTask { await supervisor.followAddressChanges() }
             group.addTask {
                 await withDiscardingTaskGroup { drains in
                     for await listener in supervisor.drainQueue {
@@ -88,11 +105,21 @@ public struct Daemon: Service {
                     }
                 }
             }
-            try? await gracefulShutdown()
-            logger.notice("shutting down", metadata: ["grace": "\(grace)"])
-            notifier.stopping()
-            requestReload.finish()
+            group.addTask {
+                try? await gracefulShutdown()
+                logger.notice("shutting down", metadata: ["grace": "\(grace)"])
+                notifier.stopping()
+                // Reloads still queued are answered "udpd is stopping"; the stream ends after them.
+                await supervisor.beginStopping()
+                requestReload.finish()
+            }
+            // The reload queue, one at a time, until the stop ends it: every ticket taken gets its answer.
+            for await ticket in reloads {
+                let report = await performReload()
+                ticket.reply?.resume(returning: report)
+            }
             await supervisor.stopAll(grace: grace)
+            await answering.finish()
             group.cancelAll()
         }
         logger.notice("udpd stopped")
@@ -106,12 +133,14 @@ public struct Daemon: Service {
     }
 
     private func performReload() async -> ReloadReport {
-        notifier.reloading()
+        // Once systemd was told STOPPING=1, it hears nothing of reloads refused or completed meanwhile.
+        let announced = !(await supervisor.isStopping)
+        if announced { notifier.reloading() }
         let report = await supervisor.reload()
         if report.ok {
             logLevel.level = Logger.Level(await supervisor.runningConfiguration.log.level)
         }
-        notifier.ready()
+        if announced, !(await supervisor.isStopping) { notifier.ready() }
         return report
     }
 
@@ -136,13 +165,32 @@ public struct Daemon: Service {
                         returning: ReloadReport(
                             ok: false,
                             generation: 0,
-                            errors: ["udpd is shutting down"]
+                            errors: ["udpd is stopping"]
                         )
                     )
                 }
             }
             return ControlResponse(ok: report.ok, error: report.ok ? nil : "reload rejected", reload: report)
         }
+    }
+}
+
+/// Control requests whose answer is being computed, so that the stop cancels the control server only after each
+/// has its answer (a reload rejected because udpd is stopping included) and has gone on to write it.
+///
+/// `Sendable`: an atomic.
+final class ControlRequestsInFlight: Sendable {
+    let count = Atomic<Int>(0)
+
+    /// Waits (at most a second) until no answer is being computed, then lets the connections' tasks run once more
+    /// so that the last answers reach their sockets before the server is cancelled.
+    func finish() async {
+        var waited = 0
+        while count.load(ordering: .acquiring) > 0, waited < 200 {
+            try? await Task.sleep(for: .milliseconds(5))
+            waited += 1
+        }
+        try? await Task.sleep(for: .milliseconds(20))
     }
 }
 

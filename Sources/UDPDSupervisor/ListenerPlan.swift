@@ -55,7 +55,7 @@ public struct ListenerKey: Sendable, Hashable, Comparable, CustomStringConvertib
 struct PlannedListener: Sendable {
     var key: ListenerKey
     var service: String
-    var options: UDPSocketOptions
+    var options: ListenerSocketOptions
     /// UDP sockets (and worker threads) serving the port; 1 for TCP.
     var workers: Int
     /// Whether the listener exists because an address is on the host now (`bind: per-address`, or a wildcard
@@ -82,7 +82,7 @@ extension Configuration {
         var planned: [PlannedListener] = []
         for service in services {
             for address in service.listenAddresses(on: host) {
-                let options = UDPSocketOptions(freebind: service.freebind, device: address.device)
+                let options = ListenerSocketOptions(freebind: service.freebind, device: address.device)
                 let protocols: [(ListenerProtocol, [UInt16])] = [(.udp, service.udpPorts), (.tcp, service.tcpPorts)]
                 for (proto, ports) in protocols where address.protocols.contains(proto) {
                     for port in ports {

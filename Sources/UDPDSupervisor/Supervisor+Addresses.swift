@@ -107,21 +107,38 @@ extension Supervisor {
     /// Whether some bind failed with EADDRNOTAVAIL and is still being retried.
     public var wantsAddressRetry: Bool { addressRetryDeadline != nil }
 
-    /// Marks an address update as queued; `false` when one already is, so that the caller queues nothing.
-    public func claimAddressUpdate() -> Bool {
-        guard !addressUpdateQueued else { return false }
-        addressUpdateQueued = true
-        return true
+    /// Follows the host's addresses until the supervisor stops: each notification of the address watcher (a burst
+    /// is one) becomes an address update, and while some address cannot be bound yet (a tentative IPv6 address in
+    /// duplicate address detection) an update runs every 200 ms until the supervisor stops asking. Otherwise it
+    /// sleeps: an idle udpd whose addresses all bind has no timer waking it.
+    ///
+    /// The path is direct, watcher to supervisor; an update takes the supervisor's turn like a reload, so the two
+    /// never interleave.
+    public nonisolated func followAddressChanges() async {
+        await withDiscardingTaskGroup { group in
+            group.addTask {
+                for await _ in self.addressChanges { _ = await self.followAddresses() }
+            }
+            group.addTask {
+                for await _ in self.addressRetries {
+                    while (try? await Task.sleep(for: .milliseconds(200))) != nil, await self.wantsAddressRetry {
+                        _ = await self.followAddresses()
+                    }
+                }
+            }
+        }
     }
 
     /// Applies the host's addresses now to the running configuration: binds and starts the listeners of new
     /// addresses, closes those of removed ones (their TCP connections drained as at reload), and touches nothing
     /// else. The configuration is not read again and the generation stays.
     ///
-    /// Runs in the ``Daemon``'s reload queue, so it never interleaves with a reload.
+    /// Takes the supervisor's turn, so it never interleaves with a reload; does nothing once the stop began.
     public func followAddresses() async -> ReloadReport {
-        addressUpdateQueued = false
+        await beginChange()
+        defer { endChange() }
         var report = ReloadReport(ok: true, generation: generation)
+        guard !stopping else { return report }
         do throws(SupervisorError) {
             try refreshAddresses()
         } catch {
@@ -146,7 +163,7 @@ extension Supervisor {
         for plan in planned where plan.followsAddresses && listeners[plan.key] == nil {
             let socket: BoundSocket
             do {
-                socket = try bindSocket(plan)
+                socket = try await bindSocket(plan)
             } catch  where error.code == .addressNotAvailable {
                 noteUnusableAddress(plan, error: error)
                 unusable = true

@@ -21,7 +21,14 @@ extension Supervisor {
     /// every handler, binding every new socket. Then listeners whose (protocol, address, port) stays keep their
     /// sockets and only swap handlers, new ones start, and removed ones close, their TCP connections drained for
     /// `grace`.
+    ///
+    /// Upstream host names are resolved again, off the supervisor, so that status keeps answering meanwhile; a
+    /// service whose upstream now resolves elsewhere is rebuilt. Once the stop began, a reload is refused (and one
+    /// under way is abandoned before it changes anything).
     public func reload() async -> ReloadReport {
+        await beginChange()
+        defer { endChange() }
+        guard !stopping else { return refuseWhileStopping() }
         let at = Self.timestamp(Date())
         let newConfiguration: Configuration
         do throws(ConfigurationErrors) {
@@ -29,9 +36,11 @@ extension Supervisor {
         } catch {
             return reject(error.errors.map(\.description), at: at)
         }
+        let upstreams = await UpstreamResolution.resolve(newConfiguration.services)
+        guard !stopping else { return refuseWhileStopping() }
         var newHandlers: [String: ServiceHandlerSet]
         do throws(SupervisorError) {
-            newHandlers = try buildHandlers(for: newConfiguration, previous: handlers)
+            newHandlers = try buildHandlers(for: newConfiguration, upstreams: upstreams, previous: handlers)
         } catch {
             return reject(error.messages, at: at)
         }
@@ -55,9 +64,14 @@ extension Supervisor {
         let bound: [(PlannedListener, BoundSocket)]
         do throws(SupervisorError) {
             DescriptorTable.reserve(added.reduce(0) { $0 + $1.workers })
-            bound = try bindAll(added, serving: keptServices)
+            bound = try await bindAll(added, serving: keptServices)
         } catch {
             return reject(error.messages, at: at)
+        }
+        // The last point where a stop may abandon the reload: from here on it completes, and the stop waits for it.
+        guard !stopping else {
+            for (_, socket) in bound { socket.close() }
+            return refuseWhileStopping()
         }
 
         // Nothing can fail from here on that would leave the old configuration half-replaced.
@@ -68,7 +82,11 @@ extension Supervisor {
         var changedServices: Set<String> = []
         for (name, newIndex) in newServices {
             guard let oldIndex = oldServices[name] else { continue }
-            if configuration.services[oldIndex] != newConfiguration.services[newIndex] { changedServices.insert(name) }
+            if configuration.services[oldIndex] != newConfiguration.services[newIndex]
+                || !(upstreams[name]?.sameAddress(as: resolvedUpstreams[name]) ?? (resolvedUpstreams[name] == nil))
+            {
+                changedServices.insert(name)
+            }
         }
         if configuration.metrics != newConfiguration.metrics {
             logger.warning(
@@ -86,6 +104,7 @@ extension Supervisor {
         }
         handlers = newHandlers
         configuration = newConfiguration
+        resolvedUpstreams = upstreams
         pool.setBatchSize(newConfiguration.batchSize)
 
         var report = ReloadReport(ok: true, generation: generation + 1)
@@ -155,7 +174,7 @@ extension Supervisor {
         fallback.workers = entry.listener.workerCount
         for attempt in [plan, fallback] {
             do {
-                try await startListener(attempt, socket: try bindSocket(attempt))
+                try await startListener(attempt, socket: try await bindSocket(attempt))
                 if attempt.workers == plan.workers {
                     report.listenersAdded.append("\(plan.service) \(plan.key) (workers: \(plan.workers))")
                     report.listenersRemoved.append("\(entry.service) \(plan.key) (workers: \(fallback.workers))")
@@ -186,6 +205,11 @@ extension Supervisor {
         logger.error("reload rejected; the old configuration keeps running", metadata: ["errors": "\(errors.count)"])
         for line in errors { logger.error("\(line)") }
         return ReloadReport(ok: false, generation: generation, errors: errors)
+    }
+
+    /// Refuses a reload because udpd is stopping; the running configuration is not marked as rejected.
+    private func refuseWhileStopping() -> ReloadReport {
+        ReloadReport(ok: false, generation: generation, errors: ["udpd is stopping"])
     }
 
     /// Folds a removed listener's counters into its service's totals.

@@ -32,8 +32,10 @@ public struct SupervisorError: Error, Sendable, CustomStringConvertible {
 
 /// Owns every listener of the running configuration: binds them, serves them, reloads them and reports on them.
 ///
-/// An actor: status requests and reloads arrive from the control socket and from signals at any time. Reloads are
-/// queued by the ``Daemon`` so that only one runs at a time; status may run while a reload waits.
+/// An actor: status requests and reloads arrive from the control socket and from signals at any time. A change (a
+/// reload, an address update, the stop) holds the supervisor's turn from its start to its end, so that the awaits
+/// inside one never let another interleave with it; status may run at any time, also while a change waits for a
+/// host name to resolve.
 public actor Supervisor {
     /// A listener that serves a service now.
     struct Entry {
@@ -67,12 +69,11 @@ public actor Supervisor {
     var addressWatcher: AddressWatcher?
     /// Until when binds that failed with EADDRNOTAVAIL (tentative IPv6 addresses) are retried; `nil` when none are.
     var addressRetryDeadline: ContinuousClock.Instant?
-    /// Whether an address update is queued and not yet applied, so that a burst of notifications queues one.
-    var addressUpdateQueued = false
-    /// Address notifications, newest only: the ``Daemon`` turns each into an address update.
+    /// Address notifications, newest only (a burst is one): ``followAddressChanges()`` applies each.
     nonisolated let addressChanges: AsyncStream<AddressChange>
     let addressChangeSink: AsyncStream<AddressChange>.Continuation
-    /// Told when a bind starts being retried, newest only: the ``Daemon``'s retry loop sleeps until then.
+    /// Told when a bind starts being retried, newest only: the retry loop of ``followAddressChanges()`` sleeps until
+    /// then.
     nonisolated let addressRetries: AsyncStream<Void>
     let addressRetrySink: AsyncStream<Void>.Continuation
     /// Reloads applied and rejected since start, for status and metrics.
@@ -81,6 +82,15 @@ public actor Supervisor {
     let draining: AsyncStream<TCPListener>.Continuation
     /// What the ``Daemon`` drains.
     nonisolated let drainQueue: AsyncStream<TCPListener>
+    /// Whether the stop began: reloads and address updates are refused from then on, and nothing starts.
+    var stopping = false
+    /// Whether a change holds the turn; see ``beginChange()``.
+    var changeInProgress = false
+    /// Changes waiting for the turn, first come first served.
+    var changeWaiters: [CheckedContinuation<Void, Never>] = []
+    /// Each forward service's upstream as resolved for the running configuration; a reload resolves every name again
+    /// and rebuilds the service whose address changed.
+    var resolvedUpstreams: [String: ResolvedUpstream] = [:]
 
     /// Creates a supervisor for `configuration`, which was read from `configPath`; nothing is bound yet.
     ///
@@ -121,7 +131,9 @@ public actor Supervisor {
     /// Binds and starts every listener of the initial configuration; on any failure closes what it opened and
     /// throws, naming each service, protocol, address and port that failed.
     public func start() async throws(SupervisorError) {
-        let handlers = try buildHandlers(for: configuration)
+        let upstreams = await UpstreamResolution.resolve(configuration.services)
+        let handlers = try buildHandlers(for: configuration, upstreams: upstreams)
+        resolvedUpstreams = upstreams
         startWatchingAddresses()
         try refreshAddresses()
         try checkExplicitAddresses(configuration)
@@ -132,7 +144,7 @@ public actor Supervisor {
         let planned = configuration.plannedListeners(on: host)
         // Room for every socket at once, plus the few the control and metrics servers open next.
         DescriptorTable.reserve(planned.reduce(0) { $0 + $1.workers } + 32)
-        let bound = try bindAll(planned, inherited: adoptable)
+        let bound = try await bindAll(planned, inherited: adoptable)
         self.handlers = handlers
         do {
             for (plan, socket) in bound {
@@ -148,9 +160,12 @@ public actor Supervisor {
     }
 
     /// Builds every service's handlers, or reports every service whose handlers cannot be built. A service that
-    /// has handlers in `previous` keeps its connection table, so that its open connections still count.
+    /// has handlers in `previous` keeps its connection table, so that its open connections still count. A forward
+    /// service's upstream comes from `upstreams`, resolved beforehand off the supervisor (see
+    /// ``UpstreamResolution``).
     func buildHandlers(
         for configuration: Configuration,
+        upstreams: [String: ResolvedUpstream],
         previous: [String: ServiceHandlerSet] = [:]
     ) throws(SupervisorError) -> [String: ServiceHandlerSet] {
         var handlers: [String: ServiceHandlerSet] = [:]
@@ -158,7 +173,11 @@ public actor Supervisor {
         let context = ServiceContext(group: group, logger: logger, pool: pool)
         for service in configuration.services {
             do {
-                let pair = try ServiceHandlers.handlers(for: service, context: context)
+                let pair = try ServiceHandlers.handlers(
+                    for: service,
+                    context: context,
+                    upstream: try upstreams[service.name]?.address.get()
+                )
                 handlers[service.name] = ServiceHandlerSet(
                     datagram: pair.datagram,
                     stream: pair.stream,
@@ -186,15 +205,16 @@ public actor Supervisor {
         _ planned: [PlannedListener],
         inherited: [ListenerKey: InheritedSocket] = [:],
         serving: Set<String> = []
-    ) throws(SupervisorError) -> [(PlannedListener, BoundSocket)] {
+    ) async throws(SupervisorError) -> [(PlannedListener, BoundSocket)] {
         var bound: [(PlannedListener, BoundSocket)] = []
         var failures: [String] = []
+        var fresh = await bindSockets(planned.filter { inherited[$0.key] == nil }).makeIterator()
         for plan in planned {
-            do {
+            do throws(BindError) {
                 if let socket = inherited[plan.key] {
                     bound.append((plan, try adopt(socket, for: plan)))
-                } else {
-                    bound.append((plan, try bindSocket(plan)))
+                } else if let result = fresh.next() {
+                    bound.append((plan, try result.get()))
                 }
             } catch  where error.code == .addressNotAvailable && plan.followsAddresses {
                 noteUnusableAddress(plan, error: error)
@@ -227,11 +247,50 @@ public actor Supervisor {
         self.binder = binder
     }
 
-    /// Binds a planned listener's sockets, on the privileged binder thread when privileges were dropped.
-    func bindSocket(_ plan: PlannedListener) throws(BindError) -> BoundSocket {
-        guard let binder else { return try BoundSocket.bind(plan) }
-        return try binder.run { () throws(BindError) in try BoundSocket.bind(plan) }
+    /// Binds planned listeners' sockets, in order; on the privileged binder thread when privileges were dropped, in
+    /// one trip there that the supervisor awaits without blocking its thread.
+    func bindSockets(_ plans: [PlannedListener]) async -> [Result<BoundSocket, BindError>] {
+        guard !plans.isEmpty else { return [] }
+        let bindEach: @Sendable () -> [Result<BoundSocket, BindError>] = {
+            plans.map { plan in Result { () throws(BindError) in try BoundSocket.bind(plan) } }
+        }
+        guard let binder else { return bindEach() }
+        return await binder.run(bindEach)
     }
+
+    /// Binds one planned listener's sockets (see ``bindSockets(_:)``).
+    func bindSocket(_ plan: PlannedListener) async throws(BindError) -> BoundSocket {
+        try await bindSockets([plan])[0].get()
+    }
+
+    /// Waits until no other change (a reload, an address update, the stop) runs, then holds the turn until
+    /// ``endChange()``, so that the awaits inside a change (resolving names, starting and stopping listeners) never
+    /// let another change interleave with it.
+    func beginChange() async {
+        guard changeInProgress else {
+            changeInProgress = true
+            return
+        }
+        await withCheckedContinuation { changeWaiters.append($0) }
+    }
+
+    /// Hands the turn to the next waiting change, or frees it.
+    func endChange() {
+        if changeWaiters.isEmpty {
+            changeInProgress = false
+        } else {
+            changeWaiters.removeFirst().resume()
+        }
+    }
+
+    /// Refuses every reload and address update from now on (a stop is coming): a reload still waiting for its turn
+    /// is then answered at once instead of being applied and torn down again.
+    public func beginStopping() {
+        stopping = true
+    }
+
+    /// Whether the stop began.
+    public var isStopping: Bool { stopping }
 
     /// Starts serving one bound socket and records it.
     func startListener(_ plan: PlannedListener, socket: BoundSocket) async throws {
@@ -265,7 +324,14 @@ public actor Supervisor {
     }
 
     /// Stops every listener; TCP connections get `grace` to finish.
+    ///
+    /// A change under way (a reload, an address update) completes first: the stop waits for its turn, and from then
+    /// on nothing starts again.
     public func stopAll(grace: Duration) async {
+        stopping = true
+        await beginChange()
+        defer { endChange() }
+        logger.notice("stopping every listener", metadata: ["listeners": "\(listeners.count)"])
         // The UDP worker threads stop first: then no socket is being served, and each closes without waiting for
         // its thread's pass (1,000 services waited one pass per socket, about 0.4 s in all).
         pool.shutdown()

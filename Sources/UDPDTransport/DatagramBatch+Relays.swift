@@ -42,8 +42,9 @@ extension DatagramBatch {
     }
 
     /// Sends the queued relays through their listener's socket, as few sendmmsg calls as the kernel allows, and
-    /// frees their slots. A relay the kernel refuses, or one whose listener was closed by a reload meanwhile, is
-    /// counted as a send error on that listener.
+    /// frees their slots. Like replies they are sent without waiting: a full send buffer drops them, counted as
+    /// ``DropReason/sendBufferFull``. A relay the kernel refuses otherwise, or one whose listener was closed by a
+    /// reload meanwhile, is counted as a send error on that listener.
     func flushRelays() {
         guard let target = relayTarget else { return }
         let total = pendingRelays
@@ -65,14 +66,22 @@ extension DatagramBatch {
             let headers = relayHeaders + next
             let sent: Int
             do {
-                sent = Int(try systemCall("sendmmsg") { cudpd_sendmmsg(fd, headers, UInt32(total - next), 0) })
-            } catch  where error.errno == ENOSYS {
-                // No sendmmsg on this platform: one sendmsg per relay.
-                sent = (try? systemCall("sendmsg") { sendmsg(fd, &headers.pointee.msg_hdr, 0) }) != nil ? 1 : -1
+                do {
+                    sent = Int(
+                        try systemCall("sendmmsg") {
+                            cudpd_sendmmsg(fd, headers, UInt32(total - next), cudpd_msg_dontwait)
+                        }
+                    )
+                } catch  where error.errno == ENOSYS {
+                    // No sendmmsg on this platform: one sendmsg per relay.
+                    try systemCall("sendmsg") { sendmsg(fd, &headers.pointee.msg_hdr, cudpd_msg_dontwait) }
+                    sent = 1
+                }
             } catch {
-                sent = -1
+                next += Self.countUnsent(error, remaining: total - next, on: target.counters)
+                continue
             }
-            if sent <= 0 {
+            guard sent > 0 else {
                 target.counters.addDrop(.sendError)
                 next += 1
                 continue

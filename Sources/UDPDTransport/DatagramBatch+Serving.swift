@@ -153,24 +153,34 @@ extension DatagramBatch {
         counters.countReceived(packets: UInt64(count), bytes: receivedBytes)
     }
 
-    /// Sends the queued replies; one that the kernel refuses is counted and skipped.
+    /// Sends the queued replies without waiting (MSG_DONTWAIT): a socket whose send buffer is full drops the rest
+    /// of the batch, counted as ``DropReason/sendBufferFull``, instead of stalling every other socket of this
+    /// thread; a reply the kernel refuses for another reason is counted as ``DropReason/sendError`` and skipped.
     private func send(_ fd: CInt, _ counters: ListenerCounters, _ useBatchCalls: inout Bool) {
         let total = pendingReplies
         var next = 0
         var sentPackets: UInt64 = 0
         var sentBytes: UInt64 = 0
         while next < total {
-            var sent = 0
-            if useBatchCalls {
-                let headers = sendHeaders + next
-                sent =
-                    (try? systemCall("sendmmsg") { cudpd_sendmmsg(fd, headers, UInt32(total - next), 0) })
-                    .map(Int.init) ?? -1
-            } else {
-                let header = sendHeaders + next
-                sent = (try? systemCall("sendmsg") { sendmsg(fd, &header.pointee.msg_hdr, 0) }) != nil ? 1 : -1
+            let sent: Int
+            do {
+                if useBatchCalls {
+                    let headers = sendHeaders + next
+                    sent = Int(
+                        try systemCall("sendmmsg") {
+                            cudpd_sendmmsg(fd, headers, UInt32(total - next), cudpd_msg_dontwait)
+                        }
+                    )
+                } else {
+                    let header = sendHeaders + next
+                    try systemCall("sendmsg") { sendmsg(fd, &header.pointee.msg_hdr, cudpd_msg_dontwait) }
+                    sent = 1
+                }
+            } catch {
+                next += Self.countUnsent(error, remaining: total - next, on: counters)
+                continue
             }
-            if sent <= 0 {
+            guard sent > 0 else {
                 counters.addDrop(.sendError)
                 next += 1
                 continue
@@ -181,5 +191,23 @@ extension DatagramBatch {
         }
         clearReplies()
         if sentPackets > 0 { counters.countSent(packets: sentPackets, bytes: sentBytes) }
+    }
+
+    /// Counts the datagrams a failed send leaves unsent and returns how many to skip: all `remaining` when the
+    /// socket's send buffer is full (the rest of the batch would only fail the same way), else the one refused.
+    @inline(__always)
+    static func countUnsent(_ error: SystemCallError, remaining: Int, on counters: ListenerCounters) -> Int {
+        switch error.errno {
+        case EAGAIN, EWOULDBLOCK:
+            counters.addDrop(.sendBufferFull, count: UInt64(remaining))
+            return remaining
+        case ENOBUFS:
+            // The device's queue was full: the next datagram may leave by another device.
+            counters.addDrop(.sendBufferFull)
+            return 1
+        default:
+            counters.addDrop(.sendError)
+            return 1
+        }
     }
 }

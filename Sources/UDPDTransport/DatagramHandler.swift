@@ -6,6 +6,10 @@ public enum DropReason: Int, Sendable, CaseIterable, CustomStringConvertible {
     case noDestination
     /// sendmsg refused the reply.
     case sendError
+    /// The reply was not sent because the socket's send buffer, or the queue of the device it leaves by, was full
+    /// (EAGAIN, ENOBUFS): replies are sent without waiting, so a slow path drops its own replies instead of stalling
+    /// every socket its worker thread serves.
+    case sendBufferFull
     /// A built-in service refused to answer a source that would start a loop or a reflection (port 0, a well-known
     /// UDP service port, a broadcast or multicast address).
     case reflection
@@ -57,6 +61,7 @@ public enum DropReason: Int, Sendable, CaseIterable, CustomStringConvertible {
         case .truncated: "truncated"
         case .noDestination: "no_destination"
         case .sendError: "send_error"
+        case .sendBufferFull: "send_buffer_full"
         case .reflection: "reflection"
         case .ownSource: "own_source"
         case .ownUpstream: "own_upstream"

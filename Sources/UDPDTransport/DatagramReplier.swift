@@ -8,7 +8,8 @@ import Musl
 import Darwin
 #endif
 
-/// Sends a reply on a listener's socket from any thread, from the address the client asked.
+/// Sends a reply on a listener's socket from any thread, from the address the client asked, without waiting
+/// (MSG_DONTWAIT): a full send buffer drops the reply, counted, rather than stalling the sending thread.
 ///
 /// Handlers that answer later (forward, exec) keep one with the request. `Sendable`: it holds only the socket, whose
 /// concurrent `sendmsg` calls the kernel serialises, and atomic counters.
@@ -24,13 +25,15 @@ public struct DatagramReplier: Sendable {
         self.counters = counters
     }
 
-    /// Sends `payload` to `peer` from `source`. Returns whether the kernel took it; a failure is counted.
+    /// Sends `payload` to `peer` from `source`. Returns whether the kernel took it; a failure is counted (as
+    /// ``DropReason/sendBufferFull`` when the send buffer or the device queue is full, else as
+    /// ``DropReason/sendError``).
     @discardableResult
     public func send(_ payload: UnsafeRawBufferPointer, to peer: IPEndpoint, from source: DatagramDestination) -> Bool {
         let fd = socket.descriptor.rawValue
         let replySource = socket.replySource
         var control = (UInt64(0), UInt64(0), UInt64(0), UInt64(0), UInt64(0), UInt64(0), UInt64(0), UInt64(0))
-        let sent: Int? = withUnsafeMutableBytes(of: &control) { controlBytes in
+        let sent: Result<Int, SystemCallError> = withUnsafeMutableBytes(of: &control) { controlBytes in
             let controlLength = DestinationControlMessage.write(
                 source: source,
                 replySource: replySource,
@@ -49,12 +52,14 @@ public struct DatagramReplier: Sendable {
                     message.msg_iovlen = 1
                     message.msg_control = controlLength > 0 ? controlBytes.baseAddress : nil
                     message.msg_controllen = numericCast(controlLength)
-                    return try? systemCall("sendmsg") { sendmsg(fd, &message, 0) }
+                    return Result { () throws(SystemCallError) in
+                        try systemCall("sendmsg") { sendmsg(fd, &message, cudpd_msg_dontwait) }
+                    }
                 }
             }
         }
-        guard let sent, sent >= 0 else {
-            counters.addDrop(.sendError)
+        if case .failure(let error) = sent {
+            _ = DatagramBatch.countUnsent(error, remaining: 1, on: counters)
             return false
         }
         counters.countSent(packets: 1, bytes: UInt64(payload.count))

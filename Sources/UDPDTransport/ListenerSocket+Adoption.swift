@@ -16,7 +16,7 @@ extension UDPListenerSocket {
     /// Options that must precede `bind` (freebind, the device) are the socket unit's business.
     public static func adopt(
         _ socket: SocketDescriptor,
-        options: UDPSocketOptions = UDPSocketOptions()
+        options: ListenerSocketOptions = ListenerSocketOptions()
     ) throws(BindError) -> UDPListenerSocket {
         let context = "inherited udp fd \(socket.rawValue)"
         let local: IPEndpoint
@@ -39,7 +39,7 @@ extension UDPListenerSocket {
     public static func join(
         _ first: UDPListenerSocket,
         count: Int,
-        options: UDPSocketOptions = UDPSocketOptions()
+        options: ListenerSocketOptions = ListenerSocketOptions()
     ) throws(BindError) -> [UDPListenerSocket] {
         var joined: [UDPListenerSocket] = []
         do {

@@ -1,4 +1,5 @@
 import CUDPD
+import Dispatch
 import Synchronization
 
 #if canImport(Glibc)
@@ -57,16 +58,17 @@ public struct PrivilegeError: Error, Sendable, CustomStringConvertible {
 /// to keep its capabilities (PR_SET_KEEPCAPS, a per-thread flag) loses them all. So the drop runs on this thread,
 /// which asks to keep them, then narrows its own sets to CAP_NET_BIND_SERVICE; binds run here afterwards.
 ///
-/// `Sendable`: the job slot is behind a mutex and the pipes are only read and written with system calls.
+/// Callers never block: a job joins a queue (a mutex held only to append or take), one byte on a non-blocking pipe
+/// wakes the thread, and the caller awaits a continuation that the thread resumes with the job's result. Only the
+/// binder thread itself waits on the pipe, holding nothing.
+///
+/// `Sendable`: the job queue is behind a mutex and the pipe is only read and written with system calls.
 public final class PrivilegedBinder: Sendable {
-    private let requests: (read: CInt, write: CInt)
-    private let done: (read: CInt, write: CInt)
-    private let job = Mutex<(@Sendable () -> Void)?>(nil)
-    private let callers = Mutex(())
+    private let wakeup: (read: CInt, write: CInt)
+    private let jobs = Mutex<[@Sendable () -> Void]>([])
 
-    private init(requests: (CInt, CInt), done: (CInt, CInt)) {
-        self.requests = requests
-        self.done = done
+    private init(wakeup: (CInt, CInt)) {
+        self.wakeup = wakeup
     }
 
     /// Drops the whole process to `target`: supplementary groups, gid, uid (real, effective and saved), keeping
@@ -76,47 +78,63 @@ public final class PrivilegedBinder: Sendable {
     public static func drop(
         to target: PrivilegeTarget,
         alsoKeeping: UInt32 = 0
-    ) throws(PrivilegeError) -> PrivilegedBinder {
-        let requests = try pipePair()
-        let done = try pipePair()
-        let binder = PrivilegedBinder(requests: requests, done: done)
-        let outcome = Mutex<PrivilegeError?>(nil)
-        do {
-            _ = try WorkerThread(name: "udpd-binder") {
-                outcome.withLock { $0 = Self.dropOnThisThread(to: target, alsoKeeping: alsoKeeping) }
-                binder.signal(binder.done.write)
-                binder.serve()
+    ) async throws(PrivilegeError) -> PrivilegedBinder {
+        let binder = PrivilegedBinder(wakeup: try pipePair())
+        let failure: PrivilegeError? = await withCheckedContinuation { continuation in
+            do {
+                _ = try WorkerThread(name: "udpd-binder") {
+                    let failure = Self.dropOnThisThread(to: target, alsoKeeping: alsoKeeping)
+                    continuation.resume(returning: failure)
+                    if failure == nil { binder.serve() }
+                }
+            } catch {
+                continuation.resume(returning: PrivilegeError("cannot start the binder thread: \(error)"))
             }
-        } catch {
-            throw PrivilegeError("cannot start the binder thread: \(error)")
         }
-        binder.wait(binder.done.read)
-        if let error = outcome.withLock({ $0 }) { throw error }
+        if let failure { throw failure }
         return binder
     }
 
-    /// Runs `body` on the binder thread (the only one allowed to bind ports below 1024) and returns its result.
-    public func run<Result: Sendable, Failure: Error>(
-        _ body: @escaping @Sendable () throws(Failure) -> Result
-    ) throws(Failure) -> Result {
-        let result = Mutex<Swift.Result<Result, Failure>?>(nil)
-        callers.withLock { _ in
-            job.withLock { $0 = { result.withLock { $0 = Swift.Result(catching: body) } } }
-            signal(requests.write)
-            wait(done.read)
+    /// Runs `body` on the binder thread (the only one allowed to bind ports below 1024) and returns its result,
+    /// suspending the caller (never blocking its thread) meanwhile.
+    public func run<Result: Sendable>(_ body: @escaping @Sendable () -> Result) async -> Result {
+        await withCheckedContinuation { continuation in
+            jobs.withLock { $0.append { continuation.resume(returning: body()) } }
+            wake()
         }
-        return try result.withLock { $0! }.get()
     }
 
-    private func serve() {
-        while true {
-            wait(requests.read)
-            let next = job.withLock { job in
-                defer { job = nil }
-                return job
+    /// Runs `body` on the binder thread and waits for its result, blocking the calling thread. Only for callers on a
+    /// thread of their own (the exec runner starts programs this way), never for the cooperative pool or an event
+    /// loop; no lock is held while waiting.
+    public func runWaiting<Result: Sendable, Failure: Error>(
+        _ body: @escaping @Sendable () throws(Failure) -> Result
+    ) throws(Failure) -> Result {
+        let finished = DispatchSemaphore(value: 0)
+        let outcome = Mutex<Swift.Result<Result, Failure>?>(nil)
+        jobs.withLock {
+            $0.append {
+                let result: Swift.Result<Result, Failure>
+                do throws(Failure) { result = .success(try body()) } catch { result = .failure(error) }
+                outcome.withLock { $0 = result }
+                finished.signal()
             }
-            next?()
-            signal(done.write)
+        }
+        wake()
+        finished.wait()
+        return try outcome.withLock { $0! }.get()
+    }
+
+    /// The binder thread's loop: waits for a wake-up, then runs every queued job in order.
+    private func serve() {
+        var bytes = (UInt64(0), UInt64(0), UInt64(0), UInt64(0))
+        while true {
+            _ = try? systemCall("read") { read(wakeup.read, &bytes, MemoryLayout.size(ofValue: bytes)) }
+            let queued = jobs.withLock { queued in
+                defer { queued = [] }
+                return queued
+            }
+            for job in queued { job() }
         }
     }
 
@@ -143,21 +161,19 @@ public final class PrivilegedBinder: Sendable {
         return nil
     }
 
+    /// A pipe whose write end never blocks: a full pipe (64 KiB of wake-ups the thread has not read yet) already
+    /// guarantees that the thread will wake and take the job.
     private static func pipePair() throws(PrivilegeError) -> (CInt, CInt) {
         var fds: [CInt] = [0, 0]
         guard pipe(&fds) == 0 else { throw PrivilegeError("cannot create a pipe: errno \(errno)") }
         // Programs udpd starts must not inherit them.
         for fd in fds { _ = fcntl(fd, F_SETFD, FD_CLOEXEC) }
+        _ = fcntl(fds[1], F_SETFL, fcntl(fds[1], F_GETFL) | O_NONBLOCK)
         return (fds[0], fds[1])
     }
 
-    private func signal(_ fd: CInt) {
+    private func wake() {
         var byte: UInt8 = 1
-        _ = try? systemCall("write") { write(fd, &byte, 1) }
-    }
-
-    private func wait(_ fd: CInt) {
-        var byte: UInt8 = 0
-        _ = try? systemCall("read") { read(fd, &byte, 1) }
+        _ = try? nonBlockingSystemCall("write") { write(wakeup.write, &byte, 1) }
     }
 }

@@ -120,7 +120,7 @@ public final class ProcessRunner: Sendable {
     static func withPrivileges<Result: Sendable>(
         _ body: @escaping @Sendable () throws(SystemCallError) -> Result
     ) throws(SystemCallError) -> Result {
-        if let binder = privileged.withLock({ $0 }) { return try binder.run(body) }
+        if let binder = privileged.withLock({ $0 }) { return try binder.runWaiting(body) }
         return try body()
     }
 

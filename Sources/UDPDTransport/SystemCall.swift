@@ -73,3 +73,10 @@ public func nonBlockingSystemCall<Result: BinaryInteger>(
         throw SystemCallError(call: call.description, errno: error, context: context())
     }
 }
+
+/// Ignores SIGPIPE for the whole process, so that writing to a pipe or socket whose reader went away fails with
+/// `EPIPE` where the write is made instead of killing the process. udpd and udpctl call it first thing, rather than
+/// rely on SwiftNIO doing the same the first time it opens a socket. Programs udpd starts get the default back.
+public func ignoreBrokenPipeSignal() {
+    _ = signal(SIGPIPE, SIG_IGN)
+}

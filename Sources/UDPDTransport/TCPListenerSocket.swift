@@ -35,7 +35,7 @@ public final class TCPListenerSocket: Sendable {
     /// the BSDs it never lets two listening sockets share a port. SO_REUSEPORT is not set.
     public static func bind(
         _ endpoint: IPEndpoint,
-        options: UDPSocketOptions = UDPSocketOptions(),
+        options: ListenerSocketOptions = ListenerSocketOptions(),
         backlog: CInt = TCPListenerSocket.defaultBacklog
     ) throws(BindError) -> TCPListenerSocket {
         func context() -> String { "tcp \(endpoint)" }

@@ -8,13 +8,13 @@ import Musl
 import Darwin
 #endif
 
-/// How a UDP listener's socket is opened.
-public struct UDPSocketOptions: Sendable, Hashable {
+/// How a listener's socket, UDP or TCP, is opened before it is bound.
+public struct ListenerSocketOptions: Sendable, Hashable {
     /// Bind even if the address is not configured on the host (IP_FREEBIND / IPV6_FREEBIND).
     public var freebind: Bool
     /// Bind the socket to this network device (SO_BINDTODEVICE), where the platform has it.
     public var device: String?
-    /// Do not enable IP_PKTINFO / IP_RECVDSTADDR / IPV6_RECVPKTINFO: a testing aid that reproduces a platform
+    /// UDP only: do not enable IP_PKTINFO / IP_RECVDSTADDR / IPV6_RECVPKTINFO: a testing aid that reproduces a platform
     /// without them, so that the `kernel` reply source and its fallbacks can be exercised.
     public var withoutDestinationInfo: Bool
     /// Leave IPV6_V6ONLY off on an IPv6 socket, so that it takes IPv4 too: only for sockets joining the
@@ -54,7 +54,7 @@ public final class UDPListenerSocket: Sendable {
     /// ``BindError/Code/addressInUse`` instead of being silently shared.
     public static func bind(
         _ endpoint: IPEndpoint,
-        options: UDPSocketOptions = UDPSocketOptions()
+        options: ListenerSocketOptions = ListenerSocketOptions()
     )
         throws(BindError) -> UDPListenerSocket
     {
@@ -69,7 +69,7 @@ public final class UDPListenerSocket: Sendable {
     public static func bindGroup(
         _ endpoint: IPEndpoint,
         count: Int,
-        options: UDPSocketOptions = UDPSocketOptions()
+        options: ListenerSocketOptions = ListenerSocketOptions()
     )
         throws(BindError) -> [UDPListenerSocket]
     {
@@ -102,7 +102,7 @@ public final class UDPListenerSocket: Sendable {
 
     static func bind(
         _ endpoint: IPEndpoint,
-        options: UDPSocketOptions,
+        options: ListenerSocketOptions,
         reusePort: Bool
     )
         throws(BindError) -> UDPListenerSocket
@@ -147,13 +147,13 @@ public final class UDPListenerSocket: Sendable {
         else { return true }  // the family itself is missing; the bind will say so
         defer { socket.close() }
         let any = IPEndpoint.wildcard(family, port: 0)
-        let source = enableDestinationInfo(on: socket, for: any, options: UDPSocketOptions(), context: "probe")
+        let source = enableDestinationInfo(on: socket, for: any, options: ListenerSocketOptions(), context: "probe")
         return source == .pktinfo || source == .recvdstaddr
     }
 
     /// What every listener socket, UDP or TCP, takes before it is bound: V6ONLY, freebind, the device.
     static func applyCommon(
-        _ options: UDPSocketOptions,
+        _ options: ListenerSocketOptions,
         to socket: SocketDescriptor,
         family: IPFamily,
         context: @autoclosure () -> String
@@ -194,7 +194,7 @@ public final class UDPListenerSocket: Sendable {
     static func enableDestinationInfo(
         on socket: SocketDescriptor,
         for endpoint: IPEndpoint,
-        options: UDPSocketOptions,
+        options: ListenerSocketOptions,
         context: @autoclosure () -> String
     ) -> ReplySource {
         guard endpoint.isWildcard else { return .bound }

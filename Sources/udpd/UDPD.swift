@@ -75,6 +75,9 @@ struct UDPD: ParsableCommand {
     /// (root): `ps` would show udpd as root after the drop, and the kernel checks some permissions against it.
     /// A waiting main thread takes part in glibc's setresuid broadcast like every other thread.
     func run() throws {
+        // Before anything else: a write to a peer that went away (a TCP client, an exec program's stdin) must fail
+        // with EPIPE where it is made, never kill the daemon, whichever part writes first.
+        ignoreBrokenPipeSignal()
         let configuration: Configuration
         do throws(ConfigurationErrors) {
             configuration = try ConfigurationLoader.load(path: config)
@@ -203,7 +206,7 @@ struct UDPD: ParsableCommand {
                 // Programs start on the privileged thread too, as their own user: it keeps what that takes only
                 // when the configuration has an exec service.
                 let startsPrograms = configuration.services.contains { $0.handler == .exec }
-                let binder = try PrivilegedBinder.drop(
+                let binder = try await PrivilegedBinder.drop(
                     to: privilegeTarget,
                     alsoKeeping: startsPrograms ? ProcessRunner.capabilitiesToStartPrograms : 0
                 )

@@ -229,7 +229,7 @@ struct ReliabilityCheckEndToEndTests {
     func bindErrorNamesTheInterface() throws {
         for proto in ["udp", "tcp"] {
             let endpoint = IPEndpoint(address: "0.0.0.0", port: 0)!
-            let options = UDPSocketOptions(device: "nosuch0")
+            let options = ListenerSocketOptions(device: "nosuch0")
             do {
                 if proto == "udp" {
                     _ = try UDPListenerSocket.bind(endpoint, options: options)

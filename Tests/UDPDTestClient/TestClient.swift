@@ -8,6 +8,9 @@ import UDPDTransport
 ///     udpd-testclient udp ADDRESS PORT [COUNT [INTERVAL_MS [TIMEOUT_MS]]]
 ///         a connected UDP socket sends COUNT datagrams and waits for each echo
 ///         prints `udp sent=N received=M`
+///     udpd-testclient flood ADDRESS PORT [COUNT [SIZE]]
+///         a connected UDP socket sends COUNT datagrams of SIZE bytes as fast as it can and never reads
+///         prints `flood sent=N`
 ///     udpd-testclient tcp ADDRESS PORT [SECONDS]
 ///         one TCP connection exchanges a line with echo every 100 ms for SECONDS
 ///         prints `tcp exchanges=N`, or `tcp failed after N exchanges`
@@ -34,6 +37,8 @@ enum TestClient {
                     interval: numbers.dropFirst().first ?? 0,
                     timeout: numbers.dropFirst(2).first ?? 1000
                 )
+            case "flood":
+                try flood(server, count: numbers.first ?? 1000, size: numbers.dropFirst().first ?? 100)
             case "tcp":
                 try tcp(server, seconds: numbers.first ?? 0)
             default:
@@ -65,6 +70,15 @@ enum TestClient {
         }
         print("udp sent=\(count) received=\(received)")
         exit(received == count ? 0 : 1)
+    }
+
+    static func flood(_ server: IPEndpoint, count: Int, size: Int) throws {
+        let client = try ConnectedUDPClient(from: server.family == .ipv4 ? "0.0.0.0" : "::", to: server)
+        let payload = [UInt8](repeating: 0x61, count: size)
+        var sent = 0
+        for _ in 0..<count where (try? client.send(payload)) != nil { sent += 1 }
+        print("flood sent=\(sent)")
+        exit(0)
     }
 
     static func tcp(_ server: IPEndpoint, seconds: Int) throws {

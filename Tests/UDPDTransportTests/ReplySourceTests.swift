@@ -24,7 +24,7 @@ final class TestServer {
 
     init(
         _ endpoint: IPEndpoint,
-        options: UDPSocketOptions = UDPSocketOptions(),
+        options: ListenerSocketOptions = ListenerSocketOptions(),
         settings: UDPWorkerSettings = UDPWorkerSettings(),
         workers: Int = 1
     ) throws {
@@ -61,7 +61,10 @@ struct ReplySourceTests {
     @Test("without destination info the kernel picks the source and a connected client loses the reply")
     func kernelChosenSourceIsLost() throws {
         try #require(hasSecondLoopbackAddress, "127.0.0.2 is not a local address on this host")
-        let server = try TestServer(.wildcard(.ipv4, port: 0), options: UDPSocketOptions(withoutDestinationInfo: true))
+        let server = try TestServer(
+            .wildcard(.ipv4, port: 0),
+            options: ListenerSocketOptions(withoutDestinationInfo: true)
+        )
         #expect(server.socket.replySource == .kernel)
         let client = try ConnectedUDPClient(
             from: "127.0.0.1",

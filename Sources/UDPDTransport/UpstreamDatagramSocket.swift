@@ -1,0 +1,69 @@
+import CUDPD
+
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Musl)
+import Musl
+#elseif canImport(Darwin)
+import Darwin
+#endif
+
+/// A forward session's own UDP socket, connected to its upstream: a client socket, not a listener. Requests go out
+/// on it without blocking; the worker pool serves it to receive what the upstream sends back.
+///
+/// Being connected, it receives only the upstream's datagrams, and an unreachable upstream shows as an error
+/// (ECONNREFUSED) on it rather than being silent. Its source address is the one the kernel routes from.
+///
+/// `Sendable`: immutable, and the socket it holds is `Sendable`.
+public struct UpstreamDatagramSocket: Sendable {
+    /// The socket as the worker pool serves it; its reply source is ``ReplySource/bound``.
+    let served: UDPListenerSocket
+
+    /// The local address and port the kernel chose towards the upstream.
+    public var localEndpoint: IPEndpoint { served.localEndpoint }
+
+    /// Opens a non-blocking UDP socket connected to `upstream`.
+    public static func connect(to upstream: IPEndpoint) throws(SystemCallError) -> UpstreamDatagramSocket {
+        let context = "udp upstream \(upstream)"
+        let socket = try SocketDescriptor.open(
+            family: upstream.family,
+            type: CInt(SOCK_DGRAM.rawValue),
+            context: context
+        )
+        try setNonBlocking(socket.rawValue, true, context: context)
+        try socket.connect(to: upstream, context: context)
+        let local = try socket.localEndpoint(context: context)
+        return UpstreamDatagramSocket(
+            served: UDPListenerSocket(descriptor: socket, localEndpoint: local, replySource: .bound)
+        )
+    }
+
+    /// Sends `payload` to the upstream without blocking. Returns `false` when the socket's send buffer is full
+    /// (EAGAIN); throws for any other failure, such as ECONNREFUSED left by an earlier ICMP error.
+    @inline(__always)
+    public func send(_ payload: UnsafeRawBufferPointer) throws(SystemCallError) -> Bool {
+        let fd = served.descriptor.rawValue
+        let sent = try nonBlockingSystemCall("send") {
+            #if canImport(Glibc)
+            Glibc.send(fd, payload.baseAddress, payload.count, cudpd_msg_dontwait)
+            #elseif canImport(Musl)
+            Musl.send(fd, payload.baseAddress, payload.count, cudpd_msg_dontwait)
+            #else
+            Darwin.send(fd, payload.baseAddress, payload.count, cudpd_msg_dontwait)
+            #endif
+        }
+        return sent != nil
+    }
+}
+
+extension UDPWorkerPool {
+    /// Serves an upstream socket with `handler` (the upstream's replies), on the next thread in turn. Returns what
+    /// ``retire(_:)`` needs to stop serving it.
+    public func register(
+        _ upstream: UpstreamDatagramSocket,
+        handler: any DatagramHandler,
+        counters: ListenerCounters
+    ) throws(SystemCallError) -> UDPPoolRegistration {
+        try register(upstream.served, handler: handler, counters: counters)
+    }
+}
