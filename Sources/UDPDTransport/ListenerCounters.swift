@@ -37,6 +37,8 @@ public final class ListenerCounters: Sendable {
     private let execCrashed = Atomic<UInt64>(0)
     private let frameTooLong = Atomic<UInt64>(0)
     private let frameReservedBit = Atomic<UInt64>(0)
+    private let clientReset = Atomic<UInt64>(0)
+    private let upstreamReset = Atomic<UInt64>(0)
 
     /// Creates zeroed counters.
     public init() {}
@@ -111,6 +113,8 @@ public final class ListenerCounters: Sendable {
         case .execCrashed: execCrashed.wrappingAdd(count, ordering: .relaxed)
         case .frameTooLong: frameTooLong.wrappingAdd(count, ordering: .relaxed)
         case .frameReservedBit: frameReservedBit.wrappingAdd(count, ordering: .relaxed)
+        case .clientReset: clientReset.wrappingAdd(count, ordering: .relaxed)
+        case .upstreamReset: upstreamReset.wrappingAdd(count, ordering: .relaxed)
         }
     }
 
@@ -136,6 +140,8 @@ public final class ListenerCounters: Sendable {
         case .execCrashed: execCrashed.load(ordering: .relaxed)
         case .frameTooLong: frameTooLong.load(ordering: .relaxed)
         case .frameReservedBit: frameReservedBit.load(ordering: .relaxed)
+        case .clientReset: clientReset.load(ordering: .relaxed)
+        case .upstreamReset: upstreamReset.load(ordering: .relaxed)
         }
     }
 
