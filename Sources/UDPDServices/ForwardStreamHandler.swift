@@ -112,8 +112,8 @@ final class ForwardStreamHandler: ChannelDuplexHandler {
                             "upstream": "\(upstream)", "error": "\(error)",
                         ]
                     )
-                    // A refused upstream is passed on as a refusal would be: a reset, so the client moves on.
-                    handler.reset(afterFlushing: false)
+                    // Closed at once, so that the client moves on to its next server.
+                    handler.close(afterFlushing: false)
                 }
             }
     }

