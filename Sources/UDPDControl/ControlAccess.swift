@@ -1,5 +1,6 @@
 import NIOCore
 import Synchronization
+import UDPDTransport
 
 /// Who may use the control socket, decided on the peer's credentials (`SO_PEERCRED`) for every connection.
 ///
@@ -35,12 +36,7 @@ public struct ControlAccess: Sendable, Equatable {
 ///
 /// `Sendable`: the table is behind a mutex.
 final class ControlConnectionRegistry: Sendable {
-    private struct State {
-        var channels: [ObjectIdentifier: (sequence: UInt64, channel: any Channel)] = [:]
-        var next: UInt64 = 0
-    }
-
-    private let state = Mutex(State())
+    private let channels = Mutex(OldestFirstRegistry<ObjectIdentifier, any Channel>())
     let limit: Int
     /// Connections closed to make room.
     let evicted = Atomic<UInt64>(0)
@@ -52,22 +48,18 @@ final class ControlConnectionRegistry: Sendable {
     /// Records `channel`, closing the oldest connections over the cap.
     func add(_ channel: any Channel) {
         let key = ObjectIdentifier(channel)
-        let victims: [any Channel] = state.withLock { state in
+        let victims: [any Channel] = channels.withLock { channels in
             var victims: [any Channel] = []
-            while state.channels.count >= limit,
-                let oldest = state.channels.min(by: { $0.value.sequence < $1.value.sequence })
-            {
-                state.channels[oldest.key] = nil
-                victims.append(oldest.value.channel)
+            while channels.count >= limit, let oldest = channels.removeOldest() {
+                victims.append(oldest.value)
             }
-            state.channels[key] = (state.next, channel)
-            state.next += 1
+            channels.insert(channel, for: key)
             return victims
         }
         if !victims.isEmpty { evicted.wrappingAdd(UInt64(victims.count), ordering: .relaxed) }
         for victim in victims { victim.close(promise: nil) }
         channel.closeFuture.whenComplete { _ in
-            self.state.withLock { _ = $0.channels.removeValue(forKey: key) }
+            self.channels.withLock { _ = $0.remove(key) }
         }
     }
 }

@@ -100,7 +100,8 @@ final class ConnectionGuardHandler: ChannelDuplexHandler {
         closing = true
         cancelTimers()
         counters.addDrop(reason)
-        context.close(promise: nil)
+        // Through the whole pipeline, so that the handlers after this one (a relay) see udpd's own close as such.
+        context.channel.close(promise: nil)
     }
 
     private func cancelTimers() {

@@ -11,16 +11,14 @@ import UDPDTransport
 /// `Sendable`: the state is behind a mutex.
 public final class ConnectionTable: Sendable {
     struct Entry {
-        var sequence: UInt64
         var channel: any Channel
         var source: IPAddressBits
         var counters: ListenerCounters
     }
 
     struct State {
-        var entries: [ObjectIdentifier: Entry] = [:]
+        var entries = OldestFirstRegistry<ObjectIdentifier, Entry>()
         var perSource: [IPAddressBits: Int] = [:]
-        var nextSequence: UInt64 = 0
     }
 
     /// What became of a new connection.
@@ -41,6 +39,9 @@ public final class ConnectionTable: Sendable {
 
     /// Admits `channel` from `source` under `policy`'s limits; evicted connections are counted on their own
     /// listener's counters as `connection_limit`.
+    ///
+    /// Connections are ordered by the calls to this method, so the listener calls it as it accepts them, on the
+    /// accepting event loop: "oldest" is then the order of accept, whichever event loop later serves a connection.
     public func admit(
         _ channel: any Channel,
         source: IPAddressBits,
@@ -53,37 +54,27 @@ public final class ConnectionTable: Sendable {
                 return nil
             }
             var evicted: [Entry] = []
-            while state.entries.count >= policy.maxConnections, let oldest = Self.oldest(in: state),
-                let entry = state.entries[oldest]
-            {
-                Self.remove(oldest, from: &state)
-                evicted.append(entry)
+            while state.entries.count >= policy.maxConnections, let oldest = state.entries.removeOldest() {
+                Self.forget(oldest.value, in: &state)
+                evicted.append(oldest.value)
             }
-            state.entries[key] = Entry(
-                sequence: state.nextSequence,
-                channel: channel,
-                source: source,
-                counters: counters
-            )
-            state.nextSequence += 1
+            state.entries.insert(Entry(channel: channel, source: source, counters: counters), for: key)
             state.perSource[source, default: 0] += 1
             return evicted
         }
         guard let evicted else { return .refusedPerSource }
         for entry in evicted { entry.counters.addDrop(.connectionLimit) }
         channel.closeFuture.whenComplete { _ in
-            self.state.withLock { Self.remove(key, from: &$0) }
+            self.state.withLock { state in
+                guard let entry = state.entries.remove(key) else { return }
+                Self.forget(entry, in: &state)
+            }
         }
         return .admitted(evicted: evicted.map(\.channel))
     }
 
-    /// Linear in the table's size, and only run at the limit; the size is the operator's `max-connections`.
-    private static func oldest(in state: State) -> ObjectIdentifier? {
-        state.entries.min { $0.value.sequence < $1.value.sequence }?.key
-    }
-
-    private static func remove(_ key: ObjectIdentifier, from state: inout State) {
-        guard let entry = state.entries.removeValue(forKey: key) else { return }
+    /// Takes a connection no longer in the table off its source's count.
+    private static func forget(_ entry: Entry, in state: inout State) {
         let left = state.perSource[entry.source, default: 1] - 1
         state.perSource[entry.source] = left > 0 ? left : nil
     }

@@ -4,11 +4,18 @@ import NIOPosix
 import UDPDTransport
 
 /// Relays one accepted TCP connection to the upstream: it opens one upstream connection (on the same event loop,
-/// with a connect timeout), then copies bytes both ways.
+/// with a connect timeout), then copies bytes both ways, so that each end sees what it would see talking to the
+/// other directly.
 ///
-/// Backpressure: a side is read only while the other side's channel is writable. Half-close: when one side ends its
-/// input, the other side's output is shut once what was read has been written; the connection closes when both
-/// directions have ended, or at once when either side fails.
+/// - Backpressure: a side is read only while the other side's channel is connected and writable, so udpd never
+///   takes in more than one read's worth beyond what the other side's socket can take.
+/// - Half-close: when one side ends its input (FIN), the other side's output is shut (`shutdown(SHUT_WR)`) once
+///   what was read has been written; the other direction goes on until it ends too.
+/// - Reset: when one side resets (or fails in any way udpd did not ask for), what was already read from it is
+///   written to the other side, which is then reset too (`SO_LINGER` 0), so that a client sees the upstream's last
+///   answers and then `ECONNRESET`, as it would directly. Counted by side as `client_reset` or `upstream_reset`.
+/// - Close: when udpd itself closes one side (both directions ended, a limit, a timeout, shutdown), the other side
+///   is closed normally once what was read has been written.
 ///
 /// Not `Sendable`: it lives on its connection's event loop, and so does its partner on the upstream connection.
 final class ForwardStreamHandler: ChannelDuplexHandler {
@@ -16,29 +23,48 @@ final class ForwardStreamHandler: ChannelDuplexHandler {
     typealias OutboundIn = ByteBuffer
     typealias OutboundOut = ByteBuffer
 
+    /// Which end of the relay a handler serves.
+    private enum Side {
+        case client
+        case upstream
+
+        /// The reason counted when this side ends without udpd asking.
+        var resetReason: DropReason { self == .client ? .clientReset : .upstreamReset }
+    }
+
+    private let side: Side
     private let upstream: SocketAddress?
     private let connectTimeout: Duration
-    private let counters: ListenerCounters?
+    private let counters: ListenerCounters
     private let failures: RateLimitedLog?
     private var partner: ForwardStreamHandler?
     private var context: ChannelHandlerContext?
+    /// A read was asked for while the partner could not take more; it is issued when the partner can.
     private var pendingRead = false
-    private var inputClosed = false
-    private var outputClosed = false
+    /// This side's peer sent FIN.
+    private var inputEnded = false
+    /// This side's output was shut (or is being shut) because the partner's peer sent FIN.
+    private var outputEnded = false
+    /// udpd closes this side itself; an end udpd did not ask for is a failure of the peer (a reset).
+    private var closeRequested = false
+    /// This side's channel reported an error (a reset, usually).
+    private var failed = false
 
     /// The client side: connects to `upstream` when the connection becomes active.
     init(upstream: SocketAddress, connectTimeout: Duration, counters: ListenerCounters, failures: RateLimitedLog) {
+        self.side = .client
         self.upstream = upstream
         self.connectTimeout = connectTimeout
         self.counters = counters
         self.failures = failures
     }
 
-    /// The upstream side, paired with `partner`.
+    /// The upstream side, paired with `partner` and counting on its counters.
     private init(partner: ForwardStreamHandler) {
+        self.side = .upstream
         self.upstream = nil
         self.connectTimeout = .zero
-        self.counters = nil
+        self.counters = partner.counters
         self.failures = nil
         self.partner = partner
     }
@@ -72,17 +98,22 @@ final class ForwardStreamHandler: ChannelDuplexHandler {
                 let handler = client.value
                 switch result {
                 case .success:
-                    handler.partnerBecameWritable()
+                    handler.resumeReading()
                 case .failure(let error):
                     handler.partner = nil
-                    handler.counters?.addDrop(.upstreamError)
+                    // A client that went away while the upstream was still connecting is no upstream failure.
+                    guard let context = handler.context, context.channel.isActive, !handler.closeRequested else {
+                        return
+                    }
+                    handler.counters.addDrop(.upstreamError)
                     handler.failures?.warning(
                         "cannot connect to the upstream",
                         metadata: [
                             "upstream": "\(upstream)", "error": "\(error)",
                         ]
                     )
-                    handler.context?.close(promise: nil)
+                    // Closed at once, so that the client moves on to its next server.
+                    handler.close(afterFlushing: false)
                 }
             }
     }
@@ -90,86 +121,132 @@ final class ForwardStreamHandler: ChannelDuplexHandler {
     // MARK: Inbound: what this side reads goes to the partner
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
-        partner?.partnerWrite(unwrapInboundIn(data))
+        partner?.relay(unwrapInboundIn(data))
     }
 
     func channelReadComplete(context: ChannelHandlerContext) {
-        partner?.partnerFlush()
-    }
-
-    func channelInactive(context: ChannelHandlerContext) {
-        partner?.partnerClose()
-        context.fireChannelInactive()
-    }
-
-    func errorCaught(context: ChannelHandlerContext, error: any Error) {
-        partner?.partnerClose()
-        context.close(promise: nil)
+        partner?.flushRelayed()
     }
 
     func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
         if let event = event as? ChannelEvent, case .inputClosed = event {
-            inputClosed = true
-            partner?.partnerEndOfInput()
-            if outputClosed { context.close(promise: nil) }
+            inputEnded = true
+            partner?.passEndOfInput()
+            if outputEnded { close(afterFlushing: true) }
             return
         }
         context.fireUserInboundEventTriggered(event)
     }
 
+    func errorCaught(context: ChannelHandlerContext, error: any Error) {
+        // Not `closeRequested`: the end is this side's failure, passed on as a reset when the channel goes inactive.
+        failed = true
+        context.close(promise: nil)
+    }
+
+    func channelInactive(context: ChannelHandlerContext) {
+        if closeRequested {
+            partner?.close(afterFlushing: true)
+        } else if outputEnded && !failed {
+            // SwiftNIO closes a channel whose output is shut when its input ends, without an `inputClosed` event:
+            // an orderly end of both directions, passed on as the end of this side's input.
+            inputEnded = true
+            partner?.passEndOfInput()
+        } else {
+            // Reset, or failed in any other way (a read or write error): what was read still reaches the partner.
+            counters.addDrop(side.resetReason)
+            partner?.reset(afterFlushing: true)
+        }
+        context.fireChannelInactive()
+    }
+
     func channelWritabilityChanged(context: ChannelHandlerContext) {
-        if context.channel.isWritable { partner?.partnerBecameWritable() }
+        if context.channel.isWritable { partner?.resumeReading() }
         context.fireChannelWritabilityChanged()
     }
 
-    // MARK: Outbound: read only while the partner can take more
+    // MARK: Outbound: read only while the partner can take more; note closes udpd asks for
 
     func read(context: ChannelHandlerContext) {
-        if let partner, partner.isWritable {
+        if let partner, partner.canTakeMore {
             context.read()
         } else {
             pendingRead = true
         }
     }
 
+    func close(context: ChannelHandlerContext, mode: CloseMode, promise: EventLoopPromise<Void>?) {
+        // A close from further down the pipeline or from the channel (a limit, a timeout, shutdown) is udpd's own.
+        if mode == .all { closeRequested = true }
+        context.close(mode: mode, promise: promise)
+    }
+
     // MARK: Called by the partner, on the same event loop
 
-    /// Whether this side's channel is connected and can take more (an upstream still connecting cannot).
-    private var isWritable: Bool {
-        guard let channel = context?.channel else { return false }
+    /// Whether this side is connected and can take more (an upstream still connecting cannot, nor a closing side).
+    private var canTakeMore: Bool {
+        guard let channel = context?.channel, !closeRequested else { return false }
         return channel.isActive && channel.isWritable
     }
 
-    private func partnerWrite(_ buffer: ByteBuffer) {
+    private func relay(_ buffer: ByteBuffer) {
+        guard !closeRequested, !outputEnded else { return }
         context?.write(wrapOutboundOut(buffer), promise: nil)
     }
 
-    private func partnerFlush() {
+    private func flushRelayed() {
         context?.flush()
     }
 
-    private func partnerEndOfInput() {
-        guard let context else { return }
-        outputClosed = true
+    private func resumeReading() {
+        guard pendingRead, let context else { return }
+        pendingRead = false
+        context.read()
+    }
+
+    /// The partner's peer sent FIN: once what it sent before is written, shut this side's output.
+    private func passEndOfInput() {
+        guard let context, !closeRequested, !outputEnded else { return }
+        outputEnded = true
         let bound = NIOLoopBound(self, eventLoop: context.eventLoop)
         context.writeAndFlush(wrapOutboundOut(context.channel.allocator.buffer(capacity: 0))).whenComplete { _ in
             let handler = bound.value
-            guard let context = handler.context else { return }
-            if handler.inputClosed {
-                context.close(promise: nil)
+            guard let context = handler.context, !handler.closeRequested else { return }
+            if handler.inputEnded {
+                handler.close(afterFlushing: false)
             } else {
                 context.close(mode: .output, promise: nil)
             }
         }
     }
 
-    private func partnerClose() {
-        context?.close(promise: nil)
+    /// Closes this side normally (FIN), after writing what was relayed to it when `afterFlushing`.
+    private func close(afterFlushing: Bool) {
+        end(afterFlushing: afterFlushing, resetting: false)
     }
 
-    private func partnerBecameWritable() {
-        guard pendingRead, let context else { return }
-        pendingRead = false
-        context.read()
+    /// Resets this side (RST), after writing what was relayed to it when `afterFlushing`: data read from a side
+    /// before it reset reaches the other side before the reset does, as it would have directly.
+    private func reset(afterFlushing: Bool) {
+        end(afterFlushing: afterFlushing, resetting: true)
+    }
+
+    private func end(afterFlushing: Bool, resetting: Bool) {
+        guard let context, !closeRequested else { return }
+        closeRequested = true
+        guard afterFlushing else { return Self.close(context, resetting: resetting) }
+        let bound = NIOLoopBound(self, eventLoop: context.eventLoop)
+        context.writeAndFlush(wrapOutboundOut(context.channel.allocator.buffer(capacity: 0))).whenComplete { _ in
+            guard let context = bound.value.context else { return }
+            Self.close(context, resetting: resetting)
+        }
+    }
+
+    private static func close(_ context: ChannelHandlerContext, resetting: Bool) {
+        if resetting, let options = context.channel as? any SocketOptionProvider {
+            // On the channel's own event loop the option is set at once, before the close below.
+            _ = options.setSoLinger(linger(l_onoff: 1, l_linger: 0))
+        }
+        context.close(promise: nil)
     }
 }

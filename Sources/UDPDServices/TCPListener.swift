@@ -73,13 +73,18 @@ public final class TCPListener: Sendable {
         let connections = ConnectionRegistry()
         let bootstrap = ServerBootstrap(group: group)
             .serverChannelOption(.maxMessagesPerRead, value: 64)
+            .serverChannelInitializer { channel in
+                channel.eventLoop.makeCompletedFuture {
+                    try channel.pipeline.syncOperations.addHandler(
+                        AdmissionHandler(slot: slot, counters: counters, connections: connections)
+                    )
+                }
+            }
             .childChannelOption(.allowRemoteHalfClosure, value: true)
             .childChannelInitializer { channel in
+                // The policy in place now, a moment after admission; a reload in between gives the connection the
+                // newer settings, as if it had been accepted a moment later.
                 let policy = slot.policy
-                guard admit(channel, policy: policy, counters: counters) else {
-                    return channel.close()
-                }
-                connections.add(channel, counters: counters)
                 return channel.eventLoop.makeCompletedFuture {
                     try channel.pipeline.syncOperations.addHandler(ByteCountingHandler(counters: counters))
                     try channel.pipeline.syncOperations.addHandler(
@@ -122,8 +127,39 @@ public final class TCPListener: Sendable {
     }
 }
 
+/// On the listening channel, ahead of SwiftNIO's acceptor: admits each accepted connection as it is accepted, on
+/// the listener's event loop, so that the service's connection table sees connections in accept order (the order
+/// `max-connections` evicts in) whichever event loop each one is then served on. A refused connection is closed
+/// before it is registered anywhere.
+///
+/// `Sendable`: its state is immutable and itself `Sendable`.
+private final class AdmissionHandler: ChannelInboundHandler, Sendable {
+    typealias InboundIn = any Channel
+    typealias InboundOut = any Channel
+
+    private let slot: StreamHandlerSlot
+    private let counters: ListenerCounters
+    private let connections: ConnectionRegistry
+
+    init(slot: StreamHandlerSlot, counters: ListenerCounters, connections: ConnectionRegistry) {
+        self.slot = slot
+        self.counters = counters
+        self.connections = connections
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        let channel = unwrapInboundIn(data)
+        guard admit(channel, policy: slot.policy, counters: counters) else {
+            channel.close(promise: nil)
+            return
+        }
+        connections.add(channel, counters: counters)
+        context.fireChannelRead(data)
+    }
+}
+
 /// Checks a new connection against `allow`/`deny` and the service's connection limits before any handler is
-/// added; a refused one is counted by reason and closed, and connections evicted to make room are closed.
+/// added; a refused one is counted by reason, and connections evicted to make room are closed.
 private func admit(_ channel: any Channel, policy: ConnectionPolicy, counters: ListenerCounters) -> Bool {
     guard let remote = channel.remoteAddress,
         let source = remote.withSockAddr({ address, _ in IPEndpoint(UnsafeRawPointer(address)) })?.addressBits
@@ -144,22 +180,22 @@ private func admit(_ channel: any Channel, policy: ConnectionPolicy, counters: L
     }
 }
 
-/// The open connections of one listener.
+/// The open connections of one listener, to be finished or closed when it stops.
 ///
-/// `Sendable`: the table is behind a mutex.
+/// `Sendable`: the registry is behind a mutex.
 private final class ConnectionRegistry: Sendable {
-    private let channels = Mutex<[ObjectIdentifier: any Channel]>([:])
+    private let channels = Mutex(OldestFirstRegistry<ObjectIdentifier, any Channel>())
 
     var count: Int { channels.withLock { $0.count } }
-    var all: [any Channel] { channels.withLock { Array($0.values) } }
+    var all: [any Channel] { channels.withLock { $0.values } }
 
     func add(_ channel: any Channel, counters: ListenerCounters) {
         counters.countConnectionOpened()
         let key = ObjectIdentifier(channel)
-        channels.withLock { $0[key] = channel }
+        channels.withLock { $0.insert(channel, for: key) }
         channel.closeFuture.whenComplete { _ in
             counters.countConnectionClosed()
-            self.channels.withLock { $0[key] = nil }
+            self.channels.withLock { _ = $0.remove(key) }
         }
     }
 }

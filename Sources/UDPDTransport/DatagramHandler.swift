@@ -54,6 +54,10 @@ public enum DropReason: Int, Sendable, CaseIterable, CustomStringConvertible {
     case frameTooLong
     /// A krb5-framed TCP message set the reserved high bit of its length; the connection was closed.
     case frameReservedBit
+    /// A relayed TCP connection ended because the client reset it (or it failed); the upstream was reset too.
+    case clientReset
+    /// A relayed TCP connection ended because the upstream reset it (or it failed); the client was reset too.
+    case upstreamReset
 
     /// The reason as it appears in status and metrics.
     public var description: String {
@@ -81,6 +85,8 @@ public enum DropReason: Int, Sendable, CaseIterable, CustomStringConvertible {
         case .execKilled: "exec_killed"
         case .frameTooLong: "frame_too_long"
         case .frameReservedBit: "frame_reserved_bit"
+        case .clientReset: "client_reset"
+        case .upstreamReset: "upstream_reset"
         }
     }
 }

@@ -41,6 +41,8 @@ public final class ListenerCounters: Sendable {
     private let execKilled = Atomic<UInt64>(0)
     private let frameTooLong = Atomic<UInt64>(0)
     private let frameReservedBit = Atomic<UInt64>(0)
+    private let clientReset = Atomic<UInt64>(0)
+    private let upstreamReset = Atomic<UInt64>(0)
 
     /// Creates zeroed counters.
     public init() {}
@@ -119,6 +121,8 @@ public final class ListenerCounters: Sendable {
         case .execKilled: execKilled.wrappingAdd(count, ordering: .relaxed)
         case .frameTooLong: frameTooLong.wrappingAdd(count, ordering: .relaxed)
         case .frameReservedBit: frameReservedBit.wrappingAdd(count, ordering: .relaxed)
+        case .clientReset: clientReset.wrappingAdd(count, ordering: .relaxed)
+        case .upstreamReset: upstreamReset.wrappingAdd(count, ordering: .relaxed)
         }
     }
 
@@ -148,6 +152,8 @@ public final class ListenerCounters: Sendable {
         case .execKilled: execKilled.load(ordering: .relaxed)
         case .frameTooLong: frameTooLong.load(ordering: .relaxed)
         case .frameReservedBit: frameReservedBit.load(ordering: .relaxed)
+        case .clientReset: clientReset.load(ordering: .relaxed)
+        case .upstreamReset: upstreamReset.load(ordering: .relaxed)
         }
     }
 
