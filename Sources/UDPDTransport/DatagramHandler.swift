@@ -50,6 +50,9 @@ public enum DropReason: Int, Sendable, CaseIterable, CustomStringConvertible {
     case frameTooLong
     /// A krb5-framed TCP message set the reserved high bit of its length; the connection was closed.
     case frameReservedBit
+    /// A TCP connection could not be accepted: udpd (or the system) was out of descriptors or kernel memory. The
+    /// listener stops accepting for a moment (the connection waits in its queue) rather than retry at once.
+    case descriptorsExhausted
 
     /// The reason as it appears in status and metrics.
     public var description: String {
@@ -76,6 +79,7 @@ public enum DropReason: Int, Sendable, CaseIterable, CustomStringConvertible {
         case .execKilled: "exec_killed"
         case .frameTooLong: "frame_too_long"
         case .frameReservedBit: "frame_reserved_bit"
+        case .descriptorsExhausted: "descriptors_exhausted"
         }
     }
 }

@@ -40,6 +40,7 @@ public final class ListenerCounters: Sendable {
     private let execKilled = Atomic<UInt64>(0)
     private let frameTooLong = Atomic<UInt64>(0)
     private let frameReservedBit = Atomic<UInt64>(0)
+    private let descriptorsExhausted = Atomic<UInt64>(0)
 
     /// Creates zeroed counters.
     public init() {}
@@ -117,6 +118,7 @@ public final class ListenerCounters: Sendable {
         case .execKilled: execKilled.wrappingAdd(count, ordering: .relaxed)
         case .frameTooLong: frameTooLong.wrappingAdd(count, ordering: .relaxed)
         case .frameReservedBit: frameReservedBit.wrappingAdd(count, ordering: .relaxed)
+        case .descriptorsExhausted: descriptorsExhausted.wrappingAdd(count, ordering: .relaxed)
         }
     }
 
@@ -145,6 +147,7 @@ public final class ListenerCounters: Sendable {
         case .execKilled: execKilled.load(ordering: .relaxed)
         case .frameTooLong: frameTooLong.load(ordering: .relaxed)
         case .frameReservedBit: frameReservedBit.load(ordering: .relaxed)
+        case .descriptorsExhausted: descriptorsExhausted.load(ordering: .relaxed)
         }
     }
 

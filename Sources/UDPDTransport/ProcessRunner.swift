@@ -341,8 +341,7 @@ private struct ProcessRunnerLoop {
 
     /// Clears O_NONBLOCK on descriptors a program will use as its stdin, stdout and stderr: programs expect
     /// blocking standard streams, and a `cat` that reads before the datagram is written would otherwise get
-    /// EAGAIN and give up. (For a TCP connection this changes the socket udpd is about to close; SwiftNIO never
-    /// reads it, see ExecStreamHandler.)
+    /// EAGAIN and give up. (A TCP connection comes from the ConnectionAcceptor blocking already.)
     private static func makeBlocking(_ descriptors: CInt...) throws(SystemCallError) {
         for fd in descriptors { try setNonBlocking(fd, false, context: "a program's standard stream") }
     }

@@ -1,0 +1,169 @@
+import Foundation
+import Testing
+import UDPDControl
+import UDPDTestSupport
+import UDPDTransport
+
+/// exec over TCP accepts its own connections and hands each to its program: no search among udpd's descriptors,
+/// however many connections other services hold, and a shortage of descriptors is waited out, not spun on.
+@Suite("exec accepts its own connections", .serialized)
+struct ExecAcceptTests {
+    /// Raises this test process's soft limit on open files to `wanted` (or the hard limit), for idle clients.
+    private static func raiseOwnFileLimit(to wanted: rlim_t) -> rlim_t {
+        let resource = __rlimit_resource_t(RLIMIT_NOFILE.rawValue)
+        var limit = rlimit()
+        getrlimit(resource, &limit)
+        if limit.rlim_cur < wanted {
+            limit.rlim_cur = min(wanted, limit.rlim_max)
+            setrlimit(resource, &limit)
+            getrlimit(resource, &limit)
+        }
+        return limit.rlim_cur
+    }
+
+    /// Opens `count` connections to `server` and keeps them; bounded by `deadline`.
+    private static func openIdle(_ count: Int, to server: IPEndpoint, by deadline: ContinuousClock.Instant) throws
+        -> [TCPTestClient]
+    {
+        var clients: [TCPTestClient] = []
+        clients.reserveCapacity(count)
+        while clients.count < count && ContinuousClock.now < deadline {
+            clients.append(try TCPTestClient(to: server, timeoutMilliseconds: 2000))
+        }
+        return clients
+    }
+
+    /// The mean time of `count` sequential exec connections, each from connect to the program's whole answer.
+    private static func meanExecLatency(_ count: Int, to server: IPEndpoint) throws -> Duration {
+        let clock = ContinuousClock()
+        var total = Duration.zero
+        for _ in 0..<count {
+            let start = clock.now
+            let client = try TCPTestClient(to: server, timeoutMilliseconds: 5000)
+            let answer = String(decoding: client.receive(count: 100), as: UTF8.self)
+            total += clock.now - start
+            guard answer == "hi\n" else { throw TestFailure("exec answered '\(answer)'") }
+        }
+        return total / count
+    }
+
+    @Test("exec over TCP answers as fast with 5,000 idle connections open to another service as with none")
+    func latencyIndependentOfOpenConnections() throws {
+        let idleCount = 5_000
+        guard Self.raiseOwnFileLimit(to: rlim_t(idleCount + 1_000)) >= rlim_t(idleCount + 200) else {
+            print("skipped: this process cannot open \(idleCount) connections (RLIMIT_NOFILE)")
+            return
+        }
+        let ports = try freePorts(2)
+        let udpd = try UDPDProcess(
+            config: """
+                services:
+                  hold:
+                    handler: echo
+                    tcp: \(ports[0])
+                    max-connections: \(idleCount + 100)
+                    idle-timeout: 300s
+                  hi:
+                    handler: exec
+                    tcp: \(ports[1])
+                    command: [/bin/echo, hi]
+                """
+        )
+        try udpd.waitUntilReady()
+        let exec = IPEndpoint(address: "127.0.0.1", port: ports[1])!
+        _ = try Self.meanExecLatency(5, to: exec)  // warm up: the runner and acceptor threads start
+        let without = try Self.meanExecLatency(50, to: exec)
+
+        let idle = try Self.openIdle(
+            idleCount,
+            to: IPEndpoint(address: "127.0.0.1", port: ports[0])!,
+            by: .now + .seconds(60)
+        )
+        #expect(idle.count == idleCount)
+        let held = try eventually(timeout: .seconds(30)) {
+            try udpd.counters("hold").tcpActive == UInt64(idleCount)
+        }
+        #expect(held, "udpd holds \((try? udpd.counters("hold").tcpActive) ?? 0) of the \(idleCount) idle connections")
+        let with = try Self.meanExecLatency(50, to: exec)
+        let ratio = with / without
+        print("exec over TCP: mean \(without) with no idle connection, \(with) with \(idleCount) (x\(ratio))")
+        #expect(ratio < 2, "mean \(without) without idle connections, \(with) with \(idleCount)")
+        let hi = try udpd.counters("hi")
+        #expect(hi.tcpAccepted == 105 && hi.tcpActive == 0 && hi.tcpClosed == 105, "\(hi)")
+        withExtendedLifetime(idle) {}
+    }
+
+    /// Sets the soft RLIMIT_NOFILE of process `pid`.
+    private static func setFileLimit(of pid: Int32, to soft: Int) throws {
+        let prlimit = Process()
+        prlimit.executableURL = URL(fileURLWithPath: "/usr/bin/prlimit")
+        prlimit.arguments = ["--pid", "\(pid)", "--nofile=\(soft):"]
+        try prlimit.run()
+        prlimit.waitUntilExit()
+        guard prlimit.terminationStatus == 0 else { throw TestFailure("prlimit --nofile=\(soft): failed") }
+    }
+
+    /// CPU time (user and system, in clock ticks) of the thread of `pid` named `name`; nil when there is none.
+    private static func threadTicks(_ pid: Int32, named name: String) -> Int? {
+        for task in (try? FileManager.default.contentsOfDirectory(atPath: "/proc/\(pid)/task")) ?? [] {
+            let base = "/proc/\(pid)/task/\(task)"
+            guard (try? String(contentsOfFile: base + "/comm", encoding: .utf8))?.hasPrefix(name) == true,
+                let stat = try? String(contentsOfFile: base + "/stat", encoding: .utf8),
+                let end = stat.lastIndex(of: ")")
+            else { continue }
+            // After the name: state is field 3, utime 14 and stime 15.
+            let fields = stat[stat.index(after: end)...].split(separator: " ")
+            return (Int(fields[11]) ?? 0) + (Int(fields[12]) ?? 0)
+        }
+        return nil
+    }
+
+    @Test("out of descriptors, the exec listener waits and counts (descriptors_exhausted), then serves again")
+    func acceptBacksOffWhenOutOfDescriptors() throws {
+        let port = try probeFreePort()
+        let udpd = try UDPDProcess(
+            config: """
+                services:
+                  hi:
+                    handler: exec
+                    tcp: \(port)
+                    command: [/bin/echo, hi]
+                """
+        )
+        try udpd.waitUntilReady()
+        let exec = IPEndpoint(address: "127.0.0.1", port: port)!
+        _ = try Self.meanExecLatency(1, to: exec)  // the acceptor and runner threads and their pipes exist now
+        #expect(try eventually { try udpd.counters("hi").tcpClosed == 1 })
+
+        // udpd's soft limit becomes its lowest free descriptor number: every new descriptor fails with EMFILE
+        // (the control socket's too, so status is read once the limit is back).
+        let used = Set(
+            try FileManager.default.contentsOfDirectory(atPath: "/proc/\(udpd.pid)/fd").compactMap { Int($0) }
+        )
+        let lowestFree = (0...).first { !used.contains($0) }!
+        let limits = try String(contentsOfFile: "/proc/\(udpd.pid)/limits", encoding: .utf8)
+        guard let line = limits.split(separator: "\n").first(where: { $0.hasPrefix("Max open files") }),
+            let soft = line.split(separator: " ").compactMap({ Int($0) }).first
+        else { throw TestFailure("cannot read udpd's limit on open files:\n\(limits)") }
+        try Self.setFileLimit(of: udpd.pid, to: lowestFree)
+        let client = try TCPTestClient(to: exec, timeoutMilliseconds: 10_000)
+        usleep(300_000)
+        let before = Self.threadTicks(udpd.pid, named: "udpd-accept")
+        let clock = ContinuousClock()
+        let start = clock.now
+        sleep(1)
+        let after = Self.threadTicks(udpd.pid, named: "udpd-accept")
+        try Self.setFileLimit(of: udpd.pid, to: soft)
+        let short = clock.now - start + .milliseconds(300)
+
+        // Descriptors back, the connection that waited in the listen queue is served.
+        #expect(String(decoding: client.receive(count: 100), as: UTF8.self) == "hi\n", "\(udpd.log)")
+        let hi = try udpd.counters("hi")
+        let failures = hi.drops["descriptors_exhausted", default: 0]
+        let intervals = UInt64(short / .milliseconds(100))
+        #expect(failures >= intervals / 2 && failures <= intervals + 3, "\(failures) failed accepts in \(short)")
+        let spent = (after ?? 0) - (before ?? 0)
+        #expect(before != nil && spent <= 10, "the accept thread used \(spent) ticks in one second")
+        #expect(hi.tcpAccepted == 2 && hi.tcpClosed == 2, "\(hi)")
+    }
+}
