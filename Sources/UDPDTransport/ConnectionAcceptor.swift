@@ -162,9 +162,10 @@ private struct ConnectionAcceptorLoop {
                 fds.append(pollfd(fd: entry.socket.rawValue, events: Int16(POLLIN), revents: 0))
                 order.append(id)
             }
-            let milliseconds = timeout.map {
-                max(1, CInt($0.components.seconds * 1000 + $0.components.attoseconds / 1_000_000_000_000_000) + 1)
-            } ?? -1
+            let milliseconds =
+                timeout.map {
+                    max(1, CInt($0.components.seconds * 1000 + $0.components.attoseconds / 1_000_000_000_000_000) + 1)
+                } ?? -1
             let ready = (try? systemCall("poll") { poll(&fds, nfds_t(fds.count), milliseconds) }) ?? 0
             guard ready > 0 else { continue }
             for (index, id) in order.enumerated() where fds[index + 1].revents != 0 {
@@ -188,12 +189,12 @@ private struct ConnectionAcceptorLoop {
                         try nonBlockingSystemCall("accept4") { cudpd_accept_cloexec(fd, address, &length) }
                     }
                 }
-            } catch where Self.isShortage(error.errno) {
+            } catch  where Self.isShortage(error.errno) {
                 entry.counters.addDrop(.descriptorsExhausted)
                 let resumeAt = clock.now + ConnectionAcceptor.backoff
                 entries[id]?.resumeAt = resumeAt
                 return
-            } catch where Self.isTransient(error.errno) {
+            } catch  where Self.isTransient(error.errno) {
                 continue  // the client went away before it was accepted
             } catch {
                 // Unexpected: never retried at once, so that it cannot spin.

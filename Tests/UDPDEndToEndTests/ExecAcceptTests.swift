@@ -22,7 +22,11 @@ struct ExecAcceptTests {
     }
 
     /// Opens `count` connections to `server` and keeps them; bounded by `deadline`.
-    private static func openIdle(_ count: Int, to server: IPEndpoint, by deadline: ContinuousClock.Instant) throws
+    private static func openIdle(
+        _ count: Int,
+        to server: IPEndpoint,
+        by deadline: ContinuousClock.Instant
+    ) throws
         -> [TCPTestClient]
     {
         var clients: [TCPTestClient] = []
@@ -33,18 +37,23 @@ struct ExecAcceptTests {
         return clients
     }
 
-    /// The mean time of `count` sequential exec connections, each from connect to the program's whole answer.
-    private static func meanExecLatency(_ count: Int, to server: IPEndpoint) throws -> Duration {
+    /// The times of `count` sequential exec connections, each from connect to the program's whole answer.
+    private static func execLatencies(_ count: Int, to server: IPEndpoint) throws -> [Duration] {
         let clock = ContinuousClock()
-        var total = Duration.zero
+        var times: [Duration] = []
         for _ in 0..<count {
             let start = clock.now
             let client = try TCPTestClient(to: server, timeoutMilliseconds: 5000)
             let answer = String(decoding: client.receive(count: 100), as: UTF8.self)
-            total += clock.now - start
+            times.append(clock.now - start)
             guard answer == "hi\n" else { throw TestFailure("exec answered '\(answer)'") }
         }
-        return total / count
+        return times
+    }
+
+    /// The median of `times` (a build running beside the test slows a few connections, not half of them).
+    private static func median(_ times: [Duration]) -> Duration {
+        times.sorted()[times.count / 2]
     }
 
     @Test("exec over TCP answers as fast with 5,000 idle connections open to another service as with none")
@@ -71,8 +80,8 @@ struct ExecAcceptTests {
         )
         try udpd.waitUntilReady()
         let exec = IPEndpoint(address: "127.0.0.1", port: ports[1])!
-        _ = try Self.meanExecLatency(5, to: exec)  // warm up: the runner and acceptor threads start
-        let without = try Self.meanExecLatency(50, to: exec)
+        _ = try Self.execLatencies(5, to: exec)  // warm up: the runner and acceptor threads start
+        let without = try Self.execLatencies(50, to: exec)
 
         let idle = try Self.openIdle(
             idleCount,
@@ -84,10 +93,17 @@ struct ExecAcceptTests {
             try udpd.counters("hold").tcpActive == UInt64(idleCount)
         }
         #expect(held, "udpd holds \((try? udpd.counters("hold").tcpActive) ?? 0) of the \(idleCount) idle connections")
-        let with = try Self.meanExecLatency(50, to: exec)
-        let ratio = with / without
-        print("exec over TCP: mean \(without) with no idle connection, \(with) with \(idleCount) (x\(ratio))")
-        #expect(ratio < 2, "mean \(without) without idle connections, \(with) with \(idleCount)")
+        let with = try Self.execLatencies(50, to: exec)
+        // What remains besides the program is udpd's fork of its guard, which copies (and the guard then closes)
+        // every descriptor udpd holds: about 2 ms more for 5,000 connections, where the old search through every
+        // descriptor cost 15 to 25 ms (a ratio of 6 to 7 here); a ratio under 2.5 leaves room for a busy machine.
+        let ratio = Self.median(with) / Self.median(without)
+        let means = (without.reduce(.zero, +) / without.count, with.reduce(.zero, +) / with.count)
+        print(
+            "exec over TCP: median \(Self.median(without)) (mean \(means.0)) with no idle connection, "
+                + "\(Self.median(with)) (mean \(means.1)) with \(idleCount): x\(ratio)"
+        )
+        #expect(ratio < 2.5, "median \(Self.median(without)) without idle connections, \(Self.median(with)) with them")
         let hi = try udpd.counters("hi")
         #expect(hi.tcpAccepted == 105 && hi.tcpActive == 0 && hi.tcpClosed == 105, "\(hi)")
         withExtendedLifetime(idle) {}
@@ -132,8 +148,9 @@ struct ExecAcceptTests {
         )
         try udpd.waitUntilReady()
         let exec = IPEndpoint(address: "127.0.0.1", port: port)!
-        _ = try Self.meanExecLatency(1, to: exec)  // the acceptor and runner threads and their pipes exist now
+        _ = try Self.execLatencies(1, to: exec)  // the acceptor and runner threads and their pipes exist now
         #expect(try eventually { try udpd.counters("hi").tcpClosed == 1 })
+        usleep(500_000)  // the first program's guard is reaped and its descriptors closed
 
         // udpd's soft limit becomes its lowest free descriptor number: every new descriptor fails with EMFILE
         // (the control socket's too, so status is read once the limit is back).
