@@ -183,4 +183,48 @@ struct ExecAcceptTests {
         #expect(before != nil && spent <= 10, "the accept thread used \(spent) ticks in one second")
         #expect(hi.tcpAccepted == 2 && hi.tcpClosed == 2, "\(hi)")
     }
+
+    @Test("a reload moves a kept TCP listener between echo and exec without closing its socket; removal frees it")
+    func reloadMovesListenerBetweenAcceptors() throws {
+        let port = try probeFreePort()
+        func config(_ handler: String) -> String {
+            """
+            services:
+              svc:
+            \(handler)
+                tcp: \(port)
+            """
+        }
+        let echo = "    handler: echo"
+        let exec = "    handler: exec\n    command: [/bin/echo, hi]"
+        let server = IPEndpoint(address: "127.0.0.1", port: port)!
+        let udpd = try UDPDProcess(config: config(echo))
+        try udpd.waitUntilReady()
+        // Opened before the reloads, served by SwiftNIO throughout, drained only when the listener goes.
+        let early = try TCPTestClient(to: server)
+        try early.send("before")
+        #expect(String(decoding: early.receive(count: 6), as: UTF8.self) == "before")
+
+        try udpd.rewriteConfig(config(exec))
+        let toExec = try udpd.udpctl(["reload"])
+        #expect(toExec.status == 0, "\(toExec.standardOutput)\(toExec.standardError)")
+        #expect(toExec.standardOutput.contains("kept"), "\(toExec.standardOutput)")
+        let program = try TCPTestClient(to: server)
+        #expect(String(decoding: program.receive(count: 100), as: UTF8.self) == "hi\n", "\(udpd.log)")
+        try early.send("still")
+        #expect(String(decoding: early.receive(count: 5), as: UTF8.self) == "still")
+
+        try udpd.rewriteConfig(config(echo))
+        #expect(try udpd.udpctl(["reload"]).status == 0)
+        let back = try TCPTestClient(to: server)
+        try back.send("echo again")
+        #expect(String(decoding: back.receive(count: 10), as: UTF8.self) == "echo again", "\(udpd.log)")
+
+        try udpd.rewriteConfig(config(exec))
+        #expect(try udpd.udpctl(["reload"]).status == 0)
+        try udpd.rewriteConfig("services:\n  other:\n    handler: echo\n    udp: \(try probeFreePort())\n")
+        #expect(try udpd.udpctl(["reload"]).status == 0)
+        #expect(isPortFree("127.0.0.1", port, proto: "tcp"), "the removed exec listener's port is free")
+        #expect(try udpd.counters("other").tcpAccepted == 0)
+    }
 }
