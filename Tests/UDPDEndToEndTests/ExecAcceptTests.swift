@@ -96,14 +96,15 @@ struct ExecAcceptTests {
         let with = try Self.execLatencies(50, to: exec)
         // What remains besides the program is udpd's fork of its guard, which copies (and the guard then closes)
         // every descriptor udpd holds: about 2 ms more for 5,000 connections, where the old search through every
-        // descriptor cost 15 to 25 ms (a ratio of 6 to 7 here); a ratio under 2.5 leaves room for a busy machine.
+        // descriptor cost 15 to 25 ms. Medians: a ratio of 5 to 7 with the search, 1.6 to 2.4 without; 3 tells
+        // them apart with room for a busy machine.
         let ratio = Self.median(with) / Self.median(without)
         let means = (without.reduce(.zero, +) / without.count, with.reduce(.zero, +) / with.count)
         print(
             "exec over TCP: median \(Self.median(without)) (mean \(means.0)) with no idle connection, "
                 + "\(Self.median(with)) (mean \(means.1)) with \(idleCount): x\(ratio)"
         )
-        #expect(ratio < 2.5, "median \(Self.median(without)) without idle connections, \(Self.median(with)) with them")
+        #expect(ratio < 3, "median \(Self.median(without)) without idle connections, \(Self.median(with)) with them")
         let hi = try udpd.counters("hi")
         #expect(hi.tcpAccepted == 105 && hi.tcpActive == 0 && hi.tcpClosed == 105, "\(hi)")
         withExtendedLifetime(idle) {}
@@ -226,5 +227,40 @@ struct ExecAcceptTests {
         #expect(try udpd.udpctl(["reload"]).status == 0)
         #expect(isPortFree("127.0.0.1", port, proto: "tcp"), "the removed exec listener's port is free")
         #expect(try udpd.counters("other").tcpAccepted == 0)
+    }
+
+    @Test(
+        "an exec service accepts on a TCP socket inherited from systemd, and closes it when udpd exits",
+        .enabled(if: python3Path != nil, "python3 is needed to hand sockets over as systemd does")
+    )
+    func adoptsInheritedSocket() throws {
+        let port = try probeFreePort()
+        let launcherDirectory = try TemporaryDirectory()
+        let launcher = try activationLauncher(
+            [("tcp", "127.0.0.1", port, "udpd-exec.socket", false)],
+            in: launcherDirectory
+        )
+        let udpd = try UDPDProcess(
+            config: """
+                services:
+                  hi:
+                    handler: exec
+                    tcp: \(port)
+                    bind: [127.0.0.1]
+                    command: [/bin/echo, hi]
+                """,
+            launcher: launcher
+        )
+        try udpd.waitUntilReady()
+        #expect(udpd.log.contains("adopted an inherited socket"), "\(udpd.log)")
+        for _ in 0..<3 {
+            let client = try TCPTestClient(to: IPEndpoint(address: "127.0.0.1", port: port)!)
+            #expect(String(decoding: client.receive(count: 100), as: UTF8.self) == "hi\n", "\(udpd.log)")
+        }
+        udpd.send(signal: SIGTERM)
+        #expect(udpd.waitForExit() == 0)
+        // Binding the port could still fail: the programs closed first, so their connections wait in TIME_WAIT,
+        // and the launcher's socket had no SO_REUSEADDR. Nothing listens, though.
+        #expect((try? TCPTestClient(to: IPEndpoint(address: "127.0.0.1", port: port)!)) == nil, "still listening")
     }
 }
