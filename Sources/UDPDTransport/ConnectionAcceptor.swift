@@ -166,7 +166,10 @@ private struct ConnectionAcceptorLoop {
                 timeout.map {
                     max(1, CInt($0.components.seconds * 1000 + $0.components.attoseconds / 1_000_000_000_000_000) + 1)
                 } ?? -1
-            let ready = (try? systemCall("poll") { poll(&fds, nfds_t(fds.count), milliseconds) }) ?? 0
+            guard let ready = try? systemCall("poll", { poll(&fds, nfds_t(fds.count), milliseconds) }) else {
+                usleep(10_000)  // poll itself failed (out of memory): wait rather than spin
+                continue
+            }
             guard ready > 0 else { continue }
             for (index, id) in order.enumerated() where fds[index + 1].revents != 0 {
                 acceptReady(id)
