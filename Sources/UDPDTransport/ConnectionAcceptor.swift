@@ -80,8 +80,8 @@ public final class ConnectionAcceptor: Sendable {
     }
 
     /// Starts accepting on `socket`, which the acceptor owns from now on, also when this throws (it is made
-    /// non-blocking). Each accepted
-    /// connection goes to `onAccept` on the acceptor's thread; a shortage of descriptors is counted on `counters`.
+    /// non-blocking). Each accepted connection goes to `onAccept` on the acceptor's thread; a shortage of
+    /// descriptors is counted on `counters`.
     public func add(
         _ socket: TCPListenerSocket,
         counters: ListenerCounters,
