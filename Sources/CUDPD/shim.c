@@ -76,6 +76,16 @@ const int cudpd_sock_cloexec = 0;
 #endif
 _Static_assert(sizeof(struct cudpd_in6_pktinfo) == sizeof(struct in6_pktinfo), "cudpd_in6_pktinfo must match");
 
+int cudpd_accept_cloexec(int fd, struct sockaddr *address, socklen_t *length) {
+#if defined(__linux__)
+    return accept4(fd, address, length, SOCK_CLOEXEC);
+#else
+    int accepted = accept(fd, address, length);
+    if (accepted >= 0) fcntl(accepted, F_SETFD, FD_CLOEXEC);
+    return accepted;
+#endif
+}
+
 int cudpd_pthread_setname(const char *name) {
 #if defined(__linux__)
     return pthread_setname_np(pthread_self(), name);

@@ -36,59 +36,22 @@ public struct ExecDatagramHandler: DatagramHandler {
     }
 }
 
-/// The inetd tradition over TCP: one program per connection, with the connection itself as its stdin and stdout.
-/// udpd reads nothing from the connection and closes its own descriptor once the program has its copy, so the
-/// connection counts as closed in udpd's counters from then on, and ends when the program (and any child it left
-/// holding the socket) exits or is killed at `timeout`.
+/// What a SwiftNIO TCP listener does with a connection of an exec service: it closes it, counted as
+/// `handler_failed`. Exec services accept their own connections (see ``ExecTCPListener``); this serves only a
+/// kept listener that a reload could not move to the acceptor (out of descriptors), until the next reload.
 ///
 /// Not `Sendable`: it lives on its connection's event loop.
-final class ExecStreamHandler: ChannelDuplexHandler {
+final class ExecUnavailableStreamHandler: ChannelInboundHandler {
     typealias InboundIn = ByteBuffer
-    typealias OutboundIn = ByteBuffer
 
-    private let program: ExecProgram
     private let counters: ListenerCounters
 
-    init(program: ExecProgram, counters: ListenerCounters) {
-        self.program = program
+    init(counters: ListenerCounters) {
         self.counters = counters
     }
 
     func channelActive(context: ChannelHandlerContext) {
-        context.fireChannelActive()
-        let channel = context.channel
-        guard let local = channel.localAddress.flatMap(IPEndpoint.init(nio:)),
-            let remote = channel.remoteAddress.flatMap(IPEndpoint.init(nio:)),
-            let socket = ConnectedSocketLookup.duplicate(local: local, remote: remote)
-        else {
-            counters.addDrop(.handlerFailed)
-            program.logger.error("cannot find the connection's socket to give to the program")
-            context.close(promise: nil)
-            return
-        }
-        let started = program.run(
-            proto: "tcp",
-            remote: remote,
-            local: local,
-            input: .socket(socket),
-            counters: counters
-        ) { _ in }
-        if !started { SocketDescriptor(taking: socket).close() }
-        // udpd's own descriptor goes now: closing it (without shutdown) leaves the connection to the program, and
-        // SwiftNIO would otherwise read the program's input when the client half-closes.
+        counters.addDrop(.handlerFailed)
         context.close(promise: nil)
-    }
-
-    /// Nothing is ever read: the bytes are the program's.
-    func read(context: ChannelHandlerContext) {}
-}
-
-extension IPEndpoint {
-    /// The endpoint of a SwiftNIO socket address; `nil` for a Unix domain address.
-    init?(nio address: SocketAddress) {
-        guard let endpoint = (address.withSockAddr { pointer, _ in IPEndpoint(UnsafeRawPointer(pointer)) }) else {
-            return nil
-        }
-        self = endpoint
     }
 }

@@ -46,6 +46,8 @@ public struct ServiceHandlerPair: Sendable {
     public var stream: StreamHandlerSlot.Factory
     /// What the handlers hold open now, for status and metrics.
     public var activity: ServiceActivity = ServiceActivity()
+    /// For an exec service: what its TCP listeners, which accept their own connections, do with each one.
+    public var execConnections: ExecConnectionStarter?
 }
 
 /// Live figures of a service's handlers: UDP sessions a forward keeps open, programs an exec runs. `nil` for
@@ -155,9 +157,10 @@ public enum ServiceHandlers {
             )
             var pair = ServiceHandlerPair(
                 datagram: guarded(ExecDatagramHandler(program: program), service),
-                stream: { counters in [ExecStreamHandler(program: program, counters: counters)] }
+                stream: { counters in [ExecUnavailableStreamHandler(counters: counters)] }
             )
             pair.activity = ServiceActivity(execInstances: { program.instances })
+            pair.execConnections = ExecConnectionStarter(program: program)
             return pair
         }
     }

@@ -1,5 +1,6 @@
 import Logging
 import NIOCore
+import Synchronization
 import UDPDServices
 import UDPDTransport
 
@@ -38,6 +39,8 @@ struct ServiceHandlerSet: Sendable {
     var activity: ServiceActivity
     /// The TCP limits; its connection table is the service's, kept across reloads.
     var connectionPolicy: ConnectionPolicy
+    /// For an exec service: its TCP listeners accept their own connections and hand each to this.
+    var execConnections: ExecConnectionStarter? = nil
 }
 
 /// A listener that is serving: its socket, the worker or channel serving it, the slot its handler sits in, and its
@@ -47,7 +50,7 @@ struct ServiceHandlerSet: Sendable {
 final class RunningListener: Sendable {
     enum Serving: Sendable {
         case udp([UDPListenerSocket], UDPPoolRegistration, DatagramHandlerSlot)
-        case tcp(TCPListener, StreamHandlerSlot)
+        case tcp(TCPServing)
     }
 
     let key: ListenerKey
@@ -76,9 +79,8 @@ final class RunningListener: Sendable {
             let registration = try pool.add(sockets, slot: slot, counters: counters)
             return RunningListener(key: key, counters: counters, serving: .udp(sockets, registration, slot))
         case .tcp(let tcp):
-            let slot = StreamHandlerSlot(handlers.stream, policy: handlers.connectionPolicy)
-            let listener = try await TCPListener.start(socket: tcp, group: group, slot: slot, counters: counters)
-            return RunningListener(key: key, counters: counters, serving: .tcp(listener, slot))
+            let serving = try await TCPServing.start(tcp, handlers: handlers, group: group, counters: counters)
+            return RunningListener(key: key, counters: counters, serving: .tcp(serving))
         }
     }
 
@@ -90,11 +92,17 @@ final class RunningListener: Sendable {
         }
     }
 
-    /// Puts new handlers in place; the socket and its queued datagrams stay.
-    func replaceHandlers(with handlers: ServiceHandlerSet) {
+    /// Puts new handlers in place; the socket and its queued datagrams and connections stay. A TCP listener
+    /// whose service becomes or stops being exec moves to the other acceptor: the SwiftNIO listener it leaves is
+    /// returned, for its open connections to drain. A move that fails is returned as an error for the reload's
+    /// report; the listener then keeps its acceptor, whose connections are refused (`handler_failed`).
+    func replaceHandlers(with handlers: ServiceHandlerSet) async -> (draining: TCPListener?, error: String?) {
         switch serving {
-        case .udp(_, _, let slot): slot.replace(with: handlers.datagram)
-        case .tcp(_, let slot): slot.replace(with: handlers.stream, policy: handlers.connectionPolicy)
+        case .udp(_, _, let slot):
+            slot.replace(with: handlers.datagram)
+            return (nil, nil)
+        case .tcp(let tcp):
+            return await tcp.replace(with: handlers, counters: counters)
         }
     }
 
@@ -114,9 +122,128 @@ final class RunningListener: Sendable {
             pool.remove(registration)
             sockets.forEach { $0.close() }
             return nil
-        case .tcp(let listener, _):
+        case .tcp(let tcp):
+            return await tcp.stop()
+        }
+    }
+}
+
+/// A TCP listener's socket and what accepts on it: a SwiftNIO server channel, or (for an exec service, whose
+/// programs get their connections themselves) the ``ConnectionAcceptor``'s thread.
+///
+/// The listener keeps its own descriptor of the socket and gives the acceptor a duplicate, so that a reload that
+/// makes its service exec (or no longer exec) can move the socket, its port and its queued connections from one
+/// acceptor to the other.
+///
+/// `Sendable`: the socket is `Sendable`, the acceptor in place is behind a mutex.
+final class TCPServing: Sendable {
+    enum Acceptor: Sendable {
+        case channel(TCPListener, StreamHandlerSlot)
+        case exec(ExecTCPListener)
+    }
+
+    private let socket: TCPListenerSocket
+    private let group: any EventLoopGroup
+    private let acceptor: Mutex<Acceptor?>
+
+    private init(socket: TCPListenerSocket, group: any EventLoopGroup, acceptor: Acceptor) {
+        self.socket = socket
+        self.group = group
+        self.acceptor = Mutex(acceptor)
+    }
+
+    /// Starts accepting on `socket` (which it owns from now on) with the acceptor `handlers` need.
+    static func start(
+        _ socket: TCPListenerSocket,
+        handlers: ServiceHandlerSet,
+        group: any EventLoopGroup,
+        counters: ListenerCounters
+    ) async throws -> TCPServing {
+        do {
+            let acceptor = try await makeAcceptor(socket, handlers: handlers, group: group, counters: counters)
+            return TCPServing(socket: socket, group: group, acceptor: acceptor)
+        } catch {
+            socket.close()
+            throw error
+        }
+    }
+
+    private static func makeAcceptor(
+        _ socket: TCPListenerSocket,
+        handlers: ServiceHandlerSet,
+        group: any EventLoopGroup,
+        counters: ListenerCounters
+    ) async throws -> Acceptor {
+        let copy = try socket.duplicate()
+        if let starter = handlers.execConnections {
+            let listener = try ExecTCPListener.start(
+                socket: copy,
+                starter: starter,
+                policy: handlers.connectionPolicy,
+                counters: counters
+            )
+            return .exec(listener)
+        }
+        let slot = StreamHandlerSlot(handlers.stream, policy: handlers.connectionPolicy)
+        do {
+            let listener = try await TCPListener.start(socket: copy, group: group, slot: slot, counters: counters)
+            return .channel(listener, slot)
+        } catch {
+            copy.close()
+            throw error
+        }
+    }
+
+    /// See ``RunningListener/replaceHandlers(with:)``.
+    func replace(with handlers: ServiceHandlerSet, counters: ListenerCounters) async -> (TCPListener?, String?) {
+        switch (acceptor.withLock { $0 }, handlers.execConnections) {
+        case (.channel(_, let slot), nil):
+            slot.replace(with: handlers.stream, policy: handlers.connectionPolicy)
+            return (nil, nil)
+        case (.exec(let listener), let starter?):
+            listener.replace(with: starter, policy: handlers.connectionPolicy)
+            return (nil, nil)
+        case (let old?, _):
+            let next: Acceptor
+            do {
+                next = try await Self.makeAcceptor(socket, handlers: handlers, group: group, counters: counters)
+            } catch {
+                if case .channel(_, let slot) = old {
+                    slot.replace(with: handlers.stream, policy: handlers.connectionPolicy)
+                }
+                return (nil, "cannot move \(socket.localEndpoint) to its new handler: \(error)")
+            }
+            acceptor.withLock { $0 = next }
+            switch old {
+            case .channel(let listener, _):
+                await listener.stopAccepting()
+                return (listener, nil)
+            case .exec(let listener):
+                await listener.stop()
+                return (nil, nil)
+            }
+        case (nil, _):
+            return (nil, nil)
+        }
+    }
+
+    /// Stops accepting and closes the socket, freeing the port; returns the SwiftNIO listener whose connections
+    /// are still open, for the caller to close after the grace period.
+    func stop() async -> TCPListener? {
+        let old = acceptor.withLock { acceptor in
+            defer { acceptor = nil }
+            return acceptor
+        }
+        defer { socket.close() }
+        switch old {
+        case .channel(let listener, _)?:
             await listener.stopAccepting()
             return listener
+        case .exec(let listener)?:
+            await listener.stop()
+            return nil
+        case nil:
+            return nil
         }
     }
 }

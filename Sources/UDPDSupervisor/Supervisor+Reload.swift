@@ -123,7 +123,9 @@ extension Supervisor {
                 continue
             }
             if entry.service != plan.service || changedServices.contains(plan.service) {
-                entry.listener.replaceHandlers(with: newHandlers[plan.service]!)
+                let moved = await entry.listener.replaceHandlers(with: newHandlers[plan.service]!)
+                if let old = moved.draining { draining.yield(old) }
+                if let error = moved.error { report.errors.append("service '\(plan.service)': \(error)") }
                 entry.service = plan.service
                 listeners[plan.key] = entry
             }

@@ -185,7 +185,8 @@ public actor Supervisor {
                     connectionPolicy: ConnectionPolicy(
                         service,
                         table: previous[service.name]?.connectionPolicy.table ?? ConnectionTable()
-                    )
+                    ),
+                    execConnections: pair.execConnections
                 )
             } catch {
                 problems.append("\(configuration.file):\(service.position): error: \(error)")

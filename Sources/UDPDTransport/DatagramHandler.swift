@@ -58,6 +58,9 @@ public enum DropReason: Int, Sendable, CaseIterable, CustomStringConvertible {
     case clientReset
     /// A relayed TCP connection ended because the upstream reset it (or it failed); the client was reset too.
     case upstreamReset
+    /// A TCP connection could not be accepted: udpd (or the system) was out of descriptors or kernel memory. The
+    /// listener stops accepting for a moment (the connection waits in its queue) rather than retry at once.
+    case descriptorsExhausted
 
     /// The reason as it appears in status and metrics.
     public var description: String {
@@ -87,6 +90,7 @@ public enum DropReason: Int, Sendable, CaseIterable, CustomStringConvertible {
         case .frameReservedBit: "frame_reserved_bit"
         case .clientReset: "client_reset"
         case .upstreamReset: "upstream_reset"
+        case .descriptorsExhausted: "descriptors_exhausted"
         }
     }
 }

@@ -43,6 +43,7 @@ public final class ListenerCounters: Sendable {
     private let frameReservedBit = Atomic<UInt64>(0)
     private let clientReset = Atomic<UInt64>(0)
     private let upstreamReset = Atomic<UInt64>(0)
+    private let descriptorsExhausted = Atomic<UInt64>(0)
 
     /// Creates zeroed counters.
     public init() {}
@@ -123,6 +124,7 @@ public final class ListenerCounters: Sendable {
         case .frameReservedBit: frameReservedBit.wrappingAdd(count, ordering: .relaxed)
         case .clientReset: clientReset.wrappingAdd(count, ordering: .relaxed)
         case .upstreamReset: upstreamReset.wrappingAdd(count, ordering: .relaxed)
+        case .descriptorsExhausted: descriptorsExhausted.wrappingAdd(count, ordering: .relaxed)
         }
     }
 
@@ -154,6 +156,7 @@ public final class ListenerCounters: Sendable {
         case .frameReservedBit: frameReservedBit.load(ordering: .relaxed)
         case .clientReset: clientReset.load(ordering: .relaxed)
         case .upstreamReset: upstreamReset.load(ordering: .relaxed)
+        case .descriptorsExhausted: descriptorsExhausted.load(ordering: .relaxed)
         }
     }
 

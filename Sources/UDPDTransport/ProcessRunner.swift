@@ -277,6 +277,8 @@ private struct ProcessRunnerLoop {
     private mutating func start(_ request: ProcessRequest, exited: () -> Void) {
         var child = RunningChild(pid: 0, request: request, deadline: clock.now + request.timeout)
         var toClose: [CInt] = []
+        // A connection's socket is the runner's from now on, also when the program cannot start.
+        if case .socket(let fd) = request.input { toClose.append(fd) }
         defer { for fd in toClose { close(fd) } }
         do {
             let errors = try makeNonBlockingPipe()
@@ -308,7 +310,6 @@ private struct ProcessRunnerLoop {
                 child.pid = started.guardProcess
                 child.control = started.control
             case .socket(let fd):
-                toClose.append(fd)
                 try Self.makeBlocking(fd, errors.write)
                 let (argv, environment, identity, timeout) =
                     (request.argv, request.environment, request.identity, request.timeout)
@@ -341,8 +342,7 @@ private struct ProcessRunnerLoop {
 
     /// Clears O_NONBLOCK on descriptors a program will use as its stdin, stdout and stderr: programs expect
     /// blocking standard streams, and a `cat` that reads before the datagram is written would otherwise get
-    /// EAGAIN and give up. (For a TCP connection this changes the socket udpd is about to close; SwiftNIO never
-    /// reads it, see ExecStreamHandler.)
+    /// EAGAIN and give up. (A TCP connection comes from the ConnectionAcceptor blocking already.)
     private static func makeBlocking(_ descriptors: CInt...) throws(SystemCallError) {
         for fd in descriptors { try setNonBlocking(fd, false, context: "a program's standard stream") }
     }

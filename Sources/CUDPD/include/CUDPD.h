@@ -140,6 +140,9 @@ extern const int cudpd_msg_trunc;
 extern const int cudpd_msg_dontwait;
 /// SOCK_CLOEXEC, or 0 where socket() cannot take it.
 extern const int cudpd_sock_cloexec;
+/// accept4(fd, address, length, SOCK_CLOEXEC) (glibc declares accept4 only under _GNU_SOURCE): a blocking,
+/// close-on-exec connected socket, or -1 and errno.
+int cudpd_accept_cloexec(int fd, struct sockaddr *_Nullable address, socklen_t *_Nullable length);
 
 /// The IPv4 packet-info struct, identical in layout to the platform's in_pktinfo where it exists.
 struct cudpd_in_pktinfo {
