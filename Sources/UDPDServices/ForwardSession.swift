@@ -58,6 +58,11 @@ final class ForwardSession: @unchecked Sendable {
         failures: RateLimitedLog
     ) throws(SystemCallError) -> ForwardSession {
         let socket = try UDPListenerSocket.connected(to: upstream)
+        try DescriptorTable.checkHeadroom(
+            socket.descriptor.rawValue,
+            call: "socket",
+            context: "udp upstream \(upstream)"
+        )
         let session = ForwardSession(
             key: key,
             destination: destination,
