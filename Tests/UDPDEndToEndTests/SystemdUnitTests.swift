@@ -473,6 +473,129 @@ struct SystemdUnitTests {
         }
     }
 
+    @Test(
+        "every line of examples/udpd.socket holds: udpd adopts its sockets, with workers, and serves both families",
+        .enabled(if: python3Path != nil, "python3 stands in for systemd's socket activation")
+    )
+    func socketUnitIsExercised() throws {
+        let unitPath = BuiltProducts.packageRoot.appendingPathComponent("examples/udpd.socket").path
+        let port = try probeFreePort()
+        var sockets: [(proto: String, address: String)] = []
+        var v6only: Bool?
+        var reusePort = false
+        var name = ""
+        var unknown: [String] = []
+        var listenPort: String?
+        for directive in try parseUnit(unitPath) {
+            let value = directive.value
+            switch (directive.section, directive.key) {
+            case ("Unit", "Description"):
+                if value.isEmpty { unknown.append("empty Description=") }
+            case ("Unit", "Documentation"):
+                for page in value.split(separator: " ") {
+                    let file = page.dropFirst("man:".count).replacingOccurrences(of: "(", with: ".")
+                        .replacingOccurrences(of: ")", with: "")
+                    #expect(FileManager.default.fileExists(atPath: "\(BuiltProducts.packageRoot.path)/man/\(file)"))
+                }
+            case ("Socket", "ListenDatagram"), ("Socket", "ListenStream"):
+                guard let colon = value.lastIndex(of: ":") else {
+                    unknown.append("\(directive.key)=\(value)")
+                    continue
+                }
+                // The unit's port (88) is replaced by a free one: tests never bind fixed ports.
+                listenPort = listenPort ?? String(value[value.index(after: colon)...])
+                #expect(String(value[value.index(after: colon)...]) == listenPort, "one port for all four sockets")
+                let address = String(value[..<colon]).trimmingCharacters(in: CharacterSet(charactersIn: "[]"))
+                sockets.append((directive.key == "ListenDatagram" ? "udp" : "tcp", address))
+            case ("Socket", "BindIPv6Only"):
+                guard value == "ipv6-only" || value == "both" else {
+                    unknown.append("BindIPv6Only=\(value)")
+                    continue
+                }
+                v6only = value == "ipv6-only"
+            case ("Socket", "ReusePort"):
+                reusePort = value == "yes" || value == "true"
+            case ("Socket", "FileDescriptorName"):
+                name = value
+            case ("Socket", "Service"):
+                #expect(
+                    FileManager.default.fileExists(
+                        atPath: BuiltProducts.packageRoot.appendingPathComponent("examples/\(value)").path
+                    ),
+                    "Service= names a unit that is shipped"
+                )
+            case ("Install", "WantedBy") where value == "sockets.target":
+                break
+            default:
+                unknown.append("\(directive.section) line \(directive.line): \(directive.key)=\(value)")
+            }
+        }
+        #expect(unknown.isEmpty, "directives this test cannot exercise: \(unknown)")
+        #expect(!sockets.isEmpty)
+
+        // What systemd does: open each socket (SO_REUSEPORT, IPV6_V6ONLY as the unit says), put them at 3, 4, ...,
+        // and set LISTEN_PID, LISTEN_FDS and LISTEN_FDNAMES.
+        let specs = sockets.map { "(\"\($0.proto)\", \"\($0.address)\")" }.joined(separator: ", ")
+        let script = """
+            import os, socket, sys
+            fds = []
+            for proto, address in [\(specs)]:
+                family = socket.AF_INET6 if ":" in address else socket.AF_INET
+                s = socket.socket(family, socket.SOCK_DGRAM if proto == "udp" else socket.SOCK_STREAM)
+                s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, \(reusePort ? 1 : 0))
+                if family == socket.AF_INET6:
+                    s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, \(v6only == false ? 0 : 1))
+                s.bind((address, \(port)))
+                if proto == "tcp":
+                    s.listen(16)
+                fds.append(os.dup(s.fileno()))
+                s.close()
+            high = [os.dup2(fd, 200 + i) for i, fd in enumerate(fds)]
+            for fd in fds:
+                os.close(fd)
+            for i in range(len(high)):
+                os.dup2(200 + i, 3 + i)
+                os.close(200 + i)
+            os.environ["LISTEN_PID"] = str(os.getpid())
+            os.environ["LISTEN_FDS"] = str(len(high))
+            os.environ["LISTEN_FDNAMES"] = ":".join(["\(name)"] * len(high))
+            os.execv(sys.argv[1], sys.argv[1:])
+            """
+        let launcherDirectory = try TemporaryDirectory()
+        let launcherPath = try launcherDirectory.write("activate.py", script)
+        let udpd = try UDPDProcess(
+            config: """
+                services:
+                  kdc:
+                    handler: echo
+                    udp: \(port)
+                    tcp: \(port)
+                    workers: 2
+                """,
+            launcher: [python3Path!, launcherPath]
+        )
+        try udpd.waitUntilReady()
+        let log = udpd.log
+        #expect(
+            log.components(separatedBy: "adopted an inherited socket").count - 1 == sockets.count,
+            "every socket of the unit is adopted: \(log)"
+        )
+        #expect(!log.contains("one worker serves it"), "ReusePort=yes lets workers join: \(log)")
+        #expect(log.contains(name), "FileDescriptorName= names the sockets in the log")
+        var addresses = ["127.0.0.1"]
+        if hasIPv6Loopback { addresses.append("::1") }
+        for address in addresses {
+            let client = try ConnectedUDPClient(from: address, to: IPEndpoint(address: address, port: port)!)
+            try client.send("via \(address)")
+            #expect(client.receiveText() == "via \(address)", "UDP over \(address)")
+            let stream = try TCPTestClient(to: IPEndpoint(address: address, port: port)!)
+            try stream.send("tcp")
+            #expect(stream.receive(count: 3) == Array("tcp".utf8), "TCP over \(address)")
+        }
+        udpd.send(signal: SIGTERM)
+        #expect(udpd.waitForExit() == 0)
+    }
+
     /// A port below 1024 free for UDP and TCP on every address.
     private static func freeLowPort() throws -> UInt16 {
         for port in UInt16(600)..<UInt16(1000) {
