@@ -88,6 +88,8 @@ public final class ControlServer: Sendable {
         let registry = ControlConnectionRegistry(limit: maximumConnections)
         let channel: NIOAsyncChannel<ControlConnection, Never>
         do {
+            // SwiftNIO's async bind puts an AcceptBackoffHandler on the server channel: out of descriptors, accept
+            // waits a second instead of spinning. Requests leave DescriptorTable.headroom for it, so it rarely must.
             channel = try await ServerBootstrap(group: group)
                 .serverChannelOption(.backlog, value: 128)
                 // `socat` and `nc -N` shut down their sending side after the request; still answer them.

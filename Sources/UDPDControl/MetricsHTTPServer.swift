@@ -65,6 +65,8 @@ public final class MetricsHTTPServer: Sendable {
         port: Int,
         group: any EventLoopGroup
     ) async throws -> NIOAsyncChannel<NIOAsyncChannel<HTTPServerRequestPart, HTTPServerResponsePart>, Never> {
+        // As for the control socket, SwiftNIO's async bind adds an AcceptBackoffHandler: no spinning out of
+        // descriptors.
         try await ServerBootstrap(group: group)
             .serverChannelOption(.backlog, value: 128)
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)

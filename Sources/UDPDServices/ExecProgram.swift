@@ -24,6 +24,8 @@ final class ExecProgram: Sendable {
     /// The service's `user:`/`group:`; `nil` for the default (see ``ProcessIdentity/effective(explicit:)``).
     let identity: ProcessIdentity?
     let logger: Logger
+    /// Programs that cannot start (out of descriptors, say) fail at the rate requests arrive: logged once a second.
+    private let startFailures: RateLimitedLog
     private let running = Atomic<Int>(0)
 
     init(
@@ -40,6 +42,10 @@ final class ExecProgram: Sendable {
         self.maxInstances = maxInstances
         self.identity = identity
         self.logger = logger
+        self.startFailures = RateLimitedLog(logger: logger)
+        // Started now, with the service, so that running out of descriptors later costs only the requests that
+        // meet the shortage (a runner that cannot start now is tried again with the first request).
+        _ = try? ProcessRunner.shared()
     }
 
     /// Programs of this service running now.
@@ -81,8 +87,8 @@ final class ExecProgram: Sendable {
                 self.running.wrappingSubtract(1, ordering: .relaxed)
                 if outcome.killed > 0 { counters.addDrop(.execKilled, count: UInt64(outcome.killed)) }
                 if let error = outcome.spawnError {
-                    counters.addDrop(.handlerFailed)
-                    logger.error("cannot start the program", metadata: ["error": "\(error)"])
+                    counters.addDrop(error.isDescriptorShortage ? .noDescriptor : .handlerFailed)
+                    self.startFailures.warning("cannot start the program", metadata: ["error": "\(error)"])
                 } else if outcome.timedOut {
                     counters.addDrop(.execTimeout)
                     logger.warning(
@@ -110,7 +116,7 @@ final class ExecProgram: Sendable {
                 onExit(outcome)
             }
         )
-        ProcessRunner.shared.run(request)
+        ProcessRunner.run(request)
         return true
     }
 

@@ -49,6 +49,7 @@ public final class ForwardDatagramHandler: DatagramHandler {
         self.timeout = timeout
         self.sessions = ForwardSessionTable(capacity: maxSessions)
         self.failures = RateLimitedLog(logger: logger)
+        DescriptorTable.prepareHeadroom()
     }
 
     deinit {
@@ -67,8 +68,11 @@ public final class ForwardDatagramHandler: DatagramHandler {
         replier: DatagramReplier
     ) -> DatagramVerdict {
         let key = ForwardSessionKey(peer: peer, local: destination.endpoint)
-        guard let session = sessions.session(for: key) ?? open(key, destination: destination, replier: replier)
-        else { return .drop(pool.ownListeners.current.contains(upstream) ? .ownUpstream : .upstreamError) }
+        var refused = DropReason.upstreamError
+        guard
+            let session = sessions.session(for: key)
+                ?? open(key, destination: destination, replier: replier, refused: &refused)
+        else { return .drop(refused) }
         session.touch()
         do {
             if try session.upstream.send(UnsafeRawBufferPointer(rebasing: buffer[0..<length])) {
@@ -88,15 +92,18 @@ public final class ForwardDatagramHandler: DatagramHandler {
         return .drop(.upstreamError)
     }
 
-    /// Opens the session for `key`, making room if the table is full; `nil` when no socket could be opened.
+    /// Opens the session for `key`, making room if the table is full; `nil` when no socket could be opened, with
+    /// why in `refused` (out of descriptors, `no_descriptor`, costs only this datagram).
     private func open(
         _ key: ForwardSessionKey,
         destination: DatagramDestination,
-        replier: DatagramReplier
+        replier: DatagramReplier,
+        refused: inout DropReason
     ) -> ForwardSession? {
         // An upstream that is one of udpd's own listeners would take each request on as a new client, through a new
         // session, for ever: no session is opened towards it.
         guard !pool.ownListeners.current.contains(upstream) else {
+            refused = .ownUpstream
             failures.warning("the upstream is one of udpd's own listeners", metadata: ["upstream": "\(upstream)"])
             return nil
         }
@@ -114,6 +121,7 @@ public final class ForwardDatagramHandler: DatagramHandler {
                 )
             }
         } catch {
+            refused = error.isDescriptorShortage ? .noDescriptor : .upstreamError
             failures.warning(
                 "cannot open an upstream UDP socket",
                 metadata: [

@@ -3,6 +3,14 @@ import NIOPosix
 import Synchronization
 import UDPDTransport
 
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Musl)
+import Musl
+#elseif canImport(Darwin)
+import Darwin
+#endif
+
 /// Builds the channel handlers of one accepted connection and holds the service's ``ConnectionPolicy``; a reload
 /// swaps both so that new connections get the new settings while open ones keep theirs.
 ///
@@ -71,10 +79,21 @@ public final class TCPListener: Sendable {
         counters: ListenerCounters
     ) async throws -> TCPListener {
         let connections = ConnectionRegistry()
+        DescriptorTable.prepareHeadroom()
         let bootstrap = ServerBootstrap(group: group)
             .serverChannelOption(.maxMessagesPerRead, value: 64)
             .serverChannelInitializer { channel in
+                // Out of descriptors, accept fails at once and again as long as a connection waits: back off
+                // instead of spinning, and count it.
                 channel.eventLoop.makeCompletedFuture {
+                    try channel.pipeline.syncOperations.addHandler(
+                        AcceptBackoffHandler(shouldForwardIOErrorCaught: false) { error in
+                            if error.errnoCode == EMFILE || error.errnoCode == ENFILE {
+                                counters.addDrop(.noDescriptor)
+                            }
+                            return .milliseconds(250)
+                        }
+                    )
                     try channel.pipeline.syncOperations.addHandler(
                         AdmissionHandler(slot: slot, counters: counters, connections: connections)
                     )
@@ -82,6 +101,12 @@ public final class TCPListener: Sendable {
             }
             .childChannelOption(.allowRemoteHalfClosure, value: true)
             .childChannelInitializer { channel in
+                // The last descriptors are kept for udpd itself (its control socket): a connection that took one
+                // is closed at once, costing only that connection.
+                guard !DescriptorTable.isNearlyFull else {
+                    counters.addDrop(.noDescriptor)
+                    return channel.close()
+                }
                 // The policy in place now, a moment after admission; a reload in between gives the connection the
                 // newer settings, as if it had been accepted a moment later.
                 let policy = slot.policy

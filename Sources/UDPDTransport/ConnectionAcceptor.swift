@@ -26,7 +26,7 @@ public struct AcceptedConnection: Sendable {
 /// exec listeners use it so that each program gets its connection directly, without a SwiftNIO channel in
 /// between (whose descriptor SwiftNIO does not expose and keeps non-blocking). The listening sockets are
 /// non-blocking and polled, so a connection that goes away between poll and accept costs nothing. Out of
-/// descriptors (EMFILE, ENFILE) or kernel memory, a listener is counted (`descriptors_exhausted`) and left out of
+/// descriptors (EMFILE, ENFILE) or kernel memory, a listener is counted (`no_descriptor`) and left out of
 /// the poll for ``backoff``, instead of being retried at once for as long as the shortage lasts.
 ///
 /// `Sendable`: changes reach the thread through a mutex and a wakeup pipe; everything else lives on the thread.
@@ -193,7 +193,7 @@ private struct ConnectionAcceptorLoop {
                     }
                 }
             } catch  where Self.isShortage(error.errno) {
-                entry.counters.addDrop(.descriptorsExhausted)
+                entry.counters.addDrop(.noDescriptor)
                 let resumeAt = clock.now + ConnectionAcceptor.backoff
                 entries[id]?.resumeAt = resumeAt
                 return

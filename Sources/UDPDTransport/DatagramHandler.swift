@@ -40,6 +40,10 @@ public enum DropReason: Int, Sendable, CaseIterable, CustomStringConvertible {
     case sessionEvicted
     /// A forward's upstream was unreachable, refused, or did not accept the request or connection.
     case upstreamError
+    /// udpd was out of descriptors (its open-file limit, less the few it keeps for itself, or the system's): a
+    /// forward session's socket or an exec program's pipes could not be opened, or a TCP connection could not be
+    /// accepted or was closed at once. Only that request is lost; udpd keeps serving.
+    case noDescriptor
     /// An exec service was already running `max-instances` programs; the request or connection was refused.
     case instancesExceeded
     /// An exec program ran past its `timeout` and was killed (with everything it started).
@@ -58,9 +62,6 @@ public enum DropReason: Int, Sendable, CaseIterable, CustomStringConvertible {
     case clientReset
     /// A relayed TCP connection ended because the upstream reset it (or it failed); the client was reset too.
     case upstreamReset
-    /// A TCP connection could not be accepted: udpd (or the system) was out of descriptors or kernel memory. The
-    /// listener stops accepting for a moment (the connection waits in its queue) rather than retry at once.
-    case descriptorsExhausted
 
     /// The reason as it appears in status and metrics.
     public var description: String {
@@ -82,6 +83,7 @@ public enum DropReason: Int, Sendable, CaseIterable, CustomStringConvertible {
         case .requestDeadline: "request_deadline"
         case .sessionEvicted: "session_evicted"
         case .upstreamError: "upstream_error"
+        case .noDescriptor: "no_descriptor"
         case .instancesExceeded: "instances_exceeded"
         case .execTimeout: "exec_timeout"
         case .execCrashed: "exec_crashed"
@@ -90,7 +92,6 @@ public enum DropReason: Int, Sendable, CaseIterable, CustomStringConvertible {
         case .frameReservedBit: "frame_reserved_bit"
         case .clientReset: "client_reset"
         case .upstreamReset: "upstream_reset"
-        case .descriptorsExhausted: "descriptors_exhausted"
         }
     }
 }

@@ -35,6 +35,7 @@ public final class ListenerCounters: Sendable {
     private let requestDeadline = Atomic<UInt64>(0)
     private let sessionEvicted = Atomic<UInt64>(0)
     private let upstreamError = Atomic<UInt64>(0)
+    private let noDescriptor = Atomic<UInt64>(0)
     private let instancesExceeded = Atomic<UInt64>(0)
     private let execTimeout = Atomic<UInt64>(0)
     private let execCrashed = Atomic<UInt64>(0)
@@ -43,7 +44,6 @@ public final class ListenerCounters: Sendable {
     private let frameReservedBit = Atomic<UInt64>(0)
     private let clientReset = Atomic<UInt64>(0)
     private let upstreamReset = Atomic<UInt64>(0)
-    private let descriptorsExhausted = Atomic<UInt64>(0)
 
     /// Creates zeroed counters.
     public init() {}
@@ -116,6 +116,7 @@ public final class ListenerCounters: Sendable {
         case .requestDeadline: requestDeadline.wrappingAdd(count, ordering: .relaxed)
         case .sessionEvicted: sessionEvicted.wrappingAdd(count, ordering: .relaxed)
         case .upstreamError: upstreamError.wrappingAdd(count, ordering: .relaxed)
+        case .noDescriptor: noDescriptor.wrappingAdd(count, ordering: .relaxed)
         case .instancesExceeded: instancesExceeded.wrappingAdd(count, ordering: .relaxed)
         case .execTimeout: execTimeout.wrappingAdd(count, ordering: .relaxed)
         case .execCrashed: execCrashed.wrappingAdd(count, ordering: .relaxed)
@@ -124,7 +125,6 @@ public final class ListenerCounters: Sendable {
         case .frameReservedBit: frameReservedBit.wrappingAdd(count, ordering: .relaxed)
         case .clientReset: clientReset.wrappingAdd(count, ordering: .relaxed)
         case .upstreamReset: upstreamReset.wrappingAdd(count, ordering: .relaxed)
-        case .descriptorsExhausted: descriptorsExhausted.wrappingAdd(count, ordering: .relaxed)
         }
     }
 
@@ -148,6 +148,7 @@ public final class ListenerCounters: Sendable {
         case .requestDeadline: requestDeadline.load(ordering: .relaxed)
         case .sessionEvicted: sessionEvicted.load(ordering: .relaxed)
         case .upstreamError: upstreamError.load(ordering: .relaxed)
+        case .noDescriptor: noDescriptor.load(ordering: .relaxed)
         case .instancesExceeded: instancesExceeded.load(ordering: .relaxed)
         case .execTimeout: execTimeout.load(ordering: .relaxed)
         case .execCrashed: execCrashed.load(ordering: .relaxed)
@@ -156,7 +157,6 @@ public final class ListenerCounters: Sendable {
         case .frameReservedBit: frameReservedBit.load(ordering: .relaxed)
         case .clientReset: clientReset.load(ordering: .relaxed)
         case .upstreamReset: upstreamReset.load(ordering: .relaxed)
-        case .descriptorsExhausted: descriptorsExhausted.load(ordering: .relaxed)
         }
     }
 

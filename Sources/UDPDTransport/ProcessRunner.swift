@@ -88,16 +88,32 @@ public struct ProcessOutcome: Sendable {
 /// `Sendable`: requests reach the thread through a mutex-protected queue and a wakeup pipe; everything else lives
 /// on the thread.
 public final class ProcessRunner: Sendable {
-    /// The process-wide runner, started on first use.
-    public static let shared: ProcessRunner = {
-        do {
-            let runner = try ProcessRunner()
-            started.store(true, ordering: .releasing)
-            return runner
-        } catch {
-            fatalError("cannot start the exec runner thread: \(error)")
+    /// The process-wide runner, once started.
+    private static let instance = Mutex<ProcessRunner?>(nil)
+
+    /// The process-wide runner, started on first use. Starting it takes a wakeup pipe and a thread: when they
+    /// cannot be had (out of descriptors) this throws, and the next call tries again. Exec services start it when
+    /// they are set up, so that a shortage later costs only the requests that meet it.
+    public static func shared() throws(SystemCallError) -> ProcessRunner {
+        try instance.withLock { (runner) throws(SystemCallError) -> ProcessRunner in
+            if let runner { return runner }
+            let started = try ProcessRunner()
+            runner = started
+            Self.started.store(true, ordering: .releasing)
+            return started
         }
-    }()
+    }
+
+    /// Runs `request` on the process-wide runner; when the runner cannot be started its `onExit` reports why at
+    /// once, on the calling thread (and its connection, if any, is closed).
+    public static func run(_ request: ProcessRequest) {
+        do {
+            try shared().run(request)
+        } catch {
+            if case .socket(let fd) = request.input { close(fd) }
+            request.onExit(ProcessOutcome(standardOutput: [], waitStatus: nil, timedOut: false, spawnError: error))
+        }
+    }
 
     /// What the privileged thread must keep to start programs as their own user: CAP_SETUID, CAP_SETGID (the
     /// switch), CAP_SETPCAP (to empty the program's bounding set) and CAP_KILL (for its guard to kill its tree).
@@ -164,8 +180,7 @@ public final class ProcessRunner: Sendable {
     /// Returns at once when no program was ever started. Whatever is left when udpd exits dies with it: every
     /// guard kills its tree when its control socket closes.
     public static func finishRunningPrograms(grace: Duration) {
-        guard started.load(ordering: .acquiring) else { return }
-        let runner = shared
+        guard started.load(ordering: .acquiring), let runner = instance.withLock({ $0 }) else { return }
         let clock = ContinuousClock()
         let killAt = clock.now + grace
         while runner.runningCount.load(ordering: .acquiring) > 0, clock.now < killAt {
@@ -280,19 +295,22 @@ private struct ProcessRunnerLoop {
         // A connection's socket is the runner's from now on, also when the program cannot start.
         if case .socket(let fd) = request.input { toClose.append(fd) }
         defer { for fd in toClose { close(fd) } }
+        // The connection is the runner's from now on: closed here whether or not the program starts.
+        if case .socket(let fd) = request.input { toClose.append(fd) }
         do {
-            let errors = try makeNonBlockingPipe()
+            let errors = try Self.makeRequestPipe()
             toClose.append(errors.write)
             child.standardError = errors.read
             switch request.input {
             case .bytes(let bytes, let limit):
-                let input = try makeNonBlockingPipe()
-                let output = try makeNonBlockingPipe()
-                toClose += [input.read, output.write]
-                try Self.makeBlocking(input.read, output.write, errors.write)
+                let input = try Self.makeRequestPipe()
+                toClose += [input.read]
                 child.standardInput = input.write
-                child.pendingInput = bytes
+                let output = try Self.makeRequestPipe()
+                toClose += [output.write]
                 child.standardOutput = output.read
+                try Self.makeBlocking(input.read, output.write, errors.write)
+                child.pendingInput = bytes
                 child.captureLimit = limit
                 let (argv, environment, identity, timeout) =
                     (request.argv, request.environment, request.identity, request.timeout)
@@ -338,6 +356,24 @@ private struct ProcessRunnerLoop {
             child.standardInput = -1
         }
         children.append(child)
+    }
+
+    /// A pipe for one program; out of descriptors, or into the few udpd keeps for itself, it throws EMFILE (the
+    /// request is refused and counted as `no_descriptor`) and leaves nothing open.
+    private static func makeRequestPipe() throws(SystemCallError) -> (read: CInt, write: CInt) {
+        let pipe = try makeNonBlockingPipe()
+        do {
+            try DescriptorTable.checkHeadroom(
+                max(pipe.read, pipe.write),
+                call: "pipe2",
+                context: "an exec program's pipe"
+            )
+        } catch {
+            close(pipe.read)
+            close(pipe.write)
+            throw error
+        }
+        return pipe
     }
 
     /// Clears O_NONBLOCK on descriptors a program will use as its stdin, stdout and stderr: programs expect

@@ -22,7 +22,9 @@ public struct UpstreamDatagramSocket: Sendable {
     /// The local address and port the kernel chose towards the upstream.
     public var localEndpoint: IPEndpoint { served.localEndpoint }
 
-    /// Opens a non-blocking UDP socket connected to `upstream`.
+    /// Opens a non-blocking UDP socket connected to `upstream`. Throws EMFILE when the socket took one of the
+    /// descriptors kept for udpd itself (``DescriptorTable/checkHeadroom(_:call:context:)``); the socket is closed
+    /// with its last reference.
     public static func connect(to upstream: IPEndpoint) throws(SystemCallError) -> UpstreamDatagramSocket {
         let context = "udp upstream \(upstream)"
         let socket = try SocketDescriptor.open(
@@ -30,6 +32,7 @@ public struct UpstreamDatagramSocket: Sendable {
             type: CInt(SOCK_DGRAM.rawValue),
             context: context
         )
+        try DescriptorTable.checkHeadroom(socket.rawValue, call: "socket", context: context)
         try setNonBlocking(socket.rawValue, true, context: context)
         try socket.connect(to: upstream, context: context)
         let local = try socket.localEndpoint(context: context)

@@ -135,7 +135,7 @@ struct ExecAcceptTests {
         return nil
     }
 
-    @Test("out of descriptors, the exec listener waits and counts (descriptors_exhausted), then serves again")
+    @Test("out of descriptors, the exec listener waits and counts (no_descriptor), then serves again")
     func acceptBacksOffWhenOutOfDescriptors() throws {
         let port = try probeFreePort()
         let udpd = try UDPDProcess(
@@ -177,7 +177,7 @@ struct ExecAcceptTests {
         // Descriptors back, the connection that waited in the listen queue is served.
         #expect(String(decoding: client.receive(count: 100), as: UTF8.self) == "hi\n", "\(udpd.log)")
         let hi = try udpd.counters("hi")
-        let failures = hi.drops["descriptors_exhausted", default: 0]
+        let failures = hi.drops["no_descriptor", default: 0]
         let intervals = UInt64(short / .milliseconds(100))
         #expect(failures >= intervals / 2 && failures <= intervals + 3, "\(failures) failed accepts in \(short)")
         let spent = (after ?? 0) - (before ?? 0)
