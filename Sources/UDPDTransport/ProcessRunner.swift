@@ -251,9 +251,7 @@ private struct ProcessRunnerLoop {
                 timeout = min(timeout, child.pipesOpen ? max(.zero, child.deadline - now) : .milliseconds(5))
             }
         }
-        let milliseconds = CInt(
-            timeout.components.seconds * 1000 + timeout.components.attoseconds / 1_000_000_000_000_000
-        )
+        let milliseconds = CInt(clamping: timeout.saturatingMilliseconds)
         _ = try? systemCall("poll") { poll(&fds, nfds_t(fds.count), max(1, milliseconds)) }
     }
 
