@@ -52,9 +52,21 @@ extension Supervisor {
             plannedKeys.insert(plan.key)
             if listeners[plan.key] == nil { added.append(plan) } else { keptServices.insert(plan.service) }
         }
+        // `workers:` is applied as written or the reload is rejected, never quietly lowered: the threads that the most
+        // workers of any listener need start before anything changes (the pool never shrinks, so this is harmless
+        // when the reload fails later), and the descriptors of re-created listeners are reserved with the new ones.
+        do {
+            try pool.grow(to: planned.reduce(1) { max($0, $1.workers) })
+        } catch {
+            return reject(["cannot start the UDP worker threads that 'workers' asks for: \(error)"], at: at)
+        }
+        let resizedWorkers = planned.reduce(0) { sum, plan in
+            guard let entry = listeners[plan.key], entry.plannedWorkers != plan.workers else { return sum }
+            return sum + plan.workers
+        }
         let bound: [(PlannedListener, BoundSocket)]
         do throws(SupervisorError) {
-            DescriptorTable.reserve(added.reduce(0) { $0 + $1.workers })
+            DescriptorTable.reserve(added.reduce(resizedWorkers) { $0 + $1.workers })
             bound = try bindAll(added, serving: keptServices)
         } catch {
             return reject(error.messages, at: at)
