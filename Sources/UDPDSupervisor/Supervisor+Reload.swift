@@ -166,7 +166,7 @@ extension Supervisor {
         fallback.workers = entry.listener.workerCount
         for attempt in [plan, fallback] {
             do {
-                try await startListener(attempt, socket: try bindSocket(attempt))
+                try await startListener(attempt, socket: try await bindOnceReleased(attempt))
                 if attempt.workers == plan.workers {
                     report.listenersAdded.append("\(plan.service) \(plan.key) (workers: \(plan.workers))")
                     report.listenersRemoved.append("\(entry.service) \(plan.key) (workers: \(fallback.workers))")
@@ -176,6 +176,22 @@ extension Supervisor {
                 return
             } catch {
                 report.errors.append("service '\(plan.service)': cannot re-create \(plan.key): \(error)")
+            }
+        }
+    }
+
+    /// Binds `plan` on the port its old sockets just left, retrying for up to 2 seconds while the port still reads
+    /// as in use: a socket closed here is released only when the last reference to it goes, and a child between
+    /// fork and execve (an exec service's program started as another user) or a pool thread finishing its pass may
+    /// hold one a moment longer. Without the retry a loaded host lost the listener: both the new and the old number
+    /// of workers failed to bind (found by RandomConfigurationTests).
+    private func bindOnceReleased(_ plan: PlannedListener) async throws(BindError) -> BoundSocket {
+        let deadline = ContinuousClock.now + .seconds(2)
+        while true {
+            do {
+                return try bindSocket(plan)
+            } catch where error.code == .addressInUse && ContinuousClock.now < deadline {
+                try? await Task.sleep(for: .milliseconds(10))
             }
         }
     }
