@@ -205,7 +205,9 @@ let package = Package(
         ),
         .testTarget(
             name: "UDPDEndToEndTests",
-            dependencies: ["UDPDTransport", "UDPDControl", "UDPDTestSupport", "udpd", "udpctl", "udpd-testclient"],
+            dependencies: [
+                "UDPDConfig", "UDPDTransport", "UDPDControl", "UDPDTestSupport", "udpd", "udpctl", "udpd-testclient",
+            ],
             swiftSettings: strictSwift
         ),
     ]

@@ -22,16 +22,8 @@ extension Diagnostics {
         configuration.user = keys["user"].flatMap { text($0, named: "'user'") }
         configuration.group = keys["group"].flatMap { text($0, named: "'group'") }
         configuration.metrics = keys["metrics"].flatMap { metrics($0) }
-        if let node = keys["batch-size"], let size = positiveInteger(node, named: "'batch-size'") {
-            if size <= Configuration.maximumBatchSize {
-                configuration.batchSize = size
-            } else {
-                error(
-                    "'batch-size' is at most \(Configuration.maximumBatchSize) (the kernel's limit for one "
-                        + "recvmmsg), found \(size)",
-                    at: node
-                )
-            }
+        if let node = keys["batch-size"], let size = count(node, within: ConfigurationBounds.batchSize) {
+            configuration.batchSize = size
         }
         guard let servicesNode = keys["services"] else {
             error("the file defines no services (expected a 'services:' mapping)", at: root)

@@ -43,7 +43,7 @@ public struct Configuration: Sendable, Equatable {
     /// The batch size when the file names none.
     public static let defaultBatchSize = 32
     /// The largest batch: Linux takes at most 1024 messages (UIO_MAXIOV) in one recvmmsg or sendmmsg.
-    public static let maximumBatchSize = 1024
+    public static var maximumBatchSize: Int { ConfigurationBounds.batchSize.range.upperBound }
 
     /// Creates a configuration.
     public init(

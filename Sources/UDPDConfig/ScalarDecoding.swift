@@ -30,13 +30,24 @@ extension Diagnostics {
         }
     }
 
-    /// An unquoted decimal integer greater than zero.
-    mutating func positiveInteger(_ node: YAMLNode, named name: String) -> Int? {
-        guard let text = node.plainText, let value = Self.decimal(text), value > 0 else {
-            error("\(name) must be a positive integer, found \(node.found)", at: node)
+    /// An unquoted decimal integer within `bound` (whose ranges all start at 1 or more): text that is not one is
+    /// "not a positive integer", digits beyond the range (even beyond 64 bits) are out of it, with the range.
+    mutating func count(_ node: YAMLNode, within bound: CountBound) -> Int? {
+        guard let text = node.plainText, !text.isEmpty,
+            text.utf8.allSatisfy({ $0 >= UInt8(ascii: "0") && $0 <= UInt8(ascii: "9") })
+        else {
+            error("'\(bound.key)' must be a positive integer, found \(node.found)", at: node)
             return nil
         }
-        return value
+        switch Self.decimal(text) {
+        case .some(0):
+            error("'\(bound.key)' must be a positive integer, found \(node.found)", at: node)
+        case .some(let value) where bound.range.contains(value):
+            return value
+        default:
+            outOfRange(node, bound)
+        }
+        return nil
     }
 
     /// One of an enumeration's raw values, quoted or plain.
@@ -67,7 +78,7 @@ extension Diagnostics {
             error("expected a \(protocolName) port number (1-65535), found \(node.found)", at: node)
             return nil
         }
-        guard (1...65535).contains(value) else {
+        guard ConfigurationBounds.port.range.contains(value) else {
             error("\(protocolName) port \(value) is out of range (1-65535)", at: node)
             return nil
         }

@@ -122,22 +122,24 @@ extension Diagnostics {
             }
         }
         service.freebind = keys["freebind"].flatMap { boolean($0, named: "'freebind'") } ?? false
-        service.workers = keys["workers"].flatMap { positiveInteger($0, named: "'workers'") }
-        service.maxDatagram = keys["max-datagram"].flatMap { size($0, named: "'max-datagram'") }
+        service.workers = keys["workers"].flatMap { count($0, within: ConfigurationBounds.workers) }
+        service.maxDatagram = keys["max-datagram"].flatMap { size($0, within: ConfigurationBounds.maxDatagram) }
         service.rateLimit = keys["rate-limit"].flatMap { rateLimit($0) }
         service.allow = keys["allow"].map { prefixes($0, named: "'allow'", emptyIsError: true) } ?? []
         service.deny = keys["deny"].map { prefixes($0, named: "'deny'") } ?? []
-        service.maxConnections = keys["max-connections"].flatMap { positiveInteger($0, named: "'max-connections'") }
-        service.maxConnectionsPerSource = keys["max-connections-per-source"].flatMap {
-            positiveInteger($0, named: "'max-connections-per-source'")
+        service.maxConnections = keys["max-connections"].flatMap {
+            count($0, within: ConfigurationBounds.maxConnections)
         }
-        service.idleTimeout = keys["idle-timeout"].flatMap { duration($0, named: "'idle-timeout'") }
+        service.maxConnectionsPerSource = keys["max-connections-per-source"].flatMap {
+            count($0, within: ConfigurationBounds.maxConnectionsPerSource)
+        }
+        service.idleTimeout = keys["idle-timeout"].flatMap { duration($0, within: ConfigurationBounds.idleTimeout) }
         service.framing = keys["framing"].flatMap { choice($0, named: "framing", as: Framing.self) }
-        service.maxMessage = keys["max-message"].flatMap { size($0, named: "'max-message'") }
+        service.maxMessage = keys["max-message"].flatMap { size($0, within: ConfigurationBounds.maxMessage) }
         service.upstream = keys["upstream"].flatMap { hostPort($0, named: "'upstream'") }
-        service.timeout = keys["timeout"].flatMap { duration($0, named: "'timeout'") }
-        service.maxSessions = keys["max-sessions"].flatMap { positiveInteger($0, named: "'max-sessions'") }
-        service.maxInstances = keys["max-instances"].flatMap { positiveInteger($0, named: "'max-instances'") }
+        service.timeout = keys["timeout"].flatMap { duration($0, within: ConfigurationBounds.timeout) }
+        service.maxSessions = keys["max-sessions"].flatMap { count($0, within: ConfigurationBounds.maxSessions) }
+        service.maxInstances = keys["max-instances"].flatMap { count($0, within: ConfigurationBounds.maxInstances) }
         service.user = keys["user"].flatMap { text($0, named: "'user'") }
         service.group = keys["group"].flatMap { text($0, named: "'group'") }
         if let node = keys["command"], let argv = textList(node, named: "'command'", nonEmpty: true) {

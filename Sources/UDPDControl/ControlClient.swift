@@ -191,8 +191,7 @@ private struct Exchange {
             guard remaining > .zero else {
                 throw ControlClientError(.timedOut, path: path, detail: "\(timeout)")
             }
-            let (seconds, attoseconds) = remaining.components
-            let milliseconds = Int32(clamping: seconds * 1000 + attoseconds / 1_000_000_000_000_000 + 1)
+            let milliseconds = Int32(clamping: min(remaining.saturatingMilliseconds, Int64(Int32.max) - 1) + 1)
             var descriptor = pollfd(fd: fd, events: events, revents: 0)
             let ready: Int32
             do {

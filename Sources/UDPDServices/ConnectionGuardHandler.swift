@@ -111,8 +111,8 @@ final class ConnectionGuardHandler: ChannelDuplexHandler {
         messageDeadline = nil
     }
 
+    /// Clamped rather than trapping: `idle-timeout` is bounded at validation, and NIO's deadlines saturate too.
     private static func timeAmount(_ duration: Duration) -> TimeAmount {
-        let (seconds, attoseconds) = duration.components
-        return .nanoseconds(seconds * 1_000_000_000 + attoseconds / 1_000_000_000)
+        .nanoseconds(duration.saturatingNanoseconds)
     }
 }

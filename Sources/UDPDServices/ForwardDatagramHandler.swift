@@ -147,13 +147,9 @@ public final class ForwardDatagramHandler: DatagramHandler {
         let interval = min(max(quarter, .milliseconds(20)), .seconds(1))
         let sessions = self.sessions
         let pool = self.pool
-        let idleNanoseconds =
-            UInt64(timeout.components.seconds) * 1_000_000_000
-            + UInt64(timeout.components.attoseconds / 1_000_000_000)
-        let delay = TimeAmount.nanoseconds(
-            Int64(interval.components.seconds) * 1_000_000_000
-                + interval.components.attoseconds / 1_000_000_000
-        )
+        // Clamped, never trapping: `timeout` is bounded at validation, but a conversion must not stop the daemon.
+        let idleNanoseconds = UInt64(clamping: timeout.saturatingNanoseconds)
+        let delay = TimeAmount.nanoseconds(interval.saturatingNanoseconds)
         let task = group.next().scheduleRepeatedTask(initialDelay: delay, delay: delay) { _ in
             let now = NIODeadline.now().uptimeNanoseconds
             guard now > idleNanoseconds else { return }

@@ -85,9 +85,12 @@ final class ForwardSessionTable: Sendable {
     /// Sessions that ended still sit in the age queue: keep only the live ones, in order, once they are many.
     private static func compactIfNeeded(_ state: inout State, capacity: Int) {
         let queued = state.order.count - state.head
+        // `queued - x > x` rather than `queued > 2 * x`: `max-sessions` comes from the configuration, and doubling
+        // it must not trap (both sides are non-negative, so the subtraction cannot overflow).
+        let limit = max(capacity, state.sessions.count)
         guard
-            queued > 2 * max(capacity, state.sessions.count) || state.head > 4096
-                || queued > 2 * state.sessions.count + 1024
+            queued - limit > limit || state.head > 4096
+                || queued - state.sessions.count > state.sessions.count + 1024
         else { return }
         let live = state.sessions
         state.order = state.order[state.head...].filter { live[$0.key]?.serial == $0.serial }

@@ -45,7 +45,8 @@ public final class SourceRateLimiter: Sendable {
     private let shards: [Shard]
     private let seed: UInt64
     private let ratePerSecond: UInt64
-    private let burst: UInt64
+    /// The burst in millionths of a datagram: a full bucket.
+    private let capacity: UInt64
     private let clock = ContinuousClock()
     private let origin: ContinuousClock.Instant
 
@@ -55,7 +56,10 @@ public final class SourceRateLimiter: Sendable {
         shards = (0..<Self.shardCount).map { _ in Shard(entries: entries) }
         seed = UInt64.random(in: 1...UInt64.max) | 1
         ratePerSecond = UInt64(max(1, limit.perSecond))
-        burst = UInt64(max(1, limit.burst))
+        // Saturating, never trapping: `burst` is bounded at validation (10^12 millionths at most), but a full bucket
+        // of UInt64.max millionths would still only mean "no limit".
+        let (capacity, overflow) = UInt64(max(1, limit.burst)).multipliedReportingOverflow(by: Self.unit)
+        self.capacity = overflow ? .max : capacity
         origin = clock.now
     }
 
@@ -69,8 +73,8 @@ public final class SourceRateLimiter: Sendable {
         let hash = mix(address)
         let shard = Int(hash % UInt64(Self.shardCount))
         let set = Int((hash / UInt64(Self.shardCount)) % UInt64(Self.setsPerShard))
-        let unit: UInt64 = 1_000_000
-        let capacity = burst * unit
+        let unit = Self.unit
+        let capacity = capacity
         let ratePerSecond = ratePerSecond
         return shards[shard].buckets.withLock { buckets in
             let first = set * Self.waysPerSet
@@ -81,7 +85,8 @@ public final class SourceRateLimiter: Sendable {
                     // Tokens earned, in millionths: elapsed ns * rate / 1e9 * 1e6 = elapsed µs * rate.
                     let (product, overflow) = (elapsed / 1000).multipliedReportingOverflow(by: ratePerSecond)
                     let earned = overflow ? capacity : product
-                    buckets[way].tokens = min(capacity, buckets[way].tokens &+ earned)
+                    let (sum, full) = buckets[way].tokens.addingReportingOverflow(earned)
+                    buckets[way].tokens = full ? capacity : min(capacity, sum)
                     buckets[way].lastUsed = now
                     guard buckets[way].tokens >= unit else { return false }
                     buckets[way].tokens -= unit
@@ -93,6 +98,9 @@ public final class SourceRateLimiter: Sendable {
             return true
         }
     }
+
+    /// A datagram's worth of tokens: tokens are counted in millionths, so that refill needs no floating point.
+    private static let unit: UInt64 = 1_000_000
 
     private func nanosecondsSinceOrigin() -> UInt64 {
         let (seconds, attoseconds) = (clock.now - origin).components

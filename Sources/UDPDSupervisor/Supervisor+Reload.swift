@@ -61,9 +61,21 @@ extension Supervisor {
             plannedKeys.insert(plan.key)
             if listeners[plan.key] == nil { added.append(plan) } else { keptServices.insert(plan.service) }
         }
+        // `workers:` is applied as written or the reload is rejected, never quietly lowered: the threads that the most
+        // workers of any listener need start before anything changes (the pool never shrinks, so this is harmless
+        // when the reload fails later), and the descriptors of re-created listeners are reserved with the new ones.
+        do {
+            try pool.grow(to: planned.reduce(1) { max($0, $1.workers) })
+        } catch {
+            return reject(["cannot start the UDP worker threads that 'workers' asks for: \(error)"], at: at)
+        }
+        let resizedWorkers = planned.reduce(0) { sum, plan in
+            guard let entry = listeners[plan.key], entry.plannedWorkers != plan.workers else { return sum }
+            return sum + plan.workers
+        }
         let bound: [(PlannedListener, BoundSocket)]
         do throws(SupervisorError) {
-            DescriptorTable.reserve(added.reduce(0) { $0 + $1.workers })
+            DescriptorTable.reserve(added.reduce(resizedWorkers) { $0 + $1.workers })
             bound = try await bindAll(added, serving: keptServices)
         } catch {
             return reject(error.messages, at: at)
@@ -176,7 +188,7 @@ extension Supervisor {
         fallback.workers = entry.listener.workerCount
         for attempt in [plan, fallback] {
             do {
-                try await startListener(attempt, socket: try await bindSocket(attempt))
+                try await startListener(attempt, socket: try await bindOnceReleased(attempt))
                 if attempt.workers == plan.workers {
                     report.listenersAdded.append("\(plan.service) \(plan.key) (workers: \(plan.workers))")
                     report.listenersRemoved.append("\(entry.service) \(plan.key) (workers: \(fallback.workers))")
@@ -186,6 +198,22 @@ extension Supervisor {
                 return
             } catch {
                 report.errors.append("service '\(plan.service)': cannot re-create \(plan.key): \(error)")
+            }
+        }
+    }
+
+    /// Binds `plan` on the port its old sockets just left, retrying for up to 2 seconds while the port still reads
+    /// as in use: a socket closed here is released only when the last reference to it goes, and a child between
+    /// fork and execve (an exec service's program started as another user) or a pool thread finishing its pass may
+    /// hold one a moment longer. Without the retry a loaded host lost the listener: both the new and the old number
+    /// of workers failed to bind (found by RandomConfigurationTests).
+    private func bindOnceReleased(_ plan: PlannedListener) async throws(BindError) -> BoundSocket {
+        let deadline = ContinuousClock.now + .seconds(2)
+        while true {
+            do {
+                return try await bindSocket(plan)
+            } catch where error.code == .addressInUse && ContinuousClock.now < deadline {
+                try? await Task.sleep(for: .milliseconds(10))
             }
         }
     }

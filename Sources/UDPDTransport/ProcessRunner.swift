@@ -406,9 +406,7 @@ private struct ProcessRunnerLoop {
                 timeout = min(timeout, .milliseconds(5))
             }
         }
-        let milliseconds = CInt(
-            timeout.components.seconds * 1000 + timeout.components.attoseconds / 1_000_000_000_000_000
-        )
+        let milliseconds = CInt(clamping: timeout.saturatingMilliseconds)
         _ = try? systemCall("poll") { poll(&fds, nfds_t(fds.count), max(1, milliseconds)) }
     }
 

@@ -68,7 +68,7 @@ public final class UDPWorkerPool: Sendable {
         var placed: [(UDPWorkerThread, UDPListenerSocket)] = []
         do {
             for (offset, socket) in sockets.enumerated() {
-                let thread = all[(first + offset) % all.count]
+                let thread = all[Self.turn(first &+ offset, of: all.count)]
                 let served = ServedSocket(socket: socket, slot: slot, counters: counters, ownListeners: ownListeners)
                 try thread.add(served)
                 placed.append((thread, socket))
@@ -111,7 +111,7 @@ public final class UDPWorkerPool: Sendable {
         guard !all.isEmpty else {
             throw SystemCallError(call: "epoll_ctl", errno: ESHUTDOWN, context: "the UDP worker pool is stopped")
         }
-        let thread = all[nextThread.wrappingAdd(1, ordering: .relaxed).oldValue % all.count]
+        let thread = all[Self.turn(nextThread.wrappingAdd(1, ordering: .relaxed).oldValue, of: all.count)]
         let served = ServedSocket(
             socket: socket,
             slot: DatagramHandlerSlot(handler),
@@ -130,6 +130,12 @@ public final class UDPWorkerPool: Sendable {
     /// when its last reference goes.
     public func retire(_ registration: UDPPoolRegistration) {
         for (thread, socket) in registration.placements { thread.retire(socket) }
+    }
+
+    /// The thread whose turn `ticket` is, among `count`: the ticket counter wraps (to negative numbers too), and a
+    /// negative remainder must never become an index.
+    private static func turn(_ ticket: Int, of count: Int) -> Int {
+        Int(UInt(bitPattern: ticket) % UInt(count))
     }
 
     /// Stops every thread and waits for them.

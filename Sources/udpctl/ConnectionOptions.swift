@@ -33,7 +33,7 @@ struct ConnectionOptions: ParsableArguments {
 
     @Option(
         help: ArgumentHelp(
-            "Seconds to wait for the answer (default: 30 for reload, 5 otherwise).",
+            "Seconds to wait for the answer, 0.001 to 3600 (default: 30 for reload, 5 otherwise).",
             valueName: "seconds"
         )
     )
@@ -43,10 +43,18 @@ struct ConnectionOptions: ParsableArguments {
         if socket != nil && config != nil {
             throw ValidationError("-s/--socket and -c/--config are alternatives; give one of them.")
         }
-        if let timeout, !(timeout > 0) {
-            throw ValidationError("--timeout must be a positive number of seconds.")
+        // Checked here, not where it is used: 1e19 seconds once trapped converting to milliseconds.
+        if let timeout, !Self.timeoutRange.contains(timeout) {
+            throw ValidationError(
+                "--timeout must be a number of seconds from \(Self.timeoutRange.lowerBound) to "
+                    + "\(Int(Self.timeoutRange.upperBound)), found \(timeout)."
+            )
         }
     }
+
+    /// Seconds `--timeout` may be: at least a millisecond (the unit waits are counted in), at most an hour (a
+    /// reload that takes longer has gone wrong). Excludes NaN and the infinities.
+    static let timeoutRange = 0.001...3600.0
 
     /// The socket path: `-s`, else `control.socket` of `-c FILE`, else the default for this user.
     func socketPath() throws -> String {
@@ -70,7 +78,10 @@ struct ConnectionOptions: ParsableArguments {
     /// Sends `command` to the daemon; exits 2 when it cannot be reached and 1 when its answer is unusable.
     func send(_ command: ControlCommand) throws -> ControlResponse {
         let path = try socketPath()
-        let wait = timeout.map { Duration.milliseconds(Int64($0 * 1000)) } ?? ControlClient.defaultTimeout(for: command)
+        // `validate()` bounds the value; the conversion clamps all the same rather than trap.
+        let wait =
+            timeout.map { Duration.milliseconds(Int64(exactly: ($0 * 1000).rounded()) ?? Int64(3_600_000)) }
+            ?? ControlClient.defaultTimeout(for: command)
         do {
             return try ControlClient.send(ControlRequest(command: command), to: path, timeout: wait)
         } catch {

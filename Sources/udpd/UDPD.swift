@@ -266,7 +266,13 @@ extension Configuration {
             case .wildcard, .perAddress: addresses = service.family.families.count
             }
             let workers = service.workers ?? UDPWorkerPool.defaultThreadCount
-            count += addresses * (service.udpPorts.count * workers + service.tcpPorts.count)
+            // Saturating: the numbers come from the configuration, and an estimate must never be what traps.
+            let udp = service.udpPorts.count.multipliedReportingOverflow(by: workers)
+            let perAddress = udp.partialValue.addingReportingOverflow(service.tcpPorts.count)
+            let sockets = addresses.multipliedReportingOverflow(by: perAddress.partialValue)
+            let sum = count.addingReportingOverflow(sockets.partialValue)
+            if udp.overflow || perAddress.overflow || sockets.overflow || sum.overflow { return Int(CInt.max) }
+            count = sum.partialValue
         }
         return count
     }

@@ -123,7 +123,8 @@ import Testing
         )
         #expect(
             errorLines("batch-size: 1025\n" + services) == [
-                "t.yaml:1:13: error: 'batch-size' is at most 1024 (the kernel's limit for one recvmmsg), found 1025"
+                "t.yaml:1:13: error: 'batch-size' must be from 1 to 1024 (the kernel's limit for one recvmmsg), "
+                    + "found '1025'"
             ]
         )
         #expect(
