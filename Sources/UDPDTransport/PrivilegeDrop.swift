@@ -28,14 +28,11 @@ public struct PrivilegeTarget: Sendable, Equatable, CustomStringConvertible {
         var uid: UInt32?
         var gid = UInt32(getegid())
         if let user {
-            guard let entry = getpwnam(user) else { throw PrivilegeError("unknown user '\(user)'") }
-            uid = UInt32(entry.pointee.pw_uid)
-            gid = UInt32(entry.pointee.pw_gid)
+            let entry = try AccountDatabase.user(user)
+            uid = entry.uid
+            gid = entry.gid
         }
-        if let group {
-            guard let entry = getgrnam(group) else { throw PrivilegeError("unknown group '\(group)'") }
-            gid = UInt32(entry.pointee.gr_gid)
-        }
+        if let group { gid = try AccountDatabase.group(group) }
         return PrivilegeTarget(user: user, uid: uid, gid: gid)
     }
 }

@@ -24,12 +24,10 @@ public struct ProcessIdentity: Sendable, Equatable, CustomStringConvertible {
     /// `nobody` and `nogroup` (or `nobody`, or the user's primary group), 65534 where the databases lack them:
     /// whom a udpd running as root starts programs as unless the service names a user.
     public static let unprivileged: ProcessIdentity = {
-        let uid = getpwnam("nobody").map { UInt32($0.pointee.pw_uid) } ?? 65_534
+        let nobody = try? AccountDatabase.user("nobody")
         let gid =
-            getgrnam("nogroup").map { UInt32($0.pointee.gr_gid) }
-            ?? getgrnam("nobody").map { UInt32($0.pointee.gr_gid) }
-            ?? getpwnam("nobody").map { UInt32($0.pointee.pw_gid) } ?? 65_534
-        return ProcessIdentity(uid: uid, gid: gid)
+            (try? AccountDatabase.group("nogroup")) ?? (try? AccountDatabase.group("nobody")) ?? nobody?.gid ?? 65_534
+        return ProcessIdentity(uid: nobody?.uid ?? 65_534, gid: gid)
     }()
 
     /// Looks `user` up in the user database, and `group` (else the user's primary group) in the group database.
@@ -39,17 +37,14 @@ public struct ProcessIdentity: Sendable, Equatable, CustomStringConvertible {
         var uid = UInt32(geteuid())
         var gid = UInt32(getegid())
         if let user {
-            guard let entry = getpwnam(user) else { throw PrivilegeError("unknown user '\(user)'") }
-            uid = UInt32(entry.pointee.pw_uid)
-            gid = UInt32(entry.pointee.pw_gid)
+            let entry = try AccountDatabase.user(user)
+            uid = entry.uid
+            gid = entry.gid
         } else if ProcessRunner.startedAsRoot {
             // A group alone does not opt in to root, nor to udpd's own user: the user is still the default.
             uid = unprivileged.uid
         }
-        if let group {
-            guard let entry = getgrnam(group) else { throw PrivilegeError("unknown group '\(group)'") }
-            gid = UInt32(entry.pointee.gr_gid)
-        }
+        if let group { gid = try AccountDatabase.group(group) }
         return ProcessIdentity(uid: uid, gid: gid)
     }
 
