@@ -47,6 +47,7 @@ fi
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
 echo_port=$(free_port); discard_port=$(free_port); extra_port=$(free_port); forward_port=$(free_port)
+upstream_port=$(free_port)
 control="$work/control.sock"
 cat > "$work/a.yaml" <<YAML
 services:
@@ -63,7 +64,7 @@ services:
   forward:
     handler: forward
     udp: $forward_port
-    upstream: 127.0.0.1:$echo_port
+    upstream: 127.0.0.1:$upstream_port
 YAML
 cp "$work/a.yaml" "$work/b.yaml"
 cat >> "$work/b.yaml" <<YAML
@@ -75,6 +76,16 @@ cat >> "$work/b.yaml" <<YAML
 YAML
 cp "$work/a.yaml" "$work/services.yaml"
 
+# The forward's upstream is an echo of a second udpd: udpd refuses to forward into one of its own listeners (a loop).
+cat > "$work/upstream.yaml" <<YAML
+services:
+  upstream-echo:
+    handler: echo
+    udp: $upstream_port
+    bind: [127.0.0.1]
+YAML
+"${run[@]}" "$bin/udpd" -c "$work/upstream.yaml" --control-socket "$work/upstream.sock" 2>"$work/upstream.log" &
+pids+=($!)
 "${run[@]}" "$bin/udpd" -c "$work/services.yaml" --control-socket "$control" 2>"$work/udpd.log" &
 pids+=($!)
 udpd_pid=""
@@ -82,7 +93,7 @@ for _ in $(seq 100); do
     "${run[@]}" "$bin/udpctl" -s "$control" status >/dev/null 2>&1 && break
     sleep 0.1
 done
-udpd_pid=$(pgrep -f -n -- "--control-socket $control")
+udpd_pid=$(pgrep -f -n -- "--control-socket $control" || true)
 [ -n "$udpd_pid" ] || { echo "soak: udpd did not start"; cat "$work/udpd.log"; exit 1; }
 
 fds() { ls "/proc/$udpd_pid/fd" | wc -l; }
