@@ -292,11 +292,9 @@ private struct ProcessRunnerLoop {
     private mutating func start(_ request: ProcessRequest, exited: () -> Void) {
         var child = RunningChild(pid: 0, request: request, deadline: clock.now + request.timeout)
         var toClose: [CInt] = []
-        // A connection's socket is the runner's from now on, also when the program cannot start.
+        // The connection is the runner's from now on: closed here, once, whether or not the program starts.
         if case .socket(let fd) = request.input { toClose.append(fd) }
         defer { for fd in toClose { close(fd) } }
-        // The connection is the runner's from now on: closed here whether or not the program starts.
-        if case .socket(let fd) = request.input { toClose.append(fd) }
         do {
             let errors = try Self.makeRequestPipe()
             toClose.append(errors.write)
