@@ -46,7 +46,9 @@ struct ExecAcceptTests {
             let client = try TCPTestClient(to: server, timeoutMilliseconds: 5000)
             let answer = String(decoding: client.receive(count: 100), as: UTF8.self)
             times.append(clock.now - start)
-            guard answer == "hi\n" else { throw TestFailure("exec answered '\(answer)'") }
+            guard answer == "hi\n" else {
+                throw TestFailure("exec answered '\(answer)' after \(times.count) connections")
+            }
         }
         return times
     }
@@ -79,13 +81,21 @@ struct ExecAcceptTests {
                 """
         )
         try udpd.waitUntilReady()
-        let exec = IPEndpoint(address: "127.0.0.1", port: ports[1])!
+        do {
+            try Self.measure(udpd, exec: IPEndpoint(address: "127.0.0.1", port: ports[1])!, hold: ports[0], idleCount)
+        } catch {
+            let status = (try? udpd.udpctl(["status", "--json"]).standardOutput) ?? ""
+            Issue.record("\(error)\n\(status)\n\(udpd.log)")
+        }
+    }
+
+    private static func measure(_ udpd: UDPDProcess, exec: IPEndpoint, hold: UInt16, _ idleCount: Int) throws {
         _ = try Self.execLatencies(5, to: exec)  // warm up: the runner and acceptor threads start
         let without = try Self.execLatencies(50, to: exec)
 
         let idle = try Self.openIdle(
             idleCount,
-            to: IPEndpoint(address: "127.0.0.1", port: ports[0])!,
+            to: IPEndpoint(address: "127.0.0.1", port: hold)!,
             by: .now + .seconds(60)
         )
         #expect(idle.count == idleCount)

@@ -152,6 +152,7 @@ public final class TCPTestClient {
         let fd = descriptor.rawValue
         while result.count < count {
             let got = buffer.withUnsafeMutableBytes { recv(fd, $0.baseAddress, min($0.count, count - result.count), 0) }
+            if got < 0 && errno == EINTR { continue }
             if got <= 0 { break }
             result.append(contentsOf: buffer[0..<got])
         }
