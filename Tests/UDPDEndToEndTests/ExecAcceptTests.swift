@@ -104,10 +104,10 @@ struct ExecAcceptTests {
         }
         #expect(held, "udpd holds \((try? udpd.counters("hold").tcpActive) ?? 0) of the \(idleCount) idle connections")
         let with = try Self.execLatencies(50, to: exec)
-        // What remains besides the program is udpd's fork of its guard, which copies (and the guard then closes)
-        // every descriptor udpd holds: about 2 ms more for 5,000 connections, where the old search through every
-        // descriptor cost 15 to 25 ms. Medians: a ratio of 5 to 7 with the search, 1.6 to 2.4 without; 3 tells
-        // them apart with room for a busy machine.
+        // What remains besides the program is udpd's fork of its guard, which copies udpd's page tables and descriptor
+        // table (the guard then closes the descriptors): about 1 ms more with 5,000 connections, where the old search
+        // through every descriptor cost 15 to 25 ms. Medians, quiet machine: a ratio of 5 to 7 with the search, 1.5 to
+        // 1.7 without; 3 tells them apart with room for a busy one.
         let ratio = Self.median(with) / Self.median(without)
         let means = (without.reduce(.zero, +) / without.count, with.reduce(.zero, +) / with.count)
         print(
