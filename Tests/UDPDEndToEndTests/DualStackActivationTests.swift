@@ -14,10 +14,11 @@ func dualStackLauncher(
     in directory: TemporaryDirectory
 ) throws -> [String] {
     guard let python3Path else { throw TestFailure("python3 is not installed") }
+    let protocolList = protocols.map { "\"\($0)\"" }.joined(separator: ", ")
     let script = """
         import os, socket, sys
         fds = []
-        for proto in [\(protocols.map { "\"\($0)\"" }.joined(separator: ", "))]:
+        for proto in [\(protocolList)]:
             kind = socket.SOCK_DGRAM if proto == "udp" else socket.SOCK_STREAM
             s = socket.socket(socket.AF_INET6, kind)
             s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
@@ -28,17 +29,7 @@ func dualStackLauncher(
                 s.listen(16)
             fds.append(os.dup(s.fileno()))
             s.close()
-        high = [os.dup2(fd, 200 + i) for i, fd in enumerate(fds)]
-        for fd in fds:
-            os.close(fd)
-        for i in range(len(high)):
-            os.dup2(200 + i, 3 + i)
-            os.close(200 + i)
-        os.environ["LISTEN_PID"] = str(os.getpid())
-        os.environ["LISTEN_FDS"] = str(len(high))
-        os.environ["LISTEN_FDNAMES"] = ":".join("udpd-" + p + ".socket" for p in [\(
-            protocols.map { "\"\($0)\"" }.joined(separator: ", "))])
-        os.execv(sys.argv[1], sys.argv[1:])
+        \(activationHandOver(names: "\":\".join(\"udpd-\" + p + \".socket\" for p in [\(protocolList)])"))
         """
     return [python3Path, try directory.write("activate-dual.py", script)]
 }

@@ -8,6 +8,25 @@ import UDPDTransport
 let python3Path: String? = ["/usr/bin/python3", "/usr/local/bin/python3"]
     .first { FileManager.default.isExecutableFile(atPath: $0) }
 
+/// The end of every launcher that stands in for systemd's socket activation, as Python lines: the descriptors in
+/// `fds` move to 3, 4, ... (inheritable), LISTEN_PID (the launcher's own pid, which udpd keeps across exec),
+/// LISTEN_FDS and LISTEN_FDNAMES (the Python expression `names`) announce them, and the program on the launcher's
+/// command line is exec'ed in the same process.
+func activationHandOver(names: String) -> String {
+    """
+    high = [os.dup2(fd, 200 + i) for i, fd in enumerate(fds)]
+    for fd in fds:
+        os.close(fd)
+    for i in range(len(high)):
+        os.dup2(200 + i, 3 + i)
+        os.close(200 + i)
+    os.environ["LISTEN_PID"] = str(os.getpid())
+    os.environ["LISTEN_FDS"] = str(len(high))
+    os.environ["LISTEN_FDNAMES"] = \(names)
+    os.execv(sys.argv[1], sys.argv[1:])
+    """
+}
+
 /// A launcher doing what systemd does for socket activation: it opens the sockets `specs` describe, places them at
 /// descriptors 3, 4, ... (inheritable), sets LISTEN_PID to its own pid (which udpd keeps across exec), LISTEN_FDS
 /// and LISTEN_FDNAMES, and execs the program given on its command line.
@@ -32,16 +51,7 @@ func activationLauncher(
                 s.listen(16)
             fds.append(os.dup(s.fileno()))
             s.close()
-        high = [os.dup2(fd, 200 + i) for i, fd in enumerate(fds)]
-        for fd in fds:
-            os.close(fd)
-        for i in range(len(high)):
-            os.dup2(200 + i, 3 + i)
-            os.close(200 + i)
-        os.environ["LISTEN_PID"] = str(os.getpid())
-        os.environ["LISTEN_FDS"] = str(len(high))
-        os.environ["LISTEN_FDNAMES"] = "\(specs.map(\.name).joined(separator: ":"))"
-        os.execv(sys.argv[1], sys.argv[1:])
+        \(activationHandOver(names: "\"\(specs.map(\.name).joined(separator: ":"))\""))
         """
     return [python3Path, try directory.write("activate.py", script)]
 }

@@ -554,16 +554,7 @@ struct SystemdUnitTests {
                     s.listen(16)
                 fds.append(os.dup(s.fileno()))
                 s.close()
-            high = [os.dup2(fd, 200 + i) for i, fd in enumerate(fds)]
-            for fd in fds:
-                os.close(fd)
-            for i in range(len(high)):
-                os.dup2(200 + i, 3 + i)
-                os.close(200 + i)
-            os.environ["LISTEN_PID"] = str(os.getpid())
-            os.environ["LISTEN_FDS"] = str(len(high))
-            os.environ["LISTEN_FDNAMES"] = ":".join(["\(name)"] * len(high))
-            os.execv(sys.argv[1], sys.argv[1:])
+            \(activationHandOver(names: "\":\".join([\"\(name)\"] * len(high))"))
             """
         let launcherDirectory = try TemporaryDirectory()
         let launcherPath = try launcherDirectory.write("activate.py", script)
