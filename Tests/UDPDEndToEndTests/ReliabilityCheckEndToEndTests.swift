@@ -4,16 +4,6 @@ import UDPDControl
 import UDPDTestSupport
 import UDPDTransport
 
-/// An echo service on 127.0.0.1:`port` (UDP) in a udpd of its own, ready: the upstream for a test's forward, since a
-/// forward may not point at a listener of its own udpd (a forged datagram could start a loop between the two).
-func startUpstreamEcho(udp port: UInt16) throws -> UDPDProcess {
-    let echo = try UDPDProcess(
-        config: "services:\n  upstream-echo: {handler: echo, udp: \(port), bind: [127.0.0.1], workers: 1}\n"
-    )
-    try echo.waitUntilReady()
-    return echo
-}
-
 /// Issue 12, findings 3, 5 and 6 with the built binaries and real sockets: allow and deny keep the families apart,
 /// `--check` refuses what would fail at start (one positioned line each), and text from input is printed escaped
 /// by `--check`, in the daemon's log and by `udpctl status`.
