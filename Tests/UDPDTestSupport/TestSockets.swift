@@ -1,3 +1,4 @@
+import Foundation
 import Synchronization
 import UDPDTransport
 
@@ -69,18 +70,20 @@ public final class ConnectedUDPClient {
 
 /// Finds a port that is free for UDP and TCP on both wildcard addresses at the moment of asking.
 ///
-/// Every port is handed out once per test process: tests run in parallel, and a port probed free, closed and then
-/// probed again by another test before the first one binds it would make both use it. The kernel's ephemeral
-/// range is large enough that skipping used ports never runs dry.
+/// The port is drawn below the kernel's ephemeral range (`net.ipv4.ip_local_port_range`): a port from inside it
+/// may be taken, between this probe and the daemon's bind, as the source port of any connection a parallel test
+/// opens (one test holds 5,000), which made a daemon under test fail with "port already in use". Every port is
+/// handed out once per test process: tests run in parallel, and a port probed free, closed and then probed again
+/// by another test before the first one binds it would make both use it.
 public func probeFreePort() throws -> UInt16 {
-    for _ in 0..<200 {
-        let udp = try UDPListenerSocket.bind(IPEndpoint.wildcard(.ipv4, port: 0))
-        let port = udp.localEndpoint.port
-        defer { udp.close() }
+    let candidates = portsOutsideEphemeralRange
+    for _ in 0..<500 {
+        let port = UInt16.random(in: candidates)
         guard handedOutPorts.withLock({ $0.insert(port).inserted }) else { continue }
         var holders: [SocketDescriptor] = []
         defer { holders.forEach { $0.close() } }
         do {
+            holders.append(try UDPListenerSocket.bind(.wildcard(.ipv4, port: port)).descriptor)
             holders.append(try UDPListenerSocket.bind(.wildcard(.ipv6, port: port)).descriptor)
             holders.append(try TCPListenerSocket.bind(.wildcard(.ipv4, port: port)).descriptor)
             holders.append(try TCPListenerSocket.bind(.wildcard(.ipv6, port: port)).descriptor)
@@ -89,9 +92,17 @@ public func probeFreePort() throws -> UInt16 {
             continue
         }
     }
-    throw TestFailure("no free port found")
+    throw TestFailure("no free port found in \(candidates)")
 }
 
+/// Unprivileged ports the kernel never picks as a source port: those below the ephemeral range, up to 16,384 of
+/// them (10000-32767 with Linux's default range of 32768-60999).
+private let portsOutsideEphemeralRange: ClosedRange<UInt16> = {
+    let text = (try? String(contentsOfFile: "/proc/sys/net/ipv4/ip_local_port_range", encoding: .utf8)) ?? ""
+    let ephemeralLow = text.split(whereSeparator: \.isWhitespace).first.flatMap { UInt16($0) } ?? 32768
+    let high = max(ephemeralLow, 2048) - 1
+    return max(1024, high > 16383 ? high - 16383 : 0)...high
+}()
 /// Ports ``probeFreePort()`` has returned in this process.
 private let handedOutPorts = Mutex<Set<UInt16>>([])
 
