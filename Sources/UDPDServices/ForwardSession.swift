@@ -3,6 +3,12 @@ import NIOCore
 import Synchronization
 import UDPDTransport
 
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
+
 /// Who a session serves: the client and the local address it asked.
 struct ForwardSessionKey: Hashable, Sendable {
     var peer: IPEndpoint
@@ -23,6 +29,10 @@ final class ForwardSession: @unchecked Sendable {
     let replier: DatagramReplier
     /// Where the upstream's replies go: the client, through its listener, from the address it asked.
     let relay: DatagramRelay
+    /// Which of the pool's upstreams the socket is connected to; the session keeps it while that upstream is up.
+    let upstreamIndex: Int
+    /// The pool, which counts the session against its upstream while it lives.
+    let upstreams: UpstreamPool
     /// The connected upstream socket. Never closed explicitly: another thread may be sending on it; it closes when
     /// the session, the pool's registration and any pass serving it have all let go of it.
     let upstream: UpstreamDatagramSocket
@@ -36,10 +46,14 @@ final class ForwardSession: @unchecked Sendable {
         key: ForwardSessionKey,
         destination: DatagramDestination,
         replier: DatagramReplier,
+        upstreamIndex: Int,
+        upstreams: UpstreamPool,
         upstream: UpstreamDatagramSocket,
         now: UInt64
     ) {
         self.key = key
+        self.upstreamIndex = upstreamIndex
+        self.upstreams = upstreams
         self.destination = destination
         self.replier = replier
         self.relay = DatagramRelay(through: replier, to: key.peer, from: destination)
@@ -47,21 +61,25 @@ final class ForwardSession: @unchecked Sendable {
         self.lastActivity = Atomic(now)
     }
 
-    /// Opens a session: a socket connected to `upstream`, registered with `pool` to serve the replies.
+    /// Opens a session: a socket connected to upstream `upstreamIndex` of `upstreams`, registered with `pool` to
+    /// serve the replies.
     static func open(
         key: ForwardSessionKey,
         destination: DatagramDestination,
         replier: DatagramReplier,
-        upstream: IPEndpoint,
+        upstreamIndex: Int,
+        upstreams: UpstreamPool,
         pool: UDPWorkerPool,
         upstreamCounters: ListenerCounters,
         failures: RateLimitedLog
     ) throws(SystemCallError) -> ForwardSession {
-        let socket = try UpstreamDatagramSocket.connect(to: upstream)
+        let socket = try UpstreamDatagramSocket.connect(to: upstreams.members[upstreamIndex].endpoint)
         let session = ForwardSession(
             key: key,
             destination: destination,
             replier: replier,
+            upstreamIndex: upstreamIndex,
+            upstreams: upstreams,
             upstream: socket,
             now: NIODeadline.now().uptimeNanoseconds
         )
@@ -71,6 +89,7 @@ final class ForwardSession: @unchecked Sendable {
             counters: upstreamCounters
         )
         session.registration.withLock { $0 = registration }
+        upstreams.sessionOpened(upstreamIndex)
         return session
     }
 
@@ -87,7 +106,10 @@ final class ForwardSession: @unchecked Sendable {
             defer { current = nil }
             return current
         }
-        if let registration { pool.retire(registration) }
+        if let registration {
+            pool.retire(registration)
+            upstreams.sessionEnded(upstreamIndex)
+        }
     }
 }
 
@@ -106,10 +128,14 @@ final class UpstreamReplyHandler: DatagramHandler {
     }
 
     /// The upstream refused an earlier request (ECONNREFUSED from an ICMP port unreachable) or another error
-    /// arrived on the session socket: counted on the client's listener; the session stays.
+    /// arrived on the session socket: the request it answers is lost, counted on the client's listener. An ICMP
+    /// error marks the upstream down, so that the session's next request moves to the next upstream that is up.
     func receiveFailed(_ error: SystemCallError) {
         session.replier.counters.addDrop(.upstreamError)
         failures.warning("upstream error", metadata: ["client": "\(session.key.peer)", "error": "\(error)"])
+        if error.isUpstreamUnreachable {
+            session.upstreams.markDown(session.upstreamIndex, because: "\(error)")
+        }
     }
 
     func handle(
@@ -124,5 +150,16 @@ final class UpstreamReplyHandler: DatagramHandler {
         // A listener that a reload removed has closed its socket: its number may already name another socket.
         guard !session.replier.socket.descriptor.isClosed else { return .noReply }
         return .relay(length: length, via: session.relay)
+    }
+}
+
+extension SystemCallError {
+    /// Whether the error reports an ICMP error from (or on the way to) the upstream a socket is connected to: the
+    /// upstream is not there, a hard failure.
+    var isUpstreamUnreachable: Bool {
+        switch errno {
+        case ECONNREFUSED, EHOSTUNREACH, ENETUNREACH, EHOSTDOWN, ENETDOWN: true
+        default: false
+        }
     }
 }
