@@ -211,7 +211,7 @@ extension Diagnostics {
     ) {
         let name = service.name
         if handler == .forward, keys["upstream"] == nil {
-            error("service '\(name)' has handler 'forward' but no 'upstream' (HOST:PORT or a list of them)", at: keyNode)
+            error("service '\(name)' has handler 'forward' but no 'upstream' (HOST:PORT)", at: keyNode)
         }
         if handler == .exec, keys["command"] == nil {
             error("service '\(name)' has handler 'exec' but no 'command' (the program and its arguments)", at: keyNode)
