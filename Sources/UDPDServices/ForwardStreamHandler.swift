@@ -142,8 +142,7 @@ final class ForwardStreamHandler: ChannelDuplexHandler {
                     if let next = upstreams.firstUp(after: index) {
                         return handler.connect(to: next, of: upstreams, context: context)
                     }
-                    handler.counters.addDrop(.noUpstream)
-                    // Closed at once, so that the client moves on to its next server.
+                    // Closed at once, so that the client moves on to its next server (counted once, above).
                     handler.close(afterFlushing: false)
                 }
             }

@@ -80,10 +80,15 @@ public final class UpstreamPool: Sendable {
 
     /// Traffic found upstream `index` failing hard (an ICMP error, a refused or timed-out connect): counted, and the
     /// upstream is down at once. Without probes it is up again after `interval`; with probes, after `rise` good ones.
+    ///
+    /// A lone upstream without probes is never marked down: there is nowhere else to send, and dropping requests
+    /// for an `interval` would only make a restarting upstream look down for longer than it is (the failure is
+    /// still counted).
     public func markDown(_ index: Int, because reason: @autoclosure () -> String) {
         let upstream = health[index]
         upstream.failures.wrappingAdd(1, ordering: .relaxed)
         upstream.goodProbes.store(0, ordering: .relaxed)
+        guard check.probe != .none || members.count > 1 else { return }
         guard upstream.up.compareExchange(expected: true, desired: false, ordering: .relaxed).exchanged else {
             return
         }
