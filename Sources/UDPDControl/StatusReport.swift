@@ -245,6 +245,18 @@ public struct UpstreamStatus: Codable, Sendable, Equatable {
         case failures
         case probeRoundTripMilliseconds = "probe_rtt_ms"
     }
+
+    /// As synthesized, except that a missing probe round trip is written as `null` rather than left out: the field
+    /// is always there, for scripts that read it.
+    public func encode(to encoder: any Encoder) throws {
+        var container = encoder.container(keyedBy: CodingKeys.self)
+        try container.encode(address, forKey: .address)
+        try container.encode(port, forKey: .port)
+        try container.encode(state, forKey: .state)
+        try container.encode(sessions, forKey: .sessions)
+        try container.encode(failures, forKey: .failures)
+        try container.encode(probeRoundTripMilliseconds, forKey: .probeRoundTripMilliseconds)
+    }
 }
 
 /// One listening socket (or one group of workers on the same protocol, address and port).

@@ -83,8 +83,19 @@ public final class ForwardDatagramHandler: DatagramHandler {
                 if sessions.remove(current) { current.retire(from: pool) }
                 found = nil
             }
-            guard let session = found ?? open(key, destination: destination, replier: replier, refused: &refused)
-            else { return .drop(refused) }
+            let session: ForwardSession
+            if let found {
+                session = found
+                session.forgetFirstRequest()
+            } else {
+                guard let opened = open(key, destination: destination, replier: replier, refused: &refused) else {
+                    return .drop(refused)
+                }
+                session = opened
+                if upstreams.members.count > 1 {
+                    session.keepFirstRequest(UnsafeRawBufferPointer(rebasing: buffer[0..<length]))
+                }
+            }
             session.touch()
             do {
                 if try session.upstream.send(UnsafeRawBufferPointer(rebasing: buffer[0..<length])) {
@@ -109,6 +120,29 @@ public final class ForwardDatagramHandler: DatagramHandler {
             }
         }
         return .drop(.upstreamError)
+    }
+
+    /// Sends `request`, the first and only request of `session`, which its upstream refused (so no process there
+    /// received it), through a new session to the next upstream that is up; counted as lost when there is none,
+    /// or when the next one is the same upstream (a lone upstream without probes is never marked down). On the pool
+    /// thread that read the refusal.
+    func resend(refused request: [UInt8], of session: ForwardSession) {
+        if sessions.remove(session) { session.retire(from: pool) }
+        guard let next = upstreams.firstUp(), next != session.upstreamIndex else {
+            session.replier.counters.addDrop(.upstreamError)
+            return
+        }
+        var copy = request
+        let verdict = copy.withUnsafeMutableBytes { buffer in
+            handle(
+                buffer,
+                length: buffer.count,
+                peer: session.key.peer,
+                destination: session.destination,
+                replier: session.replier
+            )
+        }
+        if case .drop(let reason) = verdict { session.replier.counters.addDrop(reason) }
     }
 
     /// Opens the session for `key`, making room if the table is full; `nil` when no socket could be opened, with
@@ -143,6 +177,7 @@ public final class ForwardDatagramHandler: DatagramHandler {
                     upstreams: upstreams,
                     pool: pool,
                     upstreamCounters: upstreamCounters,
+                    forward: self,
                     failures: failures
                 )
             }
