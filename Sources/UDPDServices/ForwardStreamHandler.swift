@@ -125,6 +125,8 @@ final class ForwardStreamHandler: ChannelDuplexHandler {
                     handler.partner?.countedIn = upstreams
                     handler.resumeReading()
                 case .failure(let error):
+                    // The failed attempt's channel must not pass its end on to the client, which may go on elsewhere.
+                    handler.partner?.partner = nil
                     handler.partner = nil
                     // A client that went away while the upstream was still connecting is no upstream failure.
                     guard let context = handler.context, context.channel.isActive, !handler.closeRequested else {
