@@ -44,9 +44,17 @@ public struct UpstreamProbeResult: Sendable, Equatable {
 ///
 /// `Sendable`: its configuration is immutable, and its state lives in a box bound to `eventLoop`.
 public final class UpstreamProber: Sendable {
-    /// The realm of krb5 probes when none is given: a name that cannot be anyone's realm (`.invalid`, RFC 6761).
-    /// A KDC that serves one realm answers a request for another with a KRB-ERROR.
+    /// The realm of krb5 probes when none is given: a name that cannot be anyone's realm (`.invalid`, RFC 6761),
+    /// and that says what the request is in the KDC's log. A KDC serving one realm answers a request for any other
+    /// with a KRB-ERROR (MIT krb5kdc: KDC_ERR_C_PRINCIPAL_UNKNOWN, logged as `CLIENT_NOT_FOUND:
+    /// udpd-health-probe-...@UDPD-HEALTH-PROBE.INVALID`), which is a good answer. An MIT krb5kdc started for
+    /// several realms (`-r A -r B`) answers nothing for a realm it does not serve: probing it needs one of its
+    /// realms.
     public static let defaultRealm = "UDPD-HEALTH-PROBE.INVALID"
+
+    /// The shortest interval and timeout used: shorter ones (which configuration bounds exclude) are raised to it,
+    /// so that a probe round can never spin the event loop.
+    static let shortestPeriod: Duration = .milliseconds(1)
 
     let probe: UpstreamProbe
     let upstreams: [IPEndpoint]
@@ -58,7 +66,8 @@ public final class UpstreamProber: Sendable {
     let report: @Sendable (UpstreamProbeResult) -> Void
     let state: NIOLoopBoundBox<State>
 
-    /// Creates a prober; nothing is sent before ``start()``. `realm` is the realm krb5 probes name.
+    /// Creates a prober; nothing is sent before ``start()``. `realm` is the realm krb5 probes name (the client's,
+    /// and the server's `krbtgt/REALM`).
     public init(
         probe: UpstreamProbe,
         upstreams: [IPEndpoint],
@@ -71,8 +80,8 @@ public final class UpstreamProber: Sendable {
     ) {
         self.probe = probe
         self.upstreams = upstreams
-        self.interval = interval
-        self.timeout = timeout
+        self.interval = max(interval, Self.shortestPeriod)
+        self.timeout = max(timeout, Self.shortestPeriod)
         self.realm = realm
         self.eventLoop = eventLoop
         self.logger = logger
