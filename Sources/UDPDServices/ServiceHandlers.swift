@@ -134,6 +134,7 @@ public enum ServiceHandlers {
                 group: context.group,
                 logger: logger
             )
+            upstreams.startProbing()
             let datagram = ForwardDatagramHandler(
                 upstreams: upstreams,
                 pool: context.pool,

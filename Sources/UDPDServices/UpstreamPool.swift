@@ -12,7 +12,11 @@ import UDPDTransport
 /// socket, a refused or timed-out TCP connect), or after `fall` failed probes in a row; it comes back after `rise`
 /// good probes, or, with `probe: none`, once `interval` has passed.
 ///
-/// `Sendable`: the upstreams are immutable; each one's health is a set of atomics (``UpstreamHealth``).
+/// With `probe: krb5` or `dns`, an ``UpstreamProber`` on one of the daemon's event loops probes every upstream each
+/// `interval` from ``startProbing()`` until the pool goes (a reload that rebuilds the service starts a new one).
+///
+/// `Sendable`: the upstreams are immutable; each one's health is a set of atomics (``UpstreamHealth``); the prober
+/// is behind a mutex.
 public final class UpstreamPool: Sendable {
     /// One upstream as resolved when the service was built.
     public struct Member: Sendable {
@@ -42,6 +46,7 @@ public final class UpstreamPool: Sendable {
     private let health: [UpstreamHealth]
     private let group: any EventLoopGroup
     private let logger: Logger
+    private let prober = Mutex<UpstreamProber?>(nil)
 
     /// Creates a pool of `members`, all up, checked as `check` says; recoveries without probes are timed on `group`.
     public init(members: [Member], check: HealthCheck, group: any EventLoopGroup, logger: Logger) {
@@ -50,6 +55,30 @@ public final class UpstreamPool: Sendable {
         self.health = members.map { _ in UpstreamHealth() }
         self.group = group
         self.logger = logger
+    }
+
+    deinit {
+        _ = prober.withLock { $0 }?.stop()
+    }
+
+    /// Starts the active health check, when `probe` is not `none`; once.
+    public func startProbing() {
+        guard let probe = UpstreamProbe(rawValue: check.probe.rawValue) else { return }
+        let started = UpstreamProber(
+            probe: probe,
+            upstreams: members.map(\.endpoint),
+            interval: check.interval,
+            timeout: check.timeout,
+            eventLoop: group.next(),
+            logger: logger,
+            report: { [weak self] result in self?.recordProbe(result.upstream, roundTrip: result.roundTrip) }
+        )
+        let installed = prober.withLock { current -> Bool in
+            guard current == nil else { return false }
+            current = started
+            return true
+        }
+        if installed { started.start() }
     }
 
     /// Whether upstream `index` is up: one atomic load.

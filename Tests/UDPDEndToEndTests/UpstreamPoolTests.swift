@@ -193,4 +193,93 @@ struct UpstreamPoolTests {
         let table = try udpd.udpctl(["status"]).standardOutput
         #expect(table.contains("none up"), "\(table)")
     }
+
+    @Test("with dns probes, a silent first upstream is down within fall x interval and back after rise probes")
+    func probesFindASilentUpstream() throws {
+        let ports = try freePorts(3)
+        let first = try CountingUpstream(name: "A", port: ports[1])
+        let second = try CountingUpstream(name: "B", port: ports[2])
+        let udpd = try Self.forward(
+            port: ports[0],
+            to: [first, second],
+            healthCheck: "probe: dns, interval: 200ms, timeout: 100ms, fall: 3, rise: 2"
+        )
+        #expect(
+            try eventually {
+                try Self.upstreams(udpd).allSatisfy { $0.state == "up" && $0.probeRoundTripMilliseconds != nil }
+            },
+            "both answer their probes"
+        )
+        let clients = try Clients(count: 4, to: ports[0])
+        for outcome in try clients.round() { #expect(outcome.answer == "A:\(outcome.request)") }
+
+        // A black hole: requests and probes still arrive, nothing is answered, no ICMP error tells udpd.
+        first.isSilent = true
+        let silenced = ContinuousClock.now
+        var downAfter: Duration?
+        var number = 0
+        while downAfter == nil, ContinuousClock.now - silenced < .seconds(5) {
+            // Traffic runs meanwhile (requests the silent upstream swallows); status is polled every 20 ms.
+            number += 1
+            for (index, socket) in clients.sockets.enumerated() { try socket.send("req-silent-\(index)-\(number)") }
+            if try Self.upstreams(udpd)[0].state == "down" { downAfter = ContinuousClock.now - silenced }
+            usleep(20_000)
+        }
+        let detected = try #require(downAfter, "the silent upstream was never marked down")
+        // Three failed probes, 200 ms apart, the last one waiting its 100 ms: never sooner than two intervals, and
+        // within fall x interval + timeout (700 ms), with room for a loaded host.
+        #expect(detected >= .milliseconds(400) && detected < .milliseconds(1500), "down after \(detected)")
+        // Answers to requests that raced the transition, from the second upstream, are read and dropped here.
+        for socket in clients.sockets {
+            while let stale = socket.receiveText() { #expect(stale.hasPrefix("B:req-silent-")) }
+        }
+        for _ in 0..<3 {
+            for outcome in try clients.round() { #expect(outcome.answer == "B:\(outcome.request)") }
+        }
+
+        first.isSilent = false
+        let answering = ContinuousClock.now
+        #expect(try eventually { try Self.upstreams(udpd)[0].state == "up" })
+        let upAfter = ContinuousClock.now - answering
+        #expect(upAfter < .seconds(2), "up after \(upAfter)")
+        let failures = try Self.upstreams(udpd)[0].failures
+        #expect(failures >= 3, "failed probes are failures: \(failures)")
+        let fresh = try Clients(count: 1, to: ports[0])
+        #expect(try fresh.round()[0].answer?.hasPrefix("A:") == true, "a new session goes to the first upstream")
+        for outcome in try clients.round() {
+            #expect(outcome.answer == "B:\(outcome.request)", "old sessions stay on the second while it is up")
+        }
+        Self.expectNoDuplicates(first, second)
+        #expect(first.probes > 5 && second.probes > 5)
+        let metrics = try PrometheusText.parse(try udpd.udpctl(["metrics"]).standardOutput)
+        let rtt = metrics.value("udpd_upstream_probe_rtt_seconds", ["service": "kdc", "upstream": "127.0.0.1:\(ports[2])"])
+        #expect(rtt != nil && rtt! < 0.1)
+    }
+
+    @Test("with dns probes, a refused upstream that comes back is up again after rise answered probes")
+    func refusedThenBackWithProbes() throws {
+        let ports = try freePorts(3)
+        var first = try CountingUpstream(name: "A", port: ports[1])
+        let second = try CountingUpstream(name: "B", port: ports[2])
+        let udpd = try Self.forward(
+            port: ports[0],
+            to: [first, second],
+            healthCheck: "probe: dns, interval: 300ms, timeout: 100ms, fall: 5, rise: 3"
+        )
+        first.stop()
+        // Traffic finds the refusal at once, long before 5 probes would.
+        let clients = try Clients(count: 2, to: ports[0])
+        let stopped = ContinuousClock.now
+        for outcome in try clients.round() { #expect(outcome.answer == "B:\(outcome.request)") }
+        #expect(try Self.upstreams(udpd)[0].state == "down")
+        #expect(ContinuousClock.now - stopped < .milliseconds(1000))
+        first = try CountingUpstream(name: "A2", port: ports[1])
+        let back = ContinuousClock.now
+        #expect(try eventually { try Self.upstreams(udpd)[0].state == "up" })
+        let upAfter = ContinuousClock.now - back
+        // Three answered probes, 300 ms apart: at least two intervals.
+        #expect(upAfter >= .milliseconds(500) && upAfter < .seconds(3), "up after \(upAfter)")
+        #expect(first.probes >= 3)
+        Self.expectNoDuplicates(first, second)
+    }
 }
