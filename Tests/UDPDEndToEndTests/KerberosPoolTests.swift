@@ -137,4 +137,57 @@ struct KerberosPoolTests {
         let counters = try udpd.counters("kdc")
         #expect(counters.dropped == 0, "no request lost: \(counters.drops)")
     }
+
+    @Test("krb5 probes: a stopped primary KDC is down without any traffic, and up again after rise answers")
+    func krb5ProbesFollowThePrimary() throws {
+        let realm = try KerberosRealm(password: Self.password)
+        var taken: Set<UInt16> = [realm.kdcPort, realm.kpasswdPort]
+        var chosen: [UInt16] = []
+        while chosen.count < 2 {
+            let port = try probeFreePort()
+            if taken.insert(port).inserted { chosen.append(port) }
+        }
+        var primary = try SecondKDC(of: realm, port: chosen[0])
+        let udpdPort = chosen[1]
+        let udpd = try UDPDProcess(
+            config: """
+                services:
+                  kdc:
+                    handler: forward
+                    udp: \(udpdPort)
+                    upstream: [127.0.0.1:\(primary.port), 127.0.0.1:\(realm.kdcPort)]
+                    health-check: {probe: krb5, interval: 200ms, timeout: 150ms, fall: 2, rise: 2}
+                """
+        )
+        try udpd.waitUntilReady()
+        func upstreams() throws -> [UpstreamStatus] {
+            try udpd.status().services.first { $0.name == "kdc" }?.upstreams ?? []
+        }
+        #expect(
+            try eventually { try upstreams().allSatisfy { $0.state == "up" && $0.probeRoundTripMilliseconds != nil } },
+            "both KDCs answer the krb5 probe: \((try? upstreams()) ?? [])\n\(udpd.log)"
+        )
+        #expect(primary.log.contains("udpd-health-probe-"), "the KDC logs the probe's principal:\n\(primary.log)")
+
+        primary.stop()
+        let stopped = ContinuousClock.now
+        #expect(try eventually(timeout: .seconds(3)) { try upstreams()[0].state == "down" })
+        #expect(ContinuousClock.now - stopped < .seconds(2))
+
+        let config = realm.clientConfig(kdc: "127.0.0.1:\(udpdPort)", kpasswd: "127.0.0.1:\(realm.kpasswdPort)")
+        let started = ContinuousClock.now
+        let (result, trace) = try realm.client(
+            "/usr/bin/kinit",
+            [KerberosRealm.principal],
+            config: config,
+            input: "\(Self.password)\n"
+        )
+        #expect(result.status == 0, "\(result.standardError)\n\(trace)")
+        #expect(!trace.contains("retry") && !trace.contains("stream"), "\(trace)")
+        #expect(ContinuousClock.now - started < .seconds(1))
+
+        primary = try SecondKDC(of: realm, port: chosen[0])
+        #expect(try eventually(timeout: .seconds(3)) { try upstreams()[0].state == "up" })
+        #expect(try udpd.counters("kdc").dropped == 0)
+    }
 }
