@@ -172,7 +172,11 @@ public enum PrometheusExposition {
         let upstreams = services.flatMap { service in (service.upstreams ?? []).map { (service.name, $0) } }
         out.family("udpd_upstream_up", .gauge, "1 if new requests may go to a forward's upstream, 0 if it is down.")
         for (service, upstream) in upstreams {
-            out.sample("udpd_upstream_up", ["service": service, "upstream": upstream.endpoint], upstream.isUp ? "1" : "0")
+            out.sample(
+                "udpd_upstream_up",
+                ["service": service, "upstream": upstream.endpoint],
+                upstream.isUp ? "1" : "0"
+            )
         }
         out.family(
             "udpd_upstream_failures_total",
@@ -188,7 +192,11 @@ public enum PrometheusExposition {
         }
         out.family("udpd_upstream_sessions", .gauge, "UDP sessions and TCP relays open to a forward's upstream now.")
         for (service, upstream) in upstreams {
-            out.sample("udpd_upstream_sessions", ["service": service, "upstream": upstream.endpoint], "\(upstream.sessions)")
+            out.sample(
+                "udpd_upstream_sessions",
+                ["service": service, "upstream": upstream.endpoint],
+                "\(upstream.sessions)"
+            )
         }
         out.family(
             "udpd_upstream_probe_rtt_seconds",

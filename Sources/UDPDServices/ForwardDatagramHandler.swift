@@ -3,9 +3,9 @@ import NIOCore
 import Synchronization
 import UDPDTransport
 
-/// Relays UDP to the first upstream of its ``UpstreamPool`` that is up: each (client address and port, local address it asked) pair gets a session
-/// with its own connected, non-blocking upstream socket, so that each upstream reply goes back to that client from
-/// the local address it asked.
+/// Relays UDP to the first upstream of its ``UpstreamPool`` that is up: each (client address and port, local address
+/// it asked) pair gets a session with its own connected, non-blocking upstream socket, so that each upstream reply
+/// goes back to that client from the local address it asked.
 ///
 /// The datapath has no hop and no copy. A request is sent upstream from the listener's worker thread, straight from
 /// the batch buffer it was received in (one `send`); finding its session takes a mutex and a dictionary lookup and

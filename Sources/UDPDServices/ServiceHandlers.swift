@@ -124,7 +124,10 @@ public enum ServiceHandlers {
             for address in addresses {
                 guard let endpoint = address.withSockAddr({ address, _ in IPEndpoint(UnsafeRawPointer(address)) })
                 else {
-                    throw ServiceHandlerError(service: service.name, message: "upstream \(address) is not an IP address")
+                    throw ServiceHandlerError(
+                        service: service.name,
+                        message: "upstream \(address) is not an IP address"
+                    )
                 }
                 members.append(UpstreamPool.Member(endpoint: endpoint, address: address))
             }
@@ -201,7 +204,9 @@ public enum ServiceHandlers {
                 addresses.append(try SocketAddress(ipAddress: upstream.host, port: Int(upstream.port)))
             } catch {
                 do {
-                    addresses.append(try SocketAddress.makeAddressResolvingHost(upstream.host, port: Int(upstream.port)))
+                    addresses.append(
+                        try SocketAddress.makeAddressResolvingHost(upstream.host, port: Int(upstream.port))
+                    )
                 } catch {
                     throw ServiceHandlerError(
                         service: service.name,

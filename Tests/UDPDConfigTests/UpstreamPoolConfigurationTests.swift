@@ -16,7 +16,10 @@ import Testing
                 HostPort(host: "kdc3.example", port: 750),
             ]
         )
-        let single = try ConfigurationLoader.parse(text: service("upstream: 10.0.0.5:88", handler: "forward"), file: "f")
+        let single = try ConfigurationLoader.parse(
+            text: service("upstream: 10.0.0.5:88", handler: "forward"),
+            file: "f"
+        )
         #expect(single.services[0].upstreams == [HostPort(host: "10.0.0.5", port: 88)])
         #expect(single.services[0].healthCheck == HealthCheck())
     }
@@ -51,7 +54,9 @@ import Testing
             """
         let errors = errorLines(yaml)
         #expect(errors.count == 1, "\(errors)")
-        #expect(errors.first?.hasPrefix("t.yaml:3:63: error: 'upstream' 127.0.0.1:5300 is udpd's own udp listener") == true)
+        #expect(
+            errors.first?.hasPrefix("t.yaml:3:63: error: 'upstream' 127.0.0.1:5300 is udpd's own udp listener") == true
+        )
     }
 
     @Test func healthCheckDecodesWithItsDefaults() throws {
@@ -60,9 +65,19 @@ import Testing
             handler: "forward"
         )
         let check = try ConfigurationLoader.parse(text: yaml, file: "t.yaml").services[0].healthCheck
-        #expect(check == HealthCheck(probe: .krb5, interval: .seconds(2), timeout: .milliseconds(500), fall: 5, rise: 2))
-        #expect(HealthCheck() == HealthCheck(probe: .none, interval: .seconds(1), timeout: .milliseconds(500), fall: 3,
-            rise: 2))
+        #expect(
+            check == HealthCheck(probe: .krb5, interval: .seconds(2), timeout: .milliseconds(500), fall: 5, rise: 2)
+        )
+        #expect(
+            HealthCheck()
+                == HealthCheck(
+                    probe: .none,
+                    interval: .seconds(1),
+                    timeout: .milliseconds(500),
+                    fall: 3,
+                    rise: 2
+                )
+        )
     }
 
     @Test func healthCheckMistakesAreErrorsAtTheirPositions() {

@@ -54,7 +54,13 @@ struct RenderingTests {
                 forwardSessions: 3,
                 upstreams: [
                     UpstreamStatus(address: "10.0.0.5", port: 88, state: "down", failures: 4),
-                    UpstreamStatus(address: "::1", port: 88, state: "up", sessions: 3, probeRoundTripMilliseconds: 1.25),
+                    UpstreamStatus(
+                        address: "::1",
+                        port: 88,
+                        state: "up",
+                        sessions: 3,
+                        probeRoundTripMilliseconds: 1.25
+                    ),
                 ]
             ),
             ServiceStatus(

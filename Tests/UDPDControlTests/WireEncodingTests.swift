@@ -19,7 +19,13 @@ struct WireEncodingTests {
         report.services[0].execInstances = 0
         report.services[0].upstreams = [
             UpstreamStatus(address: "10.0.0.5", port: 88, state: "down", sessions: 0, failures: 4),
-            UpstreamStatus(address: "2001:db8::6", port: 88, state: "up", sessions: 3, probeRoundTripMilliseconds: 1.25),
+            UpstreamStatus(
+                address: "2001:db8::6",
+                port: 88,
+                state: "up",
+                sessions: 3,
+                probeRoundTripMilliseconds: 1.25
+            ),
         ]
         report.services[0].counters.drops = ["truncated": 2, "reflection": 7]
         report.services[0].listeners[0].interface = "eth0"

@@ -252,7 +252,10 @@ struct UpstreamPoolTests {
         Self.expectNoDuplicates(first, second)
         #expect(first.probes > 5 && second.probes > 5)
         let metrics = try PrometheusText.parse(try udpd.udpctl(["metrics"]).standardOutput)
-        let rtt = metrics.value("udpd_upstream_probe_rtt_seconds", ["service": "kdc", "upstream": "127.0.0.1:\(ports[2])"])
+        let rtt = metrics.value(
+            "udpd_upstream_probe_rtt_seconds",
+            ["service": "kdc", "upstream": "127.0.0.1:\(ports[2])"]
+        )
         #expect(rtt != nil && rtt! < 0.1)
     }
 
