@@ -71,8 +71,9 @@ extension Diagnostics {
         if let fall = fall ?? nil { check.fall = fall }
         if let rise = rise ?? nil { check.rise = rise }
         if check.timeout >= check.interval {
+            let which = keys["timeout"] == nil ? "default 'timeout'" : "'timeout'"
             error(
-                "the health check's 'timeout' (\(Units.text(duration: check.timeout))) must be shorter than its "
+                "the health check's \(which) (\(Units.text(duration: check.timeout))) must be shorter than its "
                     + "'interval' (\(Units.text(duration: check.interval))): a probe must end before the next starts",
                 at: keys["timeout"] ?? keys["interval"] ?? node
             )

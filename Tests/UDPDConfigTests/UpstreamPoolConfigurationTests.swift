@@ -87,6 +87,8 @@ import Testing
                     + "probe must end before the next starts"
             ]
         )
+        let short = errorLines(service("upstream: 10.0.0.5:88\nhealth-check: {interval: 100ms}", handler: "forward"))
+        #expect(short.count == 1 && short[0].contains("default 'timeout' (500ms)"), "\(short)")
         let unknown = errorLines(service("upstream: 10.0.0.5:88\nhealth-check: {probe: http}", handler: "forward"))
         #expect(unknown.count == 1 && unknown[0].hasPrefix("t.yaml:6:27: error: unknown probe 'http'"), "\(unknown)")
         let key = errorLines(service("upstream: 10.0.0.5:88\nhealth-check: {rais: 2}", handler: "forward"))

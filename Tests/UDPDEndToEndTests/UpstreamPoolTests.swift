@@ -285,4 +285,40 @@ struct UpstreamPoolTests {
         #expect(first.probes >= 3)
         Self.expectNoDuplicates(first, second)
     }
+
+    @Test("a reload that leaves the service alone keeps its upstreams' state; one that adds an upstream rebuilds it")
+    func reloadKeepsOrRebuildsThePool() throws {
+        let ports = try freePorts(3)
+        let first = try CountingUpstream(name: "A", port: ports[1])
+        let second = try CountingUpstream(name: "B", port: ports[2])
+        let udpd = try Self.forward(port: ports[0], to: [first], healthCheck: "probe: dns, interval: 100ms, timeout: 50ms, fall: 2")
+        first.stop()
+        #expect(try eventually { try Self.upstreams(udpd).map(\.state) == ["down"] }, "a lone upstream, probed")
+        let clients = try Clients(count: 1, to: ports[0], timeoutMilliseconds: 100)
+        #expect(try clients.round()[0].answer == nil)
+        #expect(try udpd.counters("kdc").drops["no_upstream", default: 0] >= 1)
+
+        // The same file again: the service is unchanged and keeps its state (still down).
+        #expect(try udpd.udpctl(["reload"]).status == 0)
+        #expect(try Self.upstreams(udpd).map(\.state) == ["down"])
+
+        let list = "127.0.0.1:\(ports[1]), 127.0.0.1:\(ports[2])"
+        try udpd.rewriteConfig(
+            """
+            services:
+              kdc:
+                handler: forward
+                udp: \(ports[0])
+                tcp: \(ports[0])
+                upstream: [\(list)]
+                health-check: {probe: dns, interval: 100ms, timeout: 50ms, fall: 2}
+            """
+        )
+        #expect(try udpd.udpctl(["reload"]).status == 0)
+        let rebuilt = try Self.upstreams(udpd)
+        #expect(rebuilt.map(\.port) == [Int(ports[1]), Int(ports[2])], "\(rebuilt)")
+        #expect(try eventually { try Self.upstreams(udpd).map(\.state) == ["down", "up"] })
+        #expect(try clients.round()[0].answer?.hasPrefix("B:") == true)
+        Self.expectNoDuplicates(first, second)
+    }
 }
