@@ -321,4 +321,32 @@ struct UpstreamPoolTests {
         #expect(try clients.round()[0].answer?.hasPrefix("B:") == true)
         Self.expectNoDuplicates(first, second)
     }
+
+    @Test("probes follow reloads: an upstream a reload removes is probed no more")
+    func probesFollowReloads() throws {
+        let ports = try freePorts(3)
+        let first = try CountingUpstream(name: "A", port: ports[1])
+        let second = try CountingUpstream(name: "B", port: ports[2])
+        let check = "probe: dns, interval: 50ms, timeout: 20ms"
+        let udpd = try Self.forward(port: ports[0], to: [first, second], healthCheck: check)
+        #expect(eventually { first.probes >= 3 && second.probes >= 3 })
+        try udpd.rewriteConfig(
+            """
+            services:
+              kdc:
+                handler: forward
+                udp: \(ports[0])
+                upstream: [127.0.0.1:\(ports[2])]
+                health-check: {\(check)}
+            """
+        )
+        #expect(try udpd.udpctl(["reload"]).status == 0)
+        usleep(200_000)  // a probe already in flight at the reload may still arrive
+        let removed = first.probes
+        let kept = second.probes
+        usleep(500_000)
+        #expect(first.probes == removed, "the removed upstream is still probed")
+        #expect(second.probes >= kept + 5, "the kept upstream is probed by the new pool")
+        #expect(try Self.upstreams(udpd).map(\.port) == [Int(ports[2])])
+    }
 }
