@@ -7,6 +7,7 @@
 //
 //   CYAML, CUDPD        C: libyaml, and the macros and structs Swift cannot express (no logic)
 //   UDPDConfig          YAML -> typed model -> validation; every error carries file, line and column
+//   UDPDKerberos        a bounded ASN.1 DER reader and encoder, and the Kerberos messages udpd builds or reads
 //   UDPDTransport       sockets, the one syscall wrapper, pktinfo receive/send, bind policies, UDP workers
 //   UDPDServices        the handlers (echo, discard, ...) behind UDP and TCP listeners
 //   UDPDControl         the control protocol shared by udpd and udpctl, its server and client
@@ -118,13 +119,17 @@ let package = Package(
             swiftSettings: strictSwift
         ),
         .target(
+            name: "UDPDKerberos",
+            swiftSettings: strictSwift
+        ),
+        .target(
             name: "UDPDTransport",
             dependencies: ["CUDPD"],
             swiftSettings: strictSwift
         ),
         .target(
             name: "UDPDServices",
-            dependencies: ["UDPDConfig", "UDPDTransport", nioCore, nioPosix, logging],
+            dependencies: ["UDPDConfig", "UDPDKerberos", "UDPDTransport", nioCore, nioPosix, logging],
             swiftSettings: strictSwift
         ),
         .target(
@@ -144,7 +149,7 @@ let package = Package(
         // MARK: Fuzzing (the drivers live in Fuzz/, outside `swift test`)
         .target(
             name: "UDPDFuzzEntryPoints",
-            dependencies: ["UDPDConfig", "UDPDControl", "UDPDServices"],
+            dependencies: ["UDPDConfig", "UDPDControl", "UDPDKerberos", "UDPDServices"],
             swiftSettings: strictSwift
         ),
 
@@ -189,6 +194,11 @@ let package = Package(
             swiftSettings: strictSwift
         ),
         .testTarget(
+            name: "UDPDKerberosTests",
+            dependencies: ["UDPDKerberos"],
+            swiftSettings: strictSwift
+        ),
+        .testTarget(
             name: "UDPDTransportTests",
             dependencies: ["UDPDTransport", "UDPDTestSupport"],
             swiftSettings: strictSwift
@@ -206,7 +216,8 @@ let package = Package(
         .testTarget(
             name: "UDPDEndToEndTests",
             dependencies: [
-                "UDPDConfig", "UDPDTransport", "UDPDControl", "UDPDTestSupport", "udpd", "udpctl", "udpd-testclient",
+                "UDPDConfig", "UDPDKerberos", "UDPDTransport", "UDPDServices", "UDPDControl", "UDPDTestSupport", "udpd",
+                "udpctl", "udpd-testclient",
             ],
             swiftSettings: strictSwift
         ),

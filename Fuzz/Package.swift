@@ -13,5 +13,6 @@ let package = Package(
         .executableTarget(name: "FuzzConfig", dependencies: [entryPoints]),
         .executableTarget(name: "FuzzControlRequest", dependencies: [entryPoints]),
         .executableTarget(name: "FuzzKerberosFrame", dependencies: [entryPoints]),
+        .executableTarget(name: "FuzzDER", dependencies: [entryPoints]),
     ]
 )

@@ -4,13 +4,13 @@
 # Fuzz/crash-<target>-*; fix the bug, then move the input into Fuzz/regressions/<target>/ so that `swift test`
 # replays it forever (Tests/UDPDServicesTests/FuzzRegressionTests.swift).
 #
-#   Fuzz/run.sh [seconds] [target...]     targets: config control-request kerberos-frame
+#   Fuzz/run.sh [seconds] [target...]     targets: config control-request kerberos-frame der
 set -euo pipefail
 cd "$(dirname "$0")"
 seconds=${1:-60}
 shift || true
 targets=("$@")
-[ ${#targets[@]} -gt 0 ] || targets=(config control-request kerberos-frame)
+[ ${#targets[@]} -gt 0 ] || targets=(config control-request kerberos-frame der)
 
 swift build -c release --scratch-path .build-fuzz -Xswiftc -sanitize=fuzzer,address -Xswiftc -parse-as-library \
     >/dev/null
@@ -23,6 +23,7 @@ for target in "${targets[@]}"; do
         config) driver=FuzzConfig ;;
         control-request) driver=FuzzControlRequest ;;
         kerberos-frame) driver=FuzzKerberosFrame ;;
+        der) driver=FuzzDER ;;
         *) echo "fuzz: unknown target '$target'" >&2; exit 2 ;;
     esac
     mkdir -p "$work/$target"

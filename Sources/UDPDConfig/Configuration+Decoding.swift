@@ -101,4 +101,38 @@ extension Diagnostics {
             return nil
         }
     }
+
+    /// `upstream:`: one `HOST:PORT`, or a non-empty list of distinct ones in order of preference.
+    /// Each with the position of its node.
+    mutating func upstreams(_ node: YAMLNode) -> [(upstream: HostPort, position: SourcePosition)] {
+        guard case .sequence(let items) = node.content else {
+            return hostPort(node, named: "'upstream'").map { [($0, node.position)] } ?? []
+        }
+        if items.isEmpty {
+            error("'upstream' must list at least one HOST:PORT", at: node)
+            return []
+        }
+        let bound = ConfigurationBounds.upstreams
+        if items.count > bound.range.upperBound {
+            error(
+                "'upstream' lists \(items.count) upstreams; it may list \(bound.rangeText) (\(bound.reason))",
+                at: node
+            )
+            return []
+        }
+        var result: [(upstream: HostPort, position: SourcePosition)] = []
+        for item in items {
+            guard let upstream = hostPort(item, named: "each item of 'upstream'") else { continue }
+            if let first = result.first(where: { $0.upstream == upstream }) {
+                error(
+                    "duplicate upstream \(upstream) (first at \(first.position)): a request goes to one upstream, "
+                        + "so listing one twice means nothing",
+                    at: item
+                )
+                continue
+            }
+            result.append((upstream, item.position))
+        }
+        return result
+    }
 }

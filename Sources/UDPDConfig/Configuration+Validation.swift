@@ -109,22 +109,21 @@ extension Diagnostics {
             if case .addresses(let addresses) = service.definition.bind { knownLocal.formUnion(addresses) }
         }
         for service in services where service.isComplete && service.definition.handler == .forward {
-            guard let upstream = service.definition.upstream, let position = service.upstreamPosition,
-                let address = AddressParsing.address(upstream.host)
-            else { continue }
-            let relayed = [("udp", !service.udpPorts.isEmpty), ("tcp", !service.tcpPorts.isEmpty)]
-            for (proto, used) in relayed where used {
-                let candidates = claims[PortKey(proto: proto, port: upstream.port)] ?? []
-                guard let target = candidates.first(where: { $0.receives(address, knownLocal: knownLocal) }) else {
-                    continue
+            for (upstream, position) in zip(service.definition.upstreams, service.upstreamPositions) {
+                guard let address = AddressParsing.address(upstream.host) else { continue }
+                let relayed = [("udp", !service.udpPorts.isEmpty), ("tcp", !service.tcpPorts.isEmpty)]
+                for (proto, used) in relayed where used {
+                    let candidates = claims[PortKey(proto: proto, port: upstream.port)] ?? []
+                    guard let target = candidates.first(where: { $0.receives(address, knownLocal: knownLocal) })
+                    else { continue }
+                    error(
+                        "'upstream' \(upstream) is udpd's own \(proto) listener (\(target.owner(in: services)), port "
+                            + "\(target.port) on \(target.addressDescription), at \(target.position)): forwarding "
+                            + "into itself would loop; point 'upstream' at the real server",
+                        at: position
+                    )
+                    break
                 }
-                error(
-                    "'upstream' \(upstream) is udpd's own \(proto) listener (\(target.owner(in: services)), port "
-                        + "\(target.port) on \(target.addressDescription), at \(target.position)): forwarding into "
-                        + "itself would loop; point 'upstream' at the real server",
-                    at: position
-                )
-                break
             }
         }
     }

@@ -133,7 +133,7 @@ public enum HandlerKind: String, Sendable, CaseIterable {
     case echo
     /// RFC 863: everything is read and thrown away.
     case discard
-    /// Relays to `upstream`, keeping per-client sessions for UDP.
+    /// Relays to the first of its `upstream`s that is up, keeping per-client sessions for UDP.
     case forward
     /// Runs `command` per datagram or per connection, inetd style.
     case exec
@@ -343,8 +343,10 @@ public struct ServiceDefinition: Sendable, Equatable {
     public var framing: Framing?
     /// `max-message:` in bytes.
     public var maxMessage: Int?
-    /// `upstream:` (forward only).
-    public var upstream: HostPort?
+    /// `upstream:` (forward only): one or more upstreams, in order of preference, without duplicates.
+    public var upstreams: [HostPort]
+    /// `health-check:` (forward only); the defaults when the key is absent.
+    public var healthCheck: HealthCheck
     /// `timeout:` (forward and exec).
     public var timeout: Duration?
     /// `max-sessions:` (forward).
@@ -389,7 +391,8 @@ public struct ServiceDefinition: Sendable, Equatable {
         self.idleTimeout = nil
         self.framing = nil
         self.maxMessage = nil
-        self.upstream = nil
+        self.upstreams = []
+        self.healthCheck = HealthCheck()
         self.timeout = nil
         self.maxSessions = nil
         self.command = nil

@@ -96,10 +96,38 @@ public enum ConfigurationBounds {
         reason: "each instance is a process"
     )
 
+    // MARK: Forward health checks
+
+    /// `upstream:` as a list. Each upstream is probed and reported on its own; 64 is more than any site puts
+    /// behind one name, and keeps the probes and the status of one service small.
+    public static let upstreams = CountBound(key: "upstream", 1...64, reason: "upstreams of one service")
+
+    /// `health-check: {interval}`. At least 10ms, so that probes never become traffic of their own (a probe per
+    /// upstream per interval); at most an hour, beyond which a health check means nothing.
+    public static let healthInterval = DurationBound(
+        key: "interval",
+        .milliseconds(10) ... .seconds(3600),
+        reason: "time between probes"
+    )
+
+    /// `health-check: {timeout}`; also shorter than the interval (checked beside the bound).
+    public static let healthTimeout = DurationBound(
+        key: "timeout",
+        .milliseconds(1) ... .seconds(3600),
+        reason: "how long a probe waits"
+    )
+
+    /// `health-check: {fall}`: consecutive failed probes before an upstream is down.
+    public static let healthFall = CountBound(key: "fall", 1...100, reason: "consecutive probes")
+
+    /// `health-check: {rise}`: consecutive good probes before an upstream is up again.
+    public static let healthRise = CountBound(key: "rise", 1...100, reason: "consecutive probes")
+
     /// Every bound, in the order udpd.yaml(5) lists them.
     public static let all: [any ConfigurationBound] = [
         batchSize, workers, maxDatagram, ratePerSource, rateBurst, maxConnections, maxConnectionsPerSource,
-        idleTimeout, maxMessage, timeout, maxSessions, maxInstances,
+        idleTimeout, maxMessage, timeout, maxSessions, maxInstances, upstreams, healthInterval, healthTimeout,
+        healthFall, healthRise,
     ]
 }
 

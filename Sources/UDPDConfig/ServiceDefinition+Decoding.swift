@@ -10,8 +10,9 @@ struct DecodedService {
     var tcpPorts: [(port: UInt16, position: SourcePosition)]
     /// Whether `bind` and `family` were valid, so that `definition.bind` may take part in the overlap check.
     var bindIsValid: Bool
-    /// Where `upstream:` stands, for the check that a forward does not point at udpd's own listeners.
-    var upstreamPosition: SourcePosition?
+    /// Where each of `definition.upstreams` stands, for the check that a forward does not point at udpd's own
+    /// listeners.
+    var upstreamPositions: [SourcePosition]
     /// Where each name of `interfaces:` stands, for the check against the host's interfaces.
     var interfacePositions: [SourcePosition]
 }
@@ -21,13 +22,13 @@ extension Diagnostics {
     static let serviceKeys = [
         "handler", "udp", "tcp", "bind", "family", "interfaces", "freebind", "workers", "max-datagram",
         "rate-limit", "allow", "deny", "max-connections", "max-connections-per-source", "idle-timeout",
-        "framing", "max-message", "upstream", "timeout", "max-sessions", "command", "max-instances", "user",
-        "group",
+        "framing", "max-message", "upstream", "health-check", "timeout", "max-sessions", "command", "max-instances",
+        "user", "group",
     ]
 
     /// Keys that only some handlers take.
     static let handlerKeys: [String: [HandlerKind]] = [
-        "upstream": [.forward], "max-sessions": [.forward], "timeout": [.forward, .exec],
+        "upstream": [.forward], "health-check": [.forward], "max-sessions": [.forward], "timeout": [.forward, .exec],
         "command": [.exec], "max-instances": [.exec], "user": [.exec], "group": [.exec],
         // An exec program owns its connection's socket, so udpd never sees the frames to check them.
         "framing": [.echo, .discard, .forward], "max-message": [.echo, .discard, .forward],
@@ -93,6 +94,8 @@ extension Diagnostics {
         if let bind { service.bind = bind ?? .wildcard }
 
         decodeFurtherKeys(keys, into: &service)
+        let upstreams = keys["upstream"].map { self.upstreams($0) } ?? []
+        service.upstreams = upstreams.map(\.upstream)
         checkPlacement(keys, handler: handler, service: service)
         if let handler {
             service.handler = handler
@@ -104,7 +107,7 @@ extension Diagnostics {
             udpPorts: udp,
             tcpPorts: tcp,
             bindIsValid: familyIsValid && bind != .some(nil),
-            upstreamPosition: keys["upstream"]?.position,
+            upstreamPositions: upstreams.map(\.position),
             interfacePositions: keys["interfaces"].map { node in
                 if case .sequence(let items) = node.content { items.map(\.position) } else { [] }
             } ?? []
@@ -136,7 +139,7 @@ extension Diagnostics {
         service.idleTimeout = keys["idle-timeout"].flatMap { duration($0, within: ConfigurationBounds.idleTimeout) }
         service.framing = keys["framing"].flatMap { choice($0, named: "framing", as: Framing.self) }
         service.maxMessage = keys["max-message"].flatMap { size($0, within: ConfigurationBounds.maxMessage) }
-        service.upstream = keys["upstream"].flatMap { hostPort($0, named: "'upstream'") }
+        service.healthCheck = keys["health-check"].flatMap { healthCheck($0) } ?? HealthCheck()
         service.timeout = keys["timeout"].flatMap { duration($0, within: ConfigurationBounds.timeout) }
         service.maxSessions = keys["max-sessions"].flatMap { count($0, within: ConfigurationBounds.maxSessions) }
         service.maxInstances = keys["max-instances"].flatMap { count($0, within: ConfigurationBounds.maxInstances) }

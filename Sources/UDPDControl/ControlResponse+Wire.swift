@@ -148,6 +148,31 @@ extension ServiceStatus {
         writer.endArray()
         writer.key(CodingKeys.name)
         writer.string(name)
+        if let upstreams {
+            writer.key(CodingKeys.upstreams)
+            writer.beginArray()
+            for upstream in upstreams { upstream.write(to: &writer) }
+            writer.endArray()
+        }
+        writer.endObject()
+    }
+}
+
+extension UpstreamStatus {
+    func write(to writer: inout JSONWriter) {
+        writer.beginObject()
+        writer.key(CodingKeys.address)
+        writer.string(address)
+        writer.key(CodingKeys.failures)
+        writer.integer(failures)
+        writer.key(CodingKeys.port)
+        writer.integer(port)
+        writer.key(CodingKeys.probeRoundTripMilliseconds)
+        if let probeRoundTripMilliseconds { writer.double(probeRoundTripMilliseconds) } else { writer.null() }
+        writer.key(CodingKeys.sessions)
+        writer.integer(sessions)
+        writer.key(CodingKeys.state)
+        writer.string(state)
         writer.endObject()
     }
 }

@@ -21,6 +21,7 @@ public enum PrometheusExposition {
         renderDaemon(report, into: &out)
         renderServices(report.services, into: &out)
         renderListeners(report.services, into: &out)
+        renderUpstreams(report.services, into: &out)
         return out.text
     }
 
@@ -163,6 +164,52 @@ public enum PrometheusExposition {
             for (service, listener) in tcp {
                 out.sample(name, labels(service, listener), "\(figures(of: listener)[keyPath: figure])")
             }
+        }
+    }
+
+    /// Each forward service's upstreams, labelled `upstream="ADDRESS:PORT"`.
+    private static func renderUpstreams(_ services: [ServiceStatus], into out: inout PrometheusWriter) {
+        let upstreams = services.flatMap { service in (service.upstreams ?? []).map { (service.name, $0) } }
+        out.family("udpd_upstream_up", .gauge, "1 if new requests may go to a forward's upstream, 0 if it is down.")
+        for (service, upstream) in upstreams {
+            out.sample(
+                "udpd_upstream_up",
+                ["service": service, "upstream": upstream.endpoint],
+                upstream.isUp ? "1" : "0"
+            )
+        }
+        out.family(
+            "udpd_upstream_failures_total",
+            .counter,
+            "Hard failures traffic saw at a forward's upstream (ICMP errors, failed TCP connects) and failed probes."
+        )
+        for (service, upstream) in upstreams {
+            out.sample(
+                "udpd_upstream_failures_total",
+                ["service": service, "upstream": upstream.endpoint],
+                "\(upstream.failures)"
+            )
+        }
+        out.family("udpd_upstream_sessions", .gauge, "UDP sessions and TCP relays open to a forward's upstream now.")
+        for (service, upstream) in upstreams {
+            out.sample(
+                "udpd_upstream_sessions",
+                ["service": service, "upstream": upstream.endpoint],
+                "\(upstream.sessions)"
+            )
+        }
+        out.family(
+            "udpd_upstream_probe_rtt_seconds",
+            .gauge,
+            "The round trip of the last answered health probe of a forward's upstream."
+        )
+        for (service, upstream) in upstreams {
+            guard let milliseconds = upstream.probeRoundTripMilliseconds else { continue }
+            out.sample(
+                "udpd_upstream_probe_rtt_seconds",
+                ["service": service, "upstream": upstream.endpoint],
+                number(milliseconds / 1000)
+            )
         }
     }
 

@@ -161,6 +161,8 @@ public struct ServiceStatus: Codable, Sendable, Equatable {
     public var forwardSessions: UInt64?
     /// Programs an `exec` service runs now; `nil` for other handlers (left out of the JSON).
     public var execInstances: UInt64?
+    /// A `forward` service's upstreams, in order of preference; `nil` for other handlers (left out of the JSON).
+    public var upstreams: [UpstreamStatus]?
 
     /// Creates a service's status.
     public init(
@@ -170,7 +172,8 @@ public struct ServiceStatus: Codable, Sendable, Equatable {
         counters: ServiceCounters,
         bindFallback: Bool? = nil,
         forwardSessions: UInt64? = nil,
-        execInstances: UInt64? = nil
+        execInstances: UInt64? = nil,
+        upstreams: [UpstreamStatus]? = nil
     ) {
         self.name = name
         self.handler = handler
@@ -179,6 +182,7 @@ public struct ServiceStatus: Codable, Sendable, Equatable {
         self.bindFallback = bindFallback
         self.forwardSessions = forwardSessions
         self.execInstances = execInstances
+        self.upstreams = upstreams
     }
 
     enum CodingKeys: String, CodingKey {
@@ -189,6 +193,69 @@ public struct ServiceStatus: Codable, Sendable, Equatable {
         case bindFallback = "bind_fallback"
         case forwardSessions = "forward_sessions"
         case execInstances = "exec_instances"
+        case upstreams
+    }
+}
+
+/// One upstream of a `forward` service: where it is, whether new sessions may go there, and what udpd saw of it.
+public struct UpstreamStatus: Codable, Sendable, Equatable {
+    /// The upstream's address, without brackets (a host name is shown as the address it resolved to).
+    public var address: String
+    /// The upstream's port.
+    public var port: Int
+    /// `up` or `down`.
+    public var state: String
+    /// UDP sessions and TCP relays open to it now.
+    public var sessions: UInt64
+    /// Hard failures traffic saw (ICMP errors, refused or timed-out TCP connects) and failed probes.
+    public var failures: UInt64
+    /// The last good probe's round trip in milliseconds; `null` without probes or before the first answer.
+    public var probeRoundTripMilliseconds: Double?
+
+    /// Creates an upstream's status.
+    public init(
+        address: String,
+        port: Int,
+        state: String,
+        sessions: UInt64 = 0,
+        failures: UInt64 = 0,
+        probeRoundTripMilliseconds: Double? = nil
+    ) {
+        self.address = address
+        self.port = port
+        self.state = state
+        self.sessions = sessions
+        self.failures = failures
+        self.probeRoundTripMilliseconds = probeRoundTripMilliseconds
+    }
+
+    /// Whether new sessions may go there.
+    public var isUp: Bool { state == "up" }
+
+    /// `address:port`, with an IPv6 address in brackets.
+    public var endpoint: String {
+        address.contains(":") ? "[\(address)]:\(port)" : "\(address):\(port)"
+    }
+
+    enum CodingKeys: String, CodingKey {
+        case address
+        case port
+        case state
+        case sessions
+        case failures
+        case probeRoundTripMilliseconds = "probe_rtt_ms"
+    }
+
+    /// As synthesized, except that a missing probe round trip is written as `null` rather than left out: the field
+    /// is always there, for scripts that read it.
+    public func encode(to encoder: any Encoder) throws {
+        var container = encoder.container(keyedBy: CodingKeys.self)
+        try container.encode(address, forKey: .address)
+        try container.encode(port, forKey: .port)
+        try container.encode(state, forKey: .state)
+        try container.encode(sessions, forKey: .sessions)
+        try container.encode(failures, forKey: .failures)
+        try container.encode(probeRoundTripMilliseconds, forKey: .probeRoundTripMilliseconds)
     }
 }
 

@@ -46,6 +46,7 @@ public enum StatusTable {
             lines.append("")
             lines.append(contentsOf: kernelFootnote)
         }
+        lines.append(contentsOf: upstreamLines(report.services))
         let fallbacks = report.services.filter { $0.bindFallback == true }.map { escaped($0.name) }
         if !fallbacks.isEmpty {
             lines.append("")
@@ -55,6 +56,32 @@ public enum StatusTable {
             )
         }
         return lines.joined(separator: "\n") + "\n"
+    }
+
+    /// The column titles of the upstreams table, under the services.
+    public static let upstreamColumns = ["SERVICE", "UPSTREAM", "STATE", "SESSIONS", "FAILURES", "PROBE-RTT"]
+
+    /// The upstreams of forward services, one row each, after a blank line; a down upstream reads `DOWN`, in
+    /// capitals, and the service's row is marked `(!)` when none of its upstreams is up.
+    private static func upstreamLines(_ services: [ServiceStatus]) -> [String] {
+        var rows = [upstreamColumns]
+        for service in services {
+            guard let upstreams = service.upstreams else { continue }
+            let noneUp = !upstreams.contains(where: \.isUp)
+            for (index, upstream) in upstreams.enumerated() {
+                let name = index == 0 ? escaped(service.name) + (noneUp ? " (!) none up" : "") : ""
+                let roundTrip = upstream.probeRoundTripMilliseconds.map { milliseconds in
+                    let tenths = Int(min(max(milliseconds, 0), 1e9) * 10)
+                    return "\(tenths / 10).\(tenths % 10)ms"
+                }
+                rows.append([
+                    name, escaped(upstream.endpoint), upstream.isUp ? escaped(upstream.state) : "DOWN",
+                    "\(upstream.sessions)", "\(upstream.failures)", roundTrip ?? "-",
+                ])
+            }
+        }
+        guard rows.count > 1 else { return [] }
+        return [""] + align(rows, rightAligned: [3, 4, 5])
     }
 
     /// `3h12m`-style text for a number of seconds: the two largest units, or seconds alone under a minute.

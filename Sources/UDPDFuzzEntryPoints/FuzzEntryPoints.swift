@@ -11,6 +11,7 @@ public enum FuzzEntryPoints {
         "config": configLoader,
         "control-request": controlRequest,
         "kerberos-frame": kerberosFrame,
+        "der": der,
     ]
 
     /// The configuration loader: any text either loads or yields errors whose positions are inside the text.

@@ -3,9 +3,9 @@ import NIOCore
 import Synchronization
 import UDPDTransport
 
-/// Relays UDP to an upstream server: each (client address and port, local address it asked) pair gets a session
-/// with its own connected, non-blocking upstream socket, so that each upstream reply goes back to that client from
-/// the local address it asked.
+/// Relays UDP to the first upstream of its ``UpstreamPool`` that is up: each (client address and port, local address
+/// it asked) pair gets a session with its own connected, non-blocking upstream socket, so that each upstream reply
+/// goes back to that client from the local address it asked.
 ///
 /// The datapath has no hop and no copy. A request is sent upstream from the listener's worker thread, straight from
 /// the batch buffer it was received in (one `send`); finding its session takes a mutex and a dictionary lookup and
@@ -20,9 +20,14 @@ import UDPDTransport
 /// the service drops the handler and so its sessions (a client's next datagram opens a new one); a reload that does
 /// not keeps them.
 ///
+/// A session keeps its upstream while that upstream is up (one atomic load per datagram) and moves, with a new
+/// socket, only once it is down: a request is never sent to two upstreams (a Kerberos one-time password may be used
+/// once). An ICMP error on a session socket marks its upstream down. With no upstream up, requests are dropped and
+/// counted as `no_upstream`.
+///
 /// `Sendable`: the session table and the sweep task are behind mutexes; the rest is immutable.
 public final class ForwardDatagramHandler: DatagramHandler {
-    private let upstream: IPEndpoint
+    private let upstreams: UpstreamPool
     private let pool: UDPWorkerPool
     private let group: any EventLoopGroup
     private let timeout: Duration
@@ -33,17 +38,17 @@ public final class ForwardDatagramHandler: DatagramHandler {
     private let sweeper = Mutex<RepeatedTask?>(nil)
     private let sweeping = Atomic<Bool>(false)
 
-    /// Creates a handler relaying to `upstream`; session sockets are served by `pool`, and idle sessions are swept
+    /// Creates a handler relaying to `upstreams`; session sockets are served by `pool`, and idle sessions are swept
     /// on an event loop of `group`.
     public init(
-        upstream: IPEndpoint,
+        upstreams: UpstreamPool,
         pool: UDPWorkerPool,
         group: any EventLoopGroup,
         logger: Logger,
         timeout: Duration,
         maxSessions: Int
     ) {
-        self.upstream = upstream
+        self.upstreams = upstreams
         self.pool = pool
         self.group = group
         self.timeout = timeout
@@ -68,28 +73,76 @@ public final class ForwardDatagramHandler: DatagramHandler {
         replier: DatagramReplier
     ) -> DatagramVerdict {
         let key = ForwardSessionKey(peer: peer, local: destination.endpoint)
-        var refused = DropReason.upstreamError
-        guard
-            let session = sessions.session(for: key)
-                ?? open(key, destination: destination, replier: replier, refused: &refused)
-        else { return .drop(refused) }
-        session.touch()
-        do {
-            if try session.upstream.send(UnsafeRawBufferPointer(rebasing: buffer[0..<length])) {
-                return .noReply
+        // A second pass only after a send that failed with an ICMP error: the kernel sent nothing then, so the request
+        // may go to the next upstream without ever reaching two.
+        for pass in 0..<2 {
+            var refused = DropReason.upstreamError
+            var found = sessions.session(for: key)
+            if let current = found, !upstreams.isUp(current.upstreamIndex) {
+                // Its upstream is down: the session moves, with a new socket; nothing it sent is sent again.
+                if sessions.remove(current) { current.retire(from: pool) }
+                found = nil
             }
-            failures.warning("the upstream socket's send buffer is full", metadata: ["upstream": "\(upstream)"])
-            return .drop(.sendBufferFull)
-        } catch {
-            // ECONNREFUSED here reports an ICMP error for an earlier request; the session stays.
-            failures.warning(
-                "cannot send to the upstream",
-                metadata: [
-                    "upstream": "\(upstream)", "client": "\(peer)", "error": "\(error)",
-                ]
-            )
+            let session: ForwardSession
+            if let found {
+                session = found
+                session.forgetFirstRequest()
+            } else {
+                guard let opened = open(key, destination: destination, replier: replier, refused: &refused) else {
+                    return .drop(refused)
+                }
+                session = opened
+                if upstreams.members.count > 1 {
+                    session.keepFirstRequest(UnsafeRawBufferPointer(rebasing: buffer[0..<length]))
+                }
+            }
+            session.touch()
+            do {
+                if try session.upstream.send(UnsafeRawBufferPointer(rebasing: buffer[0..<length])) {
+                    return .noReply
+                }
+                failures.warning(
+                    "the upstream socket's send buffer is full",
+                    metadata: ["upstream": "\(upstreams.members[session.upstreamIndex].endpoint)"]
+                )
+                return .drop(.sendBufferFull)
+            } catch {
+                failures.warning(
+                    "cannot send to the upstream",
+                    metadata: [
+                        "upstream": "\(upstreams.members[session.upstreamIndex].endpoint)", "client": "\(peer)",
+                        "error": "\(error)",
+                    ]
+                )
+                // ECONNREFUSED here reports an ICMP error for an earlier request: that upstream is down.
+                guard error.isUpstreamUnreachable, pass == 0 else { break }
+                upstreams.markDown(session.upstreamIndex, because: "\(error)")
+            }
         }
         return .drop(.upstreamError)
+    }
+
+    /// Sends `request`, the first and only request of `session`, which its upstream refused (so no process there
+    /// received it), through a new session to the next upstream that is up; counted as lost when there is none,
+    /// or when the next one is the same upstream (a lone upstream without probes is never marked down). On the pool
+    /// thread that read the refusal.
+    func resend(refused request: [UInt8], of session: ForwardSession) {
+        if sessions.remove(session) { session.retire(from: pool) }
+        guard let next = upstreams.firstUp(), next != session.upstreamIndex else {
+            session.replier.counters.addDrop(.upstreamError)
+            return
+        }
+        var copy = request
+        let verdict = copy.withUnsafeMutableBytes { buffer in
+            handle(
+                buffer,
+                length: buffer.count,
+                peer: session.key.peer,
+                destination: session.destination,
+                replier: session.replier
+            )
+        }
+        if case .drop(let reason) = verdict { session.replier.counters.addDrop(reason) }
     }
 
     /// Opens the session for `key`, making room if the table is full; `nil` when no socket could be opened, with
@@ -100,6 +153,12 @@ public final class ForwardDatagramHandler: DatagramHandler {
         replier: DatagramReplier,
         refused: inout DropReason
     ) -> ForwardSession? {
+        guard let index = upstreams.firstUp() else {
+            refused = .noUpstream
+            failures.warning("no upstream is up", metadata: ["client": "\(key.peer)"])
+            return nil
+        }
+        let upstream = upstreams.members[index].endpoint
         // An upstream that is one of udpd's own listeners would take each request on as a new client, through a new
         // session, for ever: no session is opened towards it.
         guard !pool.ownListeners.current.contains(upstream) else {
@@ -114,9 +173,11 @@ public final class ForwardDatagramHandler: DatagramHandler {
                     key: key,
                     destination: destination,
                     replier: replier,
-                    upstream: upstream,
+                    upstreamIndex: index,
+                    upstreams: upstreams,
                     pool: pool,
                     upstreamCounters: upstreamCounters,
+                    forward: self,
                     failures: failures
                 )
             }

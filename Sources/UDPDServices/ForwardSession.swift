@@ -3,6 +3,12 @@ import NIOCore
 import Synchronization
 import UDPDTransport
 
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
+
 /// Who a session serves: the client and the local address it asked.
 struct ForwardSessionKey: Hashable, Sendable {
     var peer: IPEndpoint
@@ -23,11 +29,19 @@ final class ForwardSession: @unchecked Sendable {
     let replier: DatagramReplier
     /// Where the upstream's replies go: the client, through its listener, from the address it asked.
     let relay: DatagramRelay
+    /// Which of the pool's upstreams the socket is connected to; the session keeps it while that upstream is up.
+    let upstreamIndex: Int
+    /// The pool, which counts the session against its upstream while it lives.
+    let upstreams: UpstreamPool
     /// The connected upstream socket. Never closed explicitly: another thread may be sending on it; it closes when
     /// the session, the pool's registration and any pass serving it have all let go of it.
     let upstream: UpstreamDatagramSocket
     /// `NIODeadline.now().uptimeNanoseconds` of the last datagram either way.
     let lastActivity: Atomic<UInt64>
+    /// Whether the session has sent one request and seen nothing yet: while it is, ``firstRequest`` holds a copy of
+    /// that request, which may go to the next upstream should this one refuse it (see ``takeRefusedFirstRequest()``).
+    private let onlyFirstRequest = Atomic<Bool>(false)
+    private let firstRequest = Mutex<[UInt8]?>(nil)
     private let registration = Mutex<UDPPoolRegistration?>(nil)
     /// The table's creation number for this session; guarded by the table's lock.
     var serial: UInt64 = 0
@@ -36,10 +50,14 @@ final class ForwardSession: @unchecked Sendable {
         key: ForwardSessionKey,
         destination: DatagramDestination,
         replier: DatagramReplier,
+        upstreamIndex: Int,
+        upstreams: UpstreamPool,
         upstream: UpstreamDatagramSocket,
         now: UInt64
     ) {
         self.key = key
+        self.upstreamIndex = upstreamIndex
+        self.upstreams = upstreams
         self.destination = destination
         self.replier = replier
         self.relay = DatagramRelay(through: replier, to: key.peer, from: destination)
@@ -47,30 +65,36 @@ final class ForwardSession: @unchecked Sendable {
         self.lastActivity = Atomic(now)
     }
 
-    /// Opens a session: a socket connected to `upstream`, registered with `pool` to serve the replies.
+    /// Opens a session: a socket connected to upstream `upstreamIndex` of `upstreams`, registered with `pool` to
+    /// serve the replies.
     static func open(
         key: ForwardSessionKey,
         destination: DatagramDestination,
         replier: DatagramReplier,
-        upstream: IPEndpoint,
+        upstreamIndex: Int,
+        upstreams: UpstreamPool,
         pool: UDPWorkerPool,
         upstreamCounters: ListenerCounters,
+        forward: ForwardDatagramHandler,
         failures: RateLimitedLog
     ) throws(SystemCallError) -> ForwardSession {
-        let socket = try UpstreamDatagramSocket.connect(to: upstream)
+        let socket = try UpstreamDatagramSocket.connect(to: upstreams.members[upstreamIndex].endpoint)
         let session = ForwardSession(
             key: key,
             destination: destination,
             replier: replier,
+            upstreamIndex: upstreamIndex,
+            upstreams: upstreams,
             upstream: socket,
             now: NIODeadline.now().uptimeNanoseconds
         )
         let registration = try pool.register(
             socket,
-            handler: UpstreamReplyHandler(session: session, failures: failures),
+            handler: UpstreamReplyHandler(session: session, forward: forward, failures: failures),
             counters: upstreamCounters
         )
         session.registration.withLock { $0 = registration }
+        upstreams.sessionOpened(upstreamIndex)
         return session
     }
 
@@ -80,6 +104,35 @@ final class ForwardSession: @unchecked Sendable {
         lastActivity.store(NIODeadline.now().uptimeNanoseconds, ordering: .relaxed)
     }
 
+    /// The largest first request kept for a resend: Kerberos requests over UDP are at most 1465 bytes by default
+    /// (MIT's `udp_preference_limit`), and a bound keeps a flood of one-datagram sessions from holding much memory.
+    static let largestKeptRequest = 2048
+
+    /// Keeps a copy of the session's first request, when it is small enough; once per session, before it is sent.
+    func keepFirstRequest(_ request: UnsafeRawBufferPointer) {
+        guard request.count <= Self.largestKeptRequest else { return }
+        firstRequest.withLock { $0 = Array(request) }
+        onlyFirstRequest.store(true, ordering: .relaxed)
+    }
+
+    /// The session sent a second request, or received a datagram: its first request may have reached the upstream,
+    /// so it is never sent anywhere else. One atomic load per datagram; the copy is freed once.
+    @inline(__always)
+    func forgetFirstRequest() {
+        guard onlyFirstRequest.load(ordering: .relaxed) else { return }
+        if onlyFirstRequest.exchange(false, ordering: .relaxed) { firstRequest.withLock { $0 = nil } }
+    }
+
+    /// The session's first request, when the upstream refused it (ICMP port unreachable: no process there received
+    /// it) before anything else happened on the session; at most once.
+    func takeRefusedFirstRequest() -> [UInt8]? {
+        guard onlyFirstRequest.exchange(false, ordering: .relaxed) else { return nil }
+        return firstRequest.withLock { request in
+            defer { request = nil }
+            return request
+        }
+    }
+
     /// Stops serving the upstream socket, without waiting (safe on any thread, a pool thread included); the socket
     /// closes when the last reference to it goes. Later calls do nothing.
     func retire(from pool: UDPWorkerPool) {
@@ -87,7 +140,10 @@ final class ForwardSession: @unchecked Sendable {
             defer { current = nil }
             return current
         }
-        if let registration { pool.retire(registration) }
+        if let registration {
+            pool.retire(registration)
+            upstreams.sessionEnded(upstreamIndex)
+        }
     }
 }
 
@@ -95,21 +151,36 @@ final class ForwardSession: @unchecked Sendable {
 /// the local address the client asked, straight from the pool thread's batch buffer, as a relay: the thread sends
 /// the replies of every session it served in one pass together, with one sendmmsg per listener.
 ///
-/// `Sendable`: it holds only the `Sendable` session and log.
+/// `Sendable`: it holds only the `Sendable` session, forward handler (weakly: a reload that drops the handler drops
+/// its sessions) and log.
 final class UpstreamReplyHandler: DatagramHandler {
     let session: ForwardSession
+    weak let forward: ForwardDatagramHandler?
     let failures: RateLimitedLog
 
-    init(session: ForwardSession, failures: RateLimitedLog) {
+    init(session: ForwardSession, forward: ForwardDatagramHandler, failures: RateLimitedLog) {
         self.session = session
+        self.forward = forward
         self.failures = failures
     }
 
     /// The upstream refused an earlier request (ECONNREFUSED from an ICMP port unreachable) or another error
-    /// arrived on the session socket: counted on the client's listener; the session stays.
+    /// arrived on the session socket: the request it answers is lost, counted on the client's listener. An ICMP
+    /// error marks the upstream down, so that the session's next request moves to the next upstream that is up.
+    ///
+    /// A refusal (ECONNREFUSED) of a session's only request means that no process received it: that request goes
+    /// to the next upstream that is up, once, so that a client whose KDC just stopped is answered by the next one
+    /// without waiting for its own retry, and still no request reaches two upstreams.
     func receiveFailed(_ error: SystemCallError) {
-        session.replier.counters.addDrop(.upstreamError)
         failures.warning("upstream error", metadata: ["client": "\(session.key.peer)", "error": "\(error)"])
+        if error.isUpstreamUnreachable {
+            session.upstreams.markDown(session.upstreamIndex, because: "\(error)")
+        }
+        if error.errno == ECONNREFUSED, let forward, let request = session.takeRefusedFirstRequest() {
+            forward.resend(refused: request, of: session)
+            return
+        }
+        session.replier.counters.addDrop(.upstreamError)
     }
 
     func handle(
@@ -121,8 +192,20 @@ final class UpstreamReplyHandler: DatagramHandler {
     ) -> DatagramVerdict {
         // The connected socket only receives from the upstream, so `peer` needs no check.
         session.touch()
+        session.forgetFirstRequest()
         // A listener that a reload removed has closed its socket: its number may already name another socket.
         guard !session.replier.socket.descriptor.isClosed else { return .noReply }
         return .relay(length: length, via: session.relay)
+    }
+}
+
+extension SystemCallError {
+    /// Whether the error reports an ICMP error from (or on the way to) the upstream a socket is connected to: the
+    /// upstream is not there, a hard failure.
+    var isUpstreamUnreachable: Bool {
+        switch errno {
+        case ECONNREFUSED, EHOSTUNREACH, ENETUNREACH, EHOSTDOWN, ENETDOWN: true
+        default: false
+        }
     }
 }

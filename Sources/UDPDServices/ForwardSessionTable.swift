@@ -61,6 +61,16 @@ final class ForwardSessionTable: Sendable {
         }
     }
 
+    /// Removes `session`, unless another session took its key meanwhile; whether it was removed (the caller retires
+    /// it then).
+    func remove(_ session: ForwardSession) -> Bool {
+        state.withLock { state in
+            guard let current = state.sessions[session.key], current === session else { return false }
+            state.sessions[session.key] = nil
+            return true
+        }
+    }
+
     /// Removes and returns every session whose last traffic was at or before `deadline` (uptime nanoseconds).
     func removeIdle(lastActiveBefore deadline: UInt64) -> [ForwardSession] {
         state.withLock { state in

@@ -7,6 +7,10 @@ import UDPDTransport
 /// with a connect timeout), then copies bytes both ways, so that each end sees what it would see talking to the
 /// other directly.
 ///
+/// - Upstreams: the connection goes to the first upstream of the service's ``UpstreamPool`` that is up. A refused or
+///   timed-out connect marks that upstream down and tries the next one that is up (nothing was read from the
+///   client yet, so no request reaches two upstreams); with none up, the client is closed at once and counted as
+///   `no_upstream`, so that it moves on to its next server at the speed of a refusal.
 /// - Backpressure: a side is read only while the other side's channel is connected and writable, so udpd never
 ///   takes in more than one read's worth beyond what the other side's socket can take.
 /// - Half-close: when one side ends its input (FIN), the other side's output is shut (`shutdown(SHUT_WR)`) once
@@ -33,7 +37,10 @@ final class ForwardStreamHandler: ChannelDuplexHandler {
     }
 
     private let side: Side
-    private let upstream: SocketAddress?
+    /// The client side's upstreams; `nil` on the upstream side.
+    private let upstreams: UpstreamPool?
+    /// The upstream this relay connects or connected to: the client side's current attempt, the upstream side's own.
+    private var upstreamIndex: Int?
     private let connectTimeout: Duration
     private let counters: ListenerCounters
     private let failures: RateLimitedLog?
@@ -49,11 +56,14 @@ final class ForwardStreamHandler: ChannelDuplexHandler {
     private var closeRequested = false
     /// This side's channel reported an error (a reset, usually).
     private var failed = false
+    /// The upstream side: the pool its connection counts in as a session of upstream ``upstreamIndex``, until it
+    /// goes inactive.
+    private var countedIn: UpstreamPool?
 
-    /// The client side: connects to `upstream` when the connection becomes active.
-    init(upstream: SocketAddress, connectTimeout: Duration, counters: ListenerCounters, failures: RateLimitedLog) {
+    /// The client side: connects to the first of `upstreams` that is up when the connection becomes active.
+    init(upstreams: UpstreamPool, connectTimeout: Duration, counters: ListenerCounters, failures: RateLimitedLog) {
         self.side = .client
-        self.upstream = upstream
+        self.upstreams = upstreams
         self.connectTimeout = connectTimeout
         self.counters = counters
         self.failures = failures
@@ -62,7 +72,7 @@ final class ForwardStreamHandler: ChannelDuplexHandler {
     /// The upstream side, paired with `partner` and counting on its counters.
     private init(partner: ForwardStreamHandler) {
         self.side = .upstream
-        self.upstream = nil
+        self.upstreams = nil
         self.connectTimeout = .zero
         self.counters = partner.counters
         self.failures = nil
@@ -80,7 +90,19 @@ final class ForwardStreamHandler: ChannelDuplexHandler {
 
     func channelActive(context: ChannelHandlerContext) {
         context.fireChannelActive()
-        guard let upstream, partner == nil else { return }
+        guard let upstreams, partner == nil else { return }
+        guard let first = upstreams.firstUp() else {
+            counters.addDrop(.noUpstream)
+            failures?.warning("no upstream is up; connection closed", metadata: [:])
+            return close(afterFlushing: false)
+        }
+        connect(to: first, of: upstreams, context: context)
+    }
+
+    /// Connects the upstream side to upstream `index`; on failure, marks it down and tries the next one that is up.
+    private func connect(to index: Int, of upstreams: UpstreamPool, context: ChannelHandlerContext) {
+        upstreamIndex = index
+        let upstream = upstreams.members[index].address
         let client = NIOLoopBound(self, eventLoop: context.eventLoop)
         let milliseconds = connectTimeout.components.seconds * 1000
         ClientBootstrap(group: context.eventLoop)
@@ -89,6 +111,7 @@ final class ForwardStreamHandler: ChannelDuplexHandler {
             .channelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
                     let upstreamSide = ForwardStreamHandler(partner: client.value)
+                    upstreamSide.upstreamIndex = index
                     client.value.partner = upstreamSide
                     try channel.pipeline.syncOperations.addHandler(upstreamSide)
                 }
@@ -98,8 +121,12 @@ final class ForwardStreamHandler: ChannelDuplexHandler {
                 let handler = client.value
                 switch result {
                 case .success:
+                    upstreams.sessionOpened(index)
+                    handler.partner?.countedIn = upstreams
                     handler.resumeReading()
                 case .failure(let error):
+                    // The failed attempt's channel must not pass its end on to the client, which may go on elsewhere.
+                    handler.partner?.partner = nil
                     handler.partner = nil
                     // A client that went away while the upstream was still connecting is no upstream failure.
                     guard let context = handler.context, context.channel.isActive, !handler.closeRequested else {
@@ -112,7 +139,12 @@ final class ForwardStreamHandler: ChannelDuplexHandler {
                             "upstream": "\(upstream)", "error": "\(error)",
                         ]
                     )
-                    // Closed at once, so that the client moves on to its next server.
+                    upstreams.markDown(index, because: "TCP connect: \(error)")
+                    // Nothing was read from the client yet: the next upstream that is up gets the connection.
+                    if let next = upstreams.firstUp(after: index) {
+                        return handler.connect(to: next, of: upstreams, context: context)
+                    }
+                    // Closed at once, so that the client moves on to its next server (counted once, above).
                     handler.close(afterFlushing: false)
                 }
             }
@@ -145,6 +177,10 @@ final class ForwardStreamHandler: ChannelDuplexHandler {
     }
 
     func channelInactive(context: ChannelHandlerContext) {
+        if let pool = countedIn, let index = upstreamIndex {
+            countedIn = nil
+            pool.sessionEnded(index)
+        }
         if closeRequested {
             partner?.close(afterFlushing: true)
         } else if outputEnded && !failed {

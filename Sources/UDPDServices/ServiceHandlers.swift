@@ -57,11 +57,18 @@ public struct ServiceActivity: Sendable {
     public var forwardSessions: (@Sendable () -> Int)?
     /// Exec: programs running now.
     public var execInstances: (@Sendable () -> Int)?
+    /// Forward: its upstreams and their health.
+    public var upstreams: UpstreamPool?
 
     /// Creates the figures of a handler.
-    public init(forwardSessions: (@Sendable () -> Int)? = nil, execInstances: (@Sendable () -> Int)? = nil) {
+    public init(
+        forwardSessions: (@Sendable () -> Int)? = nil,
+        execInstances: (@Sendable () -> Int)? = nil,
+        upstreams: UpstreamPool? = nil
+    ) {
         self.forwardSessions = forwardSessions
         self.execInstances = execInstances
+        self.upstreams = upstreams
     }
 }
 
@@ -83,12 +90,13 @@ public enum ServiceHandlers {
     /// How long a forward waits for its upstream to accept a TCP connection.
     public static let upstreamConnectTimeout = Duration.seconds(5)
 
-    /// Builds both handlers of `service`. A forward's `upstream`, when given, is its upstream already resolved (the
-    /// supervisor resolves host names off its own path); without it a host name is resolved here, blocking.
+    /// Builds both handlers of `service`. A forward's `upstreams`, when given, are its upstreams already resolved, in
+    /// the order of the configuration (the supervisor resolves host names off its own path); without them host names
+    /// are resolved here, blocking.
     public static func handlers(
         for service: ServiceDefinition,
         context: ServiceContext,
-        upstream resolved: SocketAddress? = nil
+        upstreams resolved: [SocketAddress]? = nil
     ) throws(ServiceHandlerError) -> ServiceHandlerPair {
         let logger = context.logger.with(service: service.name)
         switch service.handler {
@@ -107,14 +115,31 @@ public enum ServiceHandlers {
                 }
             )
         case .forward:
-            let upstream: SocketAddress
-            if let resolved { upstream = resolved } else { upstream = try resolveUpstream(service) }
-            guard let upstreamEndpoint = upstream.withSockAddr({ address, _ in IPEndpoint(UnsafeRawPointer(address)) })
-            else {
-                throw ServiceHandlerError(service: service.name, message: "upstream \(upstream) is not an IP address")
+            let addresses: [SocketAddress]
+            if let resolved { addresses = resolved } else { addresses = try resolveUpstreams(service) }
+            guard !addresses.isEmpty else {
+                throw ServiceHandlerError(service: service.name, message: "handler 'forward' needs an 'upstream'")
             }
+            var members: [UpstreamPool.Member] = []
+            for address in addresses {
+                guard let endpoint = address.withSockAddr({ address, _ in IPEndpoint(UnsafeRawPointer(address)) })
+                else {
+                    throw ServiceHandlerError(
+                        service: service.name,
+                        message: "upstream \(address) is not an IP address"
+                    )
+                }
+                members.append(UpstreamPool.Member(endpoint: endpoint, address: address))
+            }
+            let upstreams = UpstreamPool(
+                members: members,
+                check: service.healthCheck,
+                group: context.group,
+                logger: logger
+            )
+            upstreams.startProbing()
             let datagram = ForwardDatagramHandler(
-                upstream: upstreamEndpoint,
+                upstreams: upstreams,
                 pool: context.pool,
                 group: context.group,
                 logger: logger,
@@ -127,7 +152,7 @@ public enum ServiceHandlers {
                 stream: { counters in
                     [
                         ForwardStreamHandler(
-                            upstream: upstream,
+                            upstreams: upstreams,
                             connectTimeout: upstreamConnectTimeout,
                             counters: counters,
                             failures: failures
@@ -135,7 +160,7 @@ public enum ServiceHandlers {
                     ]
                 }
             )
-            pair.activity = ServiceActivity(forwardSessions: { datagram.sessionCount })
+            pair.activity = ServiceActivity(forwardSessions: { datagram.sessionCount }, upstreams: upstreams)
             return pair
         case .exec:
             guard let command = service.command, !command.isEmpty else {
@@ -171,23 +196,26 @@ public enum ServiceHandlers {
         return DatagramPolicyHandler(policy: policy, inner: handler)
     }
 
-    /// The upstream's socket address; a host name is resolved once, here (at start and at each reload).
-    private static func resolveUpstream(_ service: ServiceDefinition) throws(ServiceHandlerError) -> SocketAddress {
-        guard let upstream = service.upstream else {
-            throw ServiceHandlerError(service: service.name, message: "handler 'forward' needs an 'upstream'")
-        }
-        do {
-            return try SocketAddress(ipAddress: upstream.host, port: Int(upstream.port))
-        } catch {
+    /// The upstreams' socket addresses, in order; a host name is resolved once, here (at start and at each reload).
+    private static func resolveUpstreams(_ service: ServiceDefinition) throws(ServiceHandlerError) -> [SocketAddress] {
+        var addresses: [SocketAddress] = []
+        for upstream in service.upstreams {
             do {
-                return try SocketAddress.makeAddressResolvingHost(upstream.host, port: Int(upstream.port))
+                addresses.append(try SocketAddress(ipAddress: upstream.host, port: Int(upstream.port)))
             } catch {
-                throw ServiceHandlerError(
-                    service: service.name,
-                    message: "cannot resolve upstream '\(upstream)': \(error)"
-                )
+                do {
+                    addresses.append(
+                        try SocketAddress.makeAddressResolvingHost(upstream.host, port: Int(upstream.port))
+                    )
+                } catch {
+                    throw ServiceHandlerError(
+                        service: service.name,
+                        message: "cannot resolve upstream '\(upstream)': \(error)"
+                    )
+                }
             }
         }
+        return addresses
     }
 }
 

@@ -59,7 +59,8 @@ extension Supervisor {
                     counters: ServiceCounters(total),
                     bindFallback: configuration.services[index].fallsBack(on: host) ? true : nil,
                     forwardSessions: activity?.forwardSessions.map { UInt64($0()) },
-                    execInstances: activity?.execInstances.map { UInt64($0()) }
+                    execInstances: activity?.execInstances.map { UInt64($0()) },
+                    upstreams: activity?.upstreams.map(Self.upstreamStatuses)
                 )
             )
         }
@@ -75,6 +76,25 @@ extension Supervisor {
             reloads: reloadCounts,
             batchSize: pool.batchSize
         )
+    }
+}
+
+extension Supervisor {
+    /// The status form of a forward's upstreams.
+    static func upstreamStatuses(_ pool: UpstreamPool) -> [UpstreamStatus] {
+        pool.snapshot().map { upstream in
+            UpstreamStatus(
+                address: upstream.endpoint.addressText,
+                port: Int(upstream.endpoint.port),
+                state: upstream.isUp ? "up" : "down",
+                sessions: UInt64(upstream.sessions),
+                failures: upstream.failures,
+                probeRoundTripMilliseconds: upstream.probeRoundTrip.map { roundTrip in
+                    let (seconds, attoseconds) = roundTrip.components
+                    return Double(seconds) * 1000 + Double(attoseconds / 1_000_000_000) / 1_000_000
+                }
+            )
+        }
     }
 }
 

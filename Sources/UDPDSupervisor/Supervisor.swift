@@ -176,7 +176,7 @@ public actor Supervisor {
                 let pair = try ServiceHandlers.handlers(
                     for: service,
                     context: context,
-                    upstream: try upstreams[service.name]?.address.get()
+                    upstreams: try upstreams[service.name]?.address.get()
                 )
                 handlers[service.name] = ServiceHandlerSet(
                     datagram: pair.datagram,

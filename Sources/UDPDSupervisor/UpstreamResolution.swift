@@ -3,15 +3,16 @@ import NIOPosix
 import UDPDConfig
 import UDPDServices
 
-/// A forward service's upstream as resolved for one configuration: its address, or why it has none.
+/// A forward service's upstreams as resolved for one configuration: their addresses in order, or why it has none.
 ///
 /// `Sendable`: a value of `Sendable` parts.
 struct ResolvedUpstream: Sendable {
-    /// The address, or the error that names the service and the upstream that could not be resolved.
-    var address: Result<SocketAddress, ServiceHandlerError>
+    /// The addresses, in the order of `upstream:`, or the error that names the service and the first upstream that
+    /// could not be resolved.
+    var address: Result<[SocketAddress], ServiceHandlerError>
 
-    /// Whether `other` names the same address; a service whose upstream resolves elsewhere than the running one
-    /// counts as changed at reload.
+    /// Whether `other` names the same addresses in the same order; a service whose upstreams resolve elsewhere than
+    /// the running ones counts as changed at reload.
     func sameAddress(as other: ResolvedUpstream?) -> Bool {
         guard let other else { return false }
         switch (address, other.address) {
@@ -27,40 +28,55 @@ struct ResolvedUpstream: Sendable {
 /// `getaddrinfo` blocks for as long as the resolver takes (seconds, with a slow or unreachable DNS server), so it
 /// runs on SwiftNIO's blocking pool, never on the supervisor actor or the cooperative pool: status and metrics keep
 /// answering while a start or a reload waits for a name. Every distinct name is looked up at once, so several slow
-/// names take as long as the slowest. Address literals need no lookup.
+/// names take as long as the slowest. Address literals need no lookup. Every upstream of a list must resolve, as a
+/// single one must: a name that does not is an error of the start or the reload, which names it.
 enum UpstreamResolution {
-    /// Each forward service's upstream, by service name. A service without an upstream is left out (building its
+    /// Each forward service's upstreams, by service name. A service without upstreams is left out (building its
     /// handlers reports that).
     static func resolve(_ services: [ServiceDefinition]) async -> [String: ResolvedUpstream] {
-        var resolved: [String: ResolvedUpstream] = [:]
-        var waiting: [HostPort: [String]] = [:]
+        var names: Set<HostPort> = []
         for service in services where service.handler == .forward {
-            guard let upstream = service.upstream else { continue }
-            if let literal = try? SocketAddress(ipAddress: upstream.host, port: Int(upstream.port)) {
-                resolved[service.name] = ResolvedUpstream(address: .success(literal))
-            } else {
-                waiting[upstream, default: []].append(service.name)
+            for upstream in service.upstreams where literal(upstream) == nil { names.insert(upstream) }
+        }
+        var looked: [HostPort: Result<SocketAddress, any Error>] = [:]
+        if !names.isEmpty {
+            await withTaskGroup(of: (HostPort, Result<SocketAddress, any Error>).self) { group in
+                for upstream in names {
+                    group.addTask { (upstream, await lookUp(upstream)) }
+                }
+                for await (upstream, outcome) in group { looked[upstream] = outcome }
             }
         }
-        guard !waiting.isEmpty else { return resolved }
-        await withTaskGroup(of: (HostPort, Result<SocketAddress, any Error>).self) { group in
-            for upstream in waiting.keys {
-                group.addTask { (upstream, await lookUp(upstream)) }
-            }
-            for await (upstream, outcome) in group {
-                for service in waiting[upstream] ?? [] {
-                    resolved[service] = ResolvedUpstream(
-                        address: outcome.mapError { error in
-                            ServiceHandlerError(
-                                service: service,
-                                message: "cannot resolve upstream '\(upstream)': \(error)"
-                            )
-                        }
-                    )
+        var resolved: [String: ResolvedUpstream] = [:]
+        for service in services where service.handler == .forward && !service.upstreams.isEmpty {
+            var addresses: [SocketAddress] = []
+            var failure: ServiceHandlerError?
+            for upstream in service.upstreams {
+                if let address = literal(upstream) {
+                    addresses.append(address)
+                    continue
                 }
+                switch looked[upstream] {
+                case .success(let address)?:
+                    addresses.append(address)
+                case .failure(let error)?:
+                    failure = ServiceHandlerError(
+                        service: service.name,
+                        message: "cannot resolve upstream '\(upstream)': \(error)"
+                    )
+                case nil:
+                    failure = ServiceHandlerError(service: service.name, message: "upstream '\(upstream)' unresolved")
+                }
+                if failure != nil { break }
             }
+            resolved[service.name] = ResolvedUpstream(address: failure.map { .failure($0) } ?? .success(addresses))
         }
         return resolved
+    }
+
+    /// The address of an upstream written as an address literal; `nil` for a name.
+    private static func literal(_ upstream: HostPort) -> SocketAddress? {
+        try? SocketAddress(ipAddress: upstream.host, port: Int(upstream.port))
     }
 
     /// Resolves one name on the blocking pool.

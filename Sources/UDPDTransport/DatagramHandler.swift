@@ -40,6 +40,9 @@ public enum DropReason: Int, Sendable, CaseIterable, CustomStringConvertible {
     case sessionEvicted
     /// A forward's upstream was unreachable, refused, or did not accept the request or connection.
     case upstreamError
+    /// None of a forward's upstreams was up: the request was dropped, or the TCP connection closed at once, so that
+    /// the client moves on to its next server.
+    case noUpstream
     /// udpd was out of descriptors (its open-file limit, less the few it keeps for itself, or the system's): a
     /// forward session's socket or an exec program's pipes could not be opened, or a TCP connection could not be
     /// accepted or was closed at once. Only that request is lost; udpd keeps serving.
@@ -83,6 +86,7 @@ public enum DropReason: Int, Sendable, CaseIterable, CustomStringConvertible {
         case .requestDeadline: "request_deadline"
         case .sessionEvicted: "session_evicted"
         case .upstreamError: "upstream_error"
+        case .noUpstream: "no_upstream"
         case .noDescriptor: "no_descriptor"
         case .instancesExceeded: "instances_exceeded"
         case .execTimeout: "exec_timeout"

@@ -184,6 +184,18 @@ struct BoundedKey: Sendable, CustomTestStringConvertible {
             BoundedKey(bound: ConfigurationBounds.maxSessions, "1", "1048576", "1048577", "") {
                 service(forward, "max-sessions: \($0)")
             },
+            BoundedKey(bound: ConfigurationBounds.healthInterval, "10ms", "1h", "3600001ms", "ms") {
+                service(forward, "health-check: {interval: \($0), timeout: 1ms}")
+            },
+            BoundedKey(bound: ConfigurationBounds.healthTimeout, "1ms", "3599999ms", "3600001ms", "ms") {
+                service(forward, "health-check: {interval: 1h, timeout: \($0)}")
+            },
+            BoundedKey(bound: ConfigurationBounds.healthFall, "1", "100", "101", "") {
+                service(forward, "health-check: {fall: \($0)}")
+            },
+            BoundedKey(bound: ConfigurationBounds.healthRise, "1", "100", "101", "") {
+                service(forward, "health-check: {rise: \($0)}")
+            },
             BoundedKey(bound: ConfigurationBounds.maxInstances, "1", "4096", "4097", "") {
                 service("handler: exec\n    command: [/bin/cat]\n    udp: 7\n", "max-instances: \($0)")
             },

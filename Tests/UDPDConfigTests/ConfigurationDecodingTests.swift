@@ -32,7 +32,7 @@ import Testing
     @Test func interfaceExampleDecodes() throws {
         let configuration = try ConfigurationLoader.parse(text: Self.interfaceExample, file: "services.yaml")
         var kdc = ServiceDefinition(name: "kdc", handler: .forward, udpPorts: [88], tcpPorts: [88])
-        kdc.upstream = HostPort(host: "127.0.0.1", port: 10088)
+        kdc.upstreams = [HostPort(host: "127.0.0.1", port: 10088)]
         var hello = ServiceDefinition(name: "hello", handler: .exec, tcpPorts: [7070])
         hello.command = ["/usr/bin/printf", "hello\n"]
         let expected = Configuration(
@@ -103,7 +103,7 @@ import Testing
             text: service("upstream: \(written)", handler: "forward"),
             file: "f"
         )
-        #expect(configuration.services[0].upstream == expected)
+        #expect(configuration.services[0].upstreams == [expected])
     }
 
     @Test func furtherKeysDecodeIntoTheModel() {

@@ -27,6 +27,10 @@ private var detailedReport: StatusReport {
     report.services.append(
         ServiceStatus(name: "kdc", handler: "forward", listeners: [], counters: ServiceCounters(), forwardSessions: 3)
     )
+    report.services[report.services.count - 1].upstreams = [
+        UpstreamStatus(address: "10.0.0.5", port: 88, state: "down", sessions: 0, failures: 4),
+        UpstreamStatus(address: "2001:db8::6", port: 88, state: "up", sessions: 3, probeRoundTripMilliseconds: 1.5),
+    ]
     return report
 }
 
@@ -44,6 +48,19 @@ struct PrometheusExpositionTests {
                 #expect(Set(["service", "proto", "address", "port"]).isSubset(of: sample.labels.keys), "\(sample)")
             }
         }
+    }
+
+    @Test("each upstream of a forward has its state, failures, sessions and probe round trip")
+    func upstreamSeries() throws {
+        let exposition = try PrometheusText.parse(PrometheusExposition.render(detailedReport))
+        let first = ["service": "kdc", "upstream": "10.0.0.5:88"]
+        let second = ["service": "kdc", "upstream": "[2001:db8::6]:88"]
+        #expect(exposition.value("udpd_upstream_up", first) == 0)
+        #expect(exposition.value("udpd_upstream_up", second) == 1)
+        #expect(exposition.value("udpd_upstream_failures_total", first) == 4)
+        #expect(exposition.value("udpd_upstream_sessions", second) == 3)
+        #expect(exposition.value("udpd_upstream_probe_rtt_seconds", second) == 0.0015)
+        #expect(exposition.samples("udpd_upstream_probe_rtt_seconds", first).isEmpty)
     }
 
     @Test("per-listener series carry service, proto, address and port with their own values")

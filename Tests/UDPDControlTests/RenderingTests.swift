@@ -42,6 +42,47 @@ struct RenderingTests {
         #expect(StatusTable.render(report).contains("\nlast reload: ok at 2026-11-26T13:00:00Z\n"))
     }
 
+    @Test("a forward's upstreams follow the listeners; a down one reads DOWN, a service with none up is marked")
+    func upstreamRows() {
+        var report = sampleReport
+        report.services = [
+            ServiceStatus(
+                name: "kdc",
+                handler: "forward",
+                listeners: [],
+                counters: ServiceCounters(),
+                forwardSessions: 3,
+                upstreams: [
+                    UpstreamStatus(address: "10.0.0.5", port: 88, state: "down", failures: 4),
+                    UpstreamStatus(
+                        address: "::1",
+                        port: 88,
+                        state: "up",
+                        sessions: 3,
+                        probeRoundTripMilliseconds: 1.25
+                    ),
+                ]
+            ),
+            ServiceStatus(
+                name: "dns",
+                handler: "forward",
+                listeners: [],
+                counters: ServiceCounters(),
+                upstreams: [UpstreamStatus(address: "10.0.0.53", port: 53, state: "down", failures: 1)]
+            ),
+        ]
+        let text = StatusTable.render(report)
+        let expected = """
+
+            SERVICE          UPSTREAM      STATE  SESSIONS  FAILURES  PROBE-RTT
+            kdc              10.0.0.5:88   DOWN          0         4          -
+                             [::1]:88      up            3         0      1.2ms
+            dns (!) none up  10.0.0.53:53  DOWN          0         1          -
+
+            """
+        #expect(text.hasSuffix(expected), "\(text)")
+    }
+
     @Test(
         "uptimes read like 3h12m",
         arguments: [(0.0, "0s"), (42.9, "42s"), (303, "5m3s"), (11_530, "3h12m"), (183_600, "2d3h")]

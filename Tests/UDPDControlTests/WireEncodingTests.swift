@@ -17,6 +17,16 @@ struct WireEncodingTests {
         report.services[0].bindFallback = true
         report.services[0].forwardSessions = 12
         report.services[0].execInstances = 0
+        report.services[0].upstreams = [
+            UpstreamStatus(address: "10.0.0.5", port: 88, state: "down", sessions: 0, failures: 4),
+            UpstreamStatus(
+                address: "2001:db8::6",
+                port: 88,
+                state: "up",
+                sessions: 3,
+                probeRoundTripMilliseconds: 1.25
+            ),
+        ]
         report.services[0].counters.drops = ["truncated": 2, "reflection": 7]
         report.services[0].listeners[0].interface = "eth0"
         report.services[0].listeners[0].counters = ServiceCounters(rxPackets: 5, txPackets: 4, drops: ["oversize": 1])
@@ -36,6 +46,9 @@ struct WireEncodingTests {
             let status = try #require(object["status"] as? [String: Any])
             #expect(status.keys.contains("last_reload"))
         }
+        let line = ControlProtocol.encodeResponseLine(ControlResponse(ok: true, status: Self.richStatus))
+        let text = String(decoding: line, as: UTF8.self)
+        #expect(text.contains(#""upstreams":[{"address":"10.0.0.5","failures":4,"port":88,"probe_rtt_ms":null,"#))
     }
 
     @Test("reload, metrics and error responses read back unchanged")

@@ -202,6 +202,25 @@ struct ValueDrawer {
     }
 
     /// A duration within `bound`, in whole milliseconds, written with any unit that divides it.
+    /// The keys of a `health-check:`, each present more often than not, with a timeout shorter than the interval.
+    mutating func healthCheck() -> [String] {
+        var keys: [String] = []
+        if chance(70) { keys.append("probe: \(pick(["none", "dns", "krb5"]))") }
+        let interval = Self.milliseconds(ConfigurationBounds.healthInterval.range.lowerBound)
+            ... Self.milliseconds(ConfigurationBounds.healthInterval.range.upperBound)
+        let drawnInterval = chance(70) ? draw(interval) : 1000
+        if drawnInterval != 1000 || chance(50) { keys.append("interval: \(drawnInterval)ms") }
+        if chance(70) {
+            let lowest = Self.milliseconds(ConfigurationBounds.healthTimeout.range.lowerBound)
+            keys.append("timeout: \(draw(lowest...(drawnInterval - 1)))ms")
+        } else if drawnInterval <= 500 {
+            keys.append("timeout: \(drawnInterval / 2)ms")
+        }
+        if chance(60) { keys.append("fall: \(count(ConfigurationBounds.healthFall))") }
+        if chance(60) { keys.append("rise: \(count(ConfigurationBounds.healthRise))") }
+        return keys
+    }
+
     mutating func duration(_ bound: DurationBound) -> String {
         let lowest = Self.milliseconds(bound.range.lowerBound)
         let highest = Self.milliseconds(bound.range.upperBound)
@@ -237,7 +256,12 @@ struct RandomConfiguration {
             lines.append("    bind: [127.0.0.1]")
             var plan = TrafficPlan(port: port, expectsEcho: handler != "discard")
             switch handler {
-            case "forward": lines.append("    upstream: 127.0.0.1:\(upstream)")
+            case "forward":
+                // Sometimes a list, with a port where nothing listens (refused) before or after the live upstream.
+                let live = "127.0.0.1:\(upstream)"
+                let dead = "127.0.0.1:1"
+                let forms = [live, "[\(live)]", "[\(live), \(dead)]", "[\(dead), \(live)]"]
+                lines.append("    upstream: \(drawer.pick(forms))")
             case "exec": lines.append("    command: [/bin/cat]")
             default: break
             }
@@ -281,6 +305,9 @@ struct RandomConfiguration {
             }
             if handler == "forward", drawer.chance(70) {
                 keys.append("max-sessions: \(drawer.count(ConfigurationBounds.maxSessions))")
+            }
+            if handler == "forward", drawer.chance(60) {
+                keys.append("health-check: {" + drawer.healthCheck().joined(separator: ", ") + "}")
             }
             if handler == "exec", drawer.chance(70) {
                 keys.append("max-instances: \(drawer.count(ConfigurationBounds.maxInstances))")
