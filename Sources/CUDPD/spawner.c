@@ -146,8 +146,10 @@ static int take_request(int sock, int last_capability) {
         for (int i = 0; i < received; i++) close(fds[i]);
         return 1;
     }
+    // Descriptors the spawner had no room for are dropped by the kernel: a shortage, counted as one by udpd.
+    if (!failed && (message.msg_flags & MSG_CTRUNC)) failed = EMFILE;
+    if (!failed && (message.msg_flags & MSG_TRUNC)) failed = E2BIG;
     if (!failed && (head.kind != 1 || received != 4)) failed = EBADMSG;
-    if (!failed && (message.msg_flags & (MSG_TRUNC | MSG_CTRUNC))) failed = E2BIG;
     if (!failed && (head.argc < 1 || head.envc < 0 || head.argc + head.envc + 1 > SPAWN_STRINGS_MAX)) failed = E2BIG;
     char *end = request_buffer + count;
     if (!failed) {

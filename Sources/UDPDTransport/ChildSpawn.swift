@@ -26,26 +26,30 @@ enum ChildSpawn {
     }()
 
     /// The spawner's message that starts `argv` with `environment` (`NAME=value` strings). With an `identity`, the
-    /// program runs as that uid and gid (its gid the only supplementary group); without one, as the spawner's own
-    /// user (udpd's). Everything the program starts is killed at `timeout`. The message travels with the
-    /// program's three descriptors and the guard's end of its control socket (see ``ProgramSpawner``).
+    /// program runs as that uid and gid (its gid the only supplementary group); without one, as udpd's user now
+    /// (which is not the spawner's once udpd dropped to its `user:`). Everything the program starts is killed at
+    /// `timeout`. The message travels with the program's three descriptors and the guard's end of its control
+    /// socket (see ``ProgramSpawner``), to a spawner running as `spawnerUser`.
     ///
     /// Throws E2BIG when the command line and environment exceed what the spawner takes.
     static func request(
         argv: [String],
         environment: [String],
         identity: ProcessIdentity?,
-        timeout: Duration
+        timeout: Duration,
+        spawnerUser: ProcessIdentity
     ) throws(SystemCallError) -> [UInt8] {
         let milliseconds = timeout.components.seconds * 1000 + timeout.components.attoseconds / 1_000_000_000_000_000
-        // udpd's own uid and gid need no change (and an unprivileged udpd could not even set its groups).
-        let changesIdentity = identity.map { $0.uid != geteuid() || $0.gid != getegid() || geteuid() == 0 } ?? false
+        let target = identity ?? ProcessIdentity(uid: UInt32(geteuid()), gid: UInt32(getegid()))
+        // The spawner's own uid and gid need no change (and an unprivileged one could not even set its groups);
+        // root sets the groups even for root.
+        let changesIdentity = target != spawnerUser || spawnerUser.uid == 0
         var head = cudpd_spawn_request(
             kind: 1,
             guard_process: 0,
             change_identity: changesIdentity ? 1 : 0,
-            uid: identity?.uid ?? 0,
-            gid: identity?.gid ?? 0,
+            uid: target.uid,
+            gid: target.gid,
             last_capability: lastCapability,
             argc: Int32(clamping: argv.count),
             envc: Int32(clamping: environment.count),

@@ -349,14 +349,15 @@ private struct ProcessRunnerLoop {
         defer { for fd in toClose { close(fd) } }
         do throws(SystemCallError) {
             if spawner == nil, clock.now >= spawnerRetry { startSpawner() }
-            guard spawner != nil else {
+            guard let spawnerUser = spawner?.user else {
                 throw SystemCallError(call: "fork", errno: ECHILD, context: "no program spawner: \(spawnerMissing)")
             }
             let message = try ChildSpawn.request(
                 argv: request.argv,
                 environment: request.environment,
                 identity: request.identity,
-                timeout: request.timeout
+                timeout: request.timeout,
+                spawnerUser: spawnerUser
             )
             let errors = try Self.makeRequestPipe()
             toClose.append(errors.write)

@@ -20,21 +20,25 @@ struct ProgramSpawner {
     let process: pid_t
     /// udpd's end of its socket (SOCK_SEQPACKET).
     let socket: CInt
+    /// Whom it runs as: udpd's user when it was forked.
+    let user: ProcessIdentity
     /// Requests not sent yet, with the descriptors they carry (the runner's copies, closed once sent).
     private var outbox: [(message: [UInt8], descriptors: [CInt])] = []
 
-    private init(process: pid_t, socket: CInt) {
+    private init(process: pid_t, socket: CInt, user: ProcessIdentity) {
         self.process = process
         self.socket = socket
+        self.user = user
     }
 
     /// Forks the spawner from the calling thread, which must live as long as udpd.
     static func start() throws(SystemCallError) -> ProgramSpawner {
         var socket: CInt = -1
+        let user = ProcessIdentity(uid: UInt32(geteuid()), gid: UInt32(getegid()))
         let process = try systemCall("fork", context: "the program spawner") {
             cudpd_spawner_start(ChildSpawn.lastCapability, &socket)
         }
-        return ProgramSpawner(process: process, socket: socket)
+        return ProgramSpawner(process: process, socket: socket, user: user)
     }
 
     /// Whether requests wait for room on the socket.
