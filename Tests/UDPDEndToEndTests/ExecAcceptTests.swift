@@ -71,7 +71,9 @@ struct ExecAcceptTests {
                 """
         )
         try udpd.waitUntilReady()
-        return (udpd, IPEndpoint(address: "127.0.0.1", port: ports[1])!, IPEndpoint(address: "127.0.0.1", port: ports[0])!)
+        return (
+            udpd, IPEndpoint(address: "127.0.0.1", port: ports[1])!, IPEndpoint(address: "127.0.0.1", port: ports[0])!
+        )
     }
 
     @Test("exec over TCP answers as fast with 5,000 idle connections open to another service as with none")
@@ -91,7 +93,10 @@ struct ExecAcceptTests {
             let held = try eventually(timeout: .seconds(30)) {
                 try busy.0.counters("hold").tcpActive == UInt64(idleCount)
             }
-            #expect(held, "udpd holds \((try? busy.0.counters("hold").tcpActive) ?? 0) of \(idleCount) idle connections")
+            #expect(
+                held,
+                "udpd holds \((try? busy.0.counters("hold").tcpActive) ?? 0) of \(idleCount) idle connections"
+            )
             for _ in 0..<5 {  // warm up: the runner and acceptor threads start
                 _ = try Self.execLatency(to: busy.exec)
                 _ = try Self.execLatency(to: quiet.exec)

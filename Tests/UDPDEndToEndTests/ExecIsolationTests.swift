@@ -182,8 +182,11 @@ struct ExecIsolationTests {
         #expect(values["NoNewPrivs"] == "1", "\(report)")
         #expect(values["guardCapEff"] == "0000000000000000", "\(report)")
         // The spawner keeps none either (CAP_NET_BIND_SERVICE is not one it needs).
-        #expect(values["spawnerUid"] == "\(ProcessIdentity.unprivileged.uid),\(ProcessIdentity.unprivileged.uid),"
-            + "\(ProcessIdentity.unprivileged.uid)", "\(report)")
+        #expect(
+            values["spawnerUid"] == "\(ProcessIdentity.unprivileged.uid),\(ProcessIdentity.unprivileged.uid),"
+                + "\(ProcessIdentity.unprivileged.uid)",
+            "\(report)"
+        )
         #expect(values["spawnerCapEff"] == "0000000000000000", "\(report)")
         #expect(values["spawnerCapPrm"] == "0000000000000000", "\(report)")
     }
@@ -282,6 +285,33 @@ struct ExecIsolationTests {
         #expect(gone, "left running: \(processes(containing: marker))\n\(udpd.log)")
         #expect(try eventually { try udpd.counters("leaver").drops["exec_killed"] == 2 }, "\(udpd.log)")
         #expect(udpd.isRunning)
+    }
+
+    @Test(
+        "an exec service a reload adds after a start without one runs its program as nobody (the spawner was there)",
+        .enabled(if: isRoot, "dropping privileges needs root")
+    )
+    func reloadAddsExecAfterTheDrop() throws {
+        let ports = try freePorts(2)
+        let base = "user: daemon\nservices:\n  echo:\n    handler: echo\n    udp: \(ports[0])\n"
+        let udpd = try UDPDProcess(config: base)
+        chmod(udpd.directory.path, 0o755)
+        chmod(udpd.configPath, 0o644)
+        try udpd.waitUntilReady()
+        #expect(spawner(of: udpd.pid) != nil, "no spawner forked before the drop\n\(udpd.log)")
+        try udpd.rewriteConfig(
+            base + "  who:\n    handler: exec\n    udp: \(ports[1])\n    command: [/usr/bin/id, -u]\n"
+        )
+        chmod(udpd.configPath, 0o644)
+        let reload = try udpd.udpctl(["reload"])
+        #expect(reload.status == 0, "\(reload.standardOutput)\(reload.standardError)\n\(udpd.log)")
+        let client = try ConnectedUDPClient(
+            from: "127.0.0.1",
+            to: IPEndpoint(address: "127.0.0.1", port: ports[1])!,
+            timeoutMilliseconds: 5000
+        )
+        try client.send("who")
+        #expect(client.receiveText() == "\(ProcessIdentity.unprivileged.uid)\n", "\(udpd.log)")
     }
 
     /// udpd with an echo and an exec service over UDP, its clients, and the pid of its spawner once a program ran.
