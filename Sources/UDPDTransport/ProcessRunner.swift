@@ -130,8 +130,16 @@ public final class ProcessRunner: Sendable {
     /// How many program spawners died while udpd ran (each is replaced by the next request).
     public static var spawnersLost: Int { lostSpawners.load(ordering: .relaxed) }
 
-    fileprivate static func noteSpawnerLost() {
-        lostSpawners.wrappingAdd(1, ordering: .relaxed)
+    private static let spawnerLossLog = Mutex<(@Sendable (String) -> Void)?>(nil)
+
+    /// Has `log` told, on the runner's thread, of every program spawner that dies (udpd's log, set once at start).
+    public static func reportSpawnerLosses(to log: @escaping @Sendable (String) -> Void) {
+        spawnerLossLog.withLock { $0 = log }
+    }
+
+    fileprivate static func noteSpawnerLost(_ description: String) {
+        let count = lostSpawners.wrappingAdd(1, ordering: .relaxed).newValue
+        spawnerLossLog.withLock { $0 }?("\(description) (\(count) lost so far); the next program starts a new one")
     }
 
     /// Records that udpd, started as root, dropped to its `user:`: programs still run as `nobody` unless their
@@ -272,10 +280,12 @@ private struct ProcessRunnerLoop {
     private mutating func checkSpawner(events: Int16) {
         guard var current = spawner else { return }
         if current.hasExited(socketEvents: events) {
-            current.abandon()
+            let reapedAlready = current.endStatus
+            let status = current.abandon() ?? reapedAlready
             spawner = nil
-            spawnerMissing = "the program spawner (pid \(current.process)) died; a new one starts with a request"
-            ProcessRunner.noteSpawnerLost()
+            let how = status.map { ProcessOutcome.terminatingSignal($0).map { "killed by signal \($0)" } ?? "exited" }
+            spawnerMissing = "the program spawner (pid \(current.process)) died"
+            ProcessRunner.noteSpawnerLost("the program spawner (pid \(current.process)) \(how ?? "ended")")
             return
         }
         if events & Int16(POLLOUT) != 0 { current.flush() }

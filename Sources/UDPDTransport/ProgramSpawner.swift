@@ -82,17 +82,24 @@ struct ProgramSpawner {
     }
 
     /// Whether the spawner is gone: its socket hung up, or it exited (and is reaped now).
-    func hasExited(socketEvents: Int16) -> Bool {
+    mutating func hasExited(socketEvents: Int16) -> Bool {
         if socketEvents & Int16(POLLHUP | POLLERR | POLLIN) != 0 { return true }
         var status: CInt = 0
         let pid = process
-        return (try? systemCall("waitpid") { waitpid(pid, &status, WNOHANG) }) == pid
+        guard (try? systemCall("waitpid") { waitpid(pid, &status, WNOHANG) }) == pid else { return false }
+        endStatus = status
+        return true
     }
+
+    /// Its wait status, once reaped by ``hasExited(socketEvents:)``.
+    private(set) var endStatus: CInt?
 
     /// Forgets a spawner that is gone: closes the socket and every descriptor still waiting in the outbox (their
     /// guards' control sockets then read as programs that could not start), and reaps it (a spawner whose socket
     /// hung up is exiting; waited for 100 ms at most, and killed where udpd may).
-    mutating func abandon() {
+    /// Returns how it ended (its wait status), when it could be reaped.
+    @discardableResult
+    mutating func abandon() -> CInt? {
         for (_, descriptors) in outbox {
             for descriptor in Set(descriptors) { close(descriptor) }
         }
@@ -103,8 +110,10 @@ struct ProgramSpawner {
         for _ in 0..<100 {
             var status: CInt = 0
             let reaped = try? systemCall("waitpid") { waitpid(pid, &status, WNOHANG) }
-            if reaped != 0 { return }
+            if reaped == pid { return status }
+            if reaped != 0 { return nil }  // reaped already (by hasExited), or not udpd's child
             usleep(1000)
         }
+        return nil
     }
 }

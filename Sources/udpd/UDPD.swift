@@ -162,6 +162,7 @@ struct UDPD: ParsableCommand {
             withoutDestinationInfo: environment["UDPD_TESTING_WITHOUT_PKTINFO"] == "1",
             inherited: inherited
         )
+        ProcessRunner.reportSpawnerLosses { logger.warning("\($0)") }
         do throws(SupervisorError) {
             try await supervisor.start()
         } catch {

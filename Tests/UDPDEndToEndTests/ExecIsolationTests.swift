@@ -371,6 +371,10 @@ struct ExecIsolationTests {
         #expect(eventually { !FileManager.default.fileExists(atPath: "/proc/\(first)") }, "the dead spawner is reaped")
         let hi = try udpd.counters("hi")
         #expect(hi.drops["handler_failed", default: 0] == UInt64(sent - answered), "\(hi)\n\(udpd.log)")
+        #expect(
+            udpd.log.contains("the program spawner (pid \(first)) killed by signal 9 (1 lost so far)"),
+            "\(udpd.log)"
+        )
         try echo.send("and now")
         #expect(echo.receiveText() == "and now")
         #expect(udpd.isRunning)
