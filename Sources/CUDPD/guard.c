@@ -1,12 +1,14 @@
-// The one piece of CUDPD with control flow: what runs between fork and exec, and the guard that watches a program.
+// The guard that watches a program, and what runs between its fork and the program's exec (spawner.c forks the
+// guards; together they are the only pieces of CUDPD with control flow).
 //
 // A child forked from a multi-threaded process may call only async-signal-safe functions until it execs (another
 // thread may have held malloc's lock, or the Swift runtime's, at the fork). Swift cannot promise that, so, as
 // swift-nio and Foundation do for their own post-fork setup, this part is C that calls system calls only: no
 // malloc, no stdio, no locks. The guard never execs, so it stays within the same rules for its whole (short) life.
 // Everything that can be decided before the fork (paths, identities, limits) is decided in Swift
-// (ChildSpawn.swift, ProcessRunner.swift) and passed in.
+// (ChildSpawn.swift, ProcessRunner.swift) and passed in, through the spawner's socket.
 #include "CUDPD.h"
+#include "process_tree.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -42,10 +44,7 @@ const uint32_t cudpd_program_spawn_capabilities =
 
 int cudpd_become_subreaper(void) { return prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0); }
 
-/// The largest number of processes of one program's tree the guard remembers while freezing it.
-#define GUARD_MAX_TREE 4096
-
-static int set_capabilities(uint32_t effective, uint32_t permitted) {
+int cudpd_set_capabilities(uint32_t effective, uint32_t permitted) {
     struct __user_cap_header_struct header = {_LINUX_CAPABILITY_VERSION_3, 0};
     struct __user_cap_data_struct data[2] = {{effective, permitted, 0}, {0, 0, 0}};
     return (int)syscall(SYS_capset, &header, data);
@@ -109,26 +108,31 @@ static int contains(const pid_t *list, int count, pid_t pid) {
     return 0;
 }
 
-/// Stops every process of the guard's tree (a stopped process cannot fork), then kills them all, then reaps until
-/// the guard has no child left, killing whatever still reparents to it. Returns how many processes it killed.
-static int kill_tree(pid_t program, int *status, int *exited) {
-    pid_t tree[GUARD_MAX_TREE];
+int cudpd_freeze_children(pid_t parent, pid_t *tree, int known, int capacity, const pid_t *skip, int skipped) {
     pid_t work[256];
-    int known = 0;
-    int killed = 0;
     for (int pass = 0; pass < 64; pass++) {
         int added = 0;
-        int pending = read_children(getpid(), work, 256);
+        int pending = read_children(parent, work, 256);
         while (pending > 0) {
             pid_t pid = work[--pending];
-            if (contains(tree, known, pid)) continue;
+            if (contains(tree, known, pid) || contains(skip, skipped, pid)) continue;
             kill(pid, SIGSTOP);
-            if (known < GUARD_MAX_TREE) tree[known++] = pid;
+            if (known < capacity) tree[known++] = pid;
             added++;
             pending += read_children(pid, work + pending, 256 - pending);
         }
         if (added == 0) break;
     }
+    return known;
+}
+
+/// Stops every process of the guard's tree (a stopped process cannot fork), then kills them all, then reaps until
+/// the guard has no child left, killing whatever still reparents to it. Returns how many processes it killed.
+static int kill_tree(pid_t program, int *status, int *exited) {
+    pid_t tree[CUDPD_MAX_TREE];
+    pid_t work[256];
+    int known = cudpd_freeze_children(getpid(), tree, 0, CUDPD_MAX_TREE, NULL, 0);
+    int killed = 0;
     for (int i = 0; i < known; i++) {
         if (kill(tree[i], SIGKILL) == 0) killed++;
     }
@@ -149,7 +153,7 @@ static int kill_tree(pid_t program, int *status, int *exited) {
         for (int i = 0; i < count; i++) {
             if (contains(tree, known, work[i])) continue;
             if (kill(work[i], SIGKILL) == 0) killed++;
-            if (known < GUARD_MAX_TREE) tree[known++] = work[i];
+            if (known < CUDPD_MAX_TREE) tree[known++] = work[i];
         }
         pid = waitpid(-1, &wait_status, 0);
         if (pid == program && !*exited) {
@@ -160,15 +164,15 @@ static int kill_tree(pid_t program, int *status, int *exited) {
     return killed;
 }
 
-static void report(int control, int32_t kind, int32_t error, int32_t status, int32_t exited, int32_t timed_out,
-                   int32_t killed) {
-    struct cudpd_guard_report message = {kind, error, status, exited, timed_out, killed};
+void cudpd_guard_report_send(int control, int32_t kind, int32_t error, int32_t status, int32_t exited,
+                             int32_t timed_out, int32_t killed, pid_t guard) {
+    struct cudpd_guard_report message = {kind, error, status, exited, timed_out, killed, (int32_t)guard};
     ssize_t ignored = send(control, &message, sizeof message, MSG_NOSIGNAL);
     (void)ignored;
 }
 
 /// Closes every descriptor from `first` up (close_range where the kernel has it, else one by one).
-static void close_from(int first) {
+void cudpd_close_from(int first) {
 #if defined(SYS_close_range)
     if (syscall(SYS_close_range, (unsigned)first, ~0U, 0U) == 0) return;
 #endif
@@ -196,7 +200,7 @@ static void become_program(const struct cudpd_program *program, int error_pipe) 
         if (!failed && syscall(SYS_setresgid, program->gid, program->gid, program->gid) != 0) failed = errno;
         if (!failed && syscall(SYS_setresuid, program->uid, program->uid, program->uid) != 0) failed = errno;
     }
-    if (!failed && set_capabilities(0, 0) != 0) failed = errno;
+    if (!failed && cudpd_set_capabilities(0, 0) != 0) failed = errno;
     if (!failed && prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0) failed = errno;
     // Last: a change of credentials clears the parent-death signal.
     if (!failed && prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0) != 0) failed = errno;
@@ -211,7 +215,7 @@ static void become_program(const struct cudpd_program *program, int error_pipe) 
 
 /// The guard: a child subreaper that starts the program, reaps its whole tree, kills it at the deadline, when udpd
 /// asks (a byte on `control`) or when udpd is gone (end of file on `control`), and reports once on `control`.
-static void run_guard(const struct cudpd_program *program, int fd0, int fd1, int fd2, int control) {
+void cudpd_guard_run(const struct cudpd_program *program, int fd0, int fd1, int fd2, int control) {
     int failed = 0;
     struct sigaction reset;
     memset(&reset, 0, sizeof reset);
@@ -240,7 +244,7 @@ static void run_guard(const struct cudpd_program *program, int fd0, int fd1, int
     control = 3;
     if (!failed) {
         fcntl(control, F_SETFD, FD_CLOEXEC);
-        close_from(4);
+        cudpd_close_from(4);
     }
     int error_pipe[2] = {-1, -1};
     if (!failed && pipe2(error_pipe, O_CLOEXEC) != 0) failed = errno;
@@ -248,10 +252,9 @@ static void run_guard(const struct cudpd_program *program, int fd0, int fd1, int
     if (!failed && children < 0) failed = errno;
     pid_t pid = -1;
     if (!failed) {
-        // vfork: the guard is a copy of udpd's whole address space, and copying its page tables once more per
-        // request made exec slower the more connections udpd held. The child only makes system calls and then
-        // execs or _exits (as glibc's posix_spawn does); its credential, capability and signal-mask changes are
-        // its own, and the guard resumes once the program has started or failed.
+        // vfork: no copy of the guard's address space for a child that only makes system calls and then execs or
+        // _exits (as glibc's posix_spawn does); its credential, capability and signal-mask changes are its own,
+        // and the guard resumes once the program has started or failed.
         pid = vfork();
         if (pid < 0) failed = errno;
         if (pid == 0) become_program(program, error_pipe[1]);
@@ -268,14 +271,14 @@ static void run_guard(const struct cudpd_program *program, int fd0, int fd1, int
             while (waitpid(pid, &ignored, 0) < 0 && errno == EINTR) {}
         }
     }
-    report(control, 1, failed, 0, 0, 0, 0);
+    cudpd_guard_report_send(control, 1, failed, 0, 0, 0, 0, getpid());
     if (failed) _exit(0);
     close(0);
     close(1);
     close(2);
     // The guard needs only CAP_KILL from here on (to stop and kill a tree running as another user); a guard that
     // does not hold it (an unprivileged udpd's) keeps nothing.
-    if (set_capabilities(1U << CAP_KILL, 1U << CAP_KILL) != 0) set_capabilities(0, 0);
+    if (cudpd_set_capabilities(1U << CAP_KILL, 1U << CAP_KILL) != 0) cudpd_set_capabilities(0, 0);
 
     int status = 0, exited = 0, timed_out = 0, killed = 0;
     long deadline = monotonic_ms() + program->timeout_ms;
@@ -308,45 +311,11 @@ static void run_guard(const struct cudpd_program *program, int fd0, int fd1, int
             while (read(children, info, sizeof info) > 0) {}
         }
     }
-    report(control, 2, 0, status, exited, timed_out, killed);
+    cudpd_guard_report_send(control, 2, 0, status, exited, timed_out, killed, getpid());
     _exit(0);
 }
 
-pid_t cudpd_spawn_guarded(const struct cudpd_program *program, int fd0, int fd1, int fd2, int *control) {
-    int pair[2];
-    if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, pair) != 0) return -1;
-    pid_t guard = fork();
-    if (guard < 0) {
-        int saved = errno;
-        close(pair[0]);
-        close(pair[1]);
-        errno = saved;
-        return -1;
-    }
-    if (guard == 0) run_guard(program, fd0, fd1, fd2, pair[1]);
-    close(pair[1]);
-    struct cudpd_guard_report started;
-    ssize_t count;
-    do {
-        count = recv(pair[0], &started, sizeof started, 0);
-    } while (count < 0 && errno == EINTR);
-    if (count != (ssize_t)sizeof started || started.kind != 1 || started.error != 0) {
-        int error = count == (ssize_t)sizeof started && started.error != 0 ? started.error : ECHILD;
-        close(pair[0]);
-        int ignored;
-        while (waitpid(guard, &ignored, 0) < 0 && errno == EINTR) {}
-        errno = error;
-        return -1;
-    }
-    *control = pair[0];
-    return guard;
-}
 #else
 const uint32_t cudpd_program_spawn_capabilities = 0;
 int cudpd_become_subreaper(void) { errno = ENOSYS; return -1; }
-pid_t cudpd_spawn_guarded(const struct cudpd_program *program, int fd0, int fd1, int fd2, int *control) {
-    (void)program; (void)fd0; (void)fd1; (void)fd2; (void)control;
-    errno = ENOSYS;
-    return -1;
-}
 #endif

@@ -8,16 +8,7 @@ import Musl
 import Darwin
 #endif
 
-/// A program started under its guard: the guard's pid and udpd's end of the guard's control socket.
-struct GuardedProgram: Sendable {
-    /// The guard's process id (the program is its child; udpd never sees the program's pid).
-    var guardProcess: pid_t
-    /// A byte written here makes the guard kill the program's tree now; closing it (udpd's exit, even by SIGKILL)
-    /// does too. The guard's one report arrives here when the tree is gone.
-    var control: CInt
-}
-
-/// Starts a program without a shell, inetd style, under a guard (see `cudpd_spawn_guarded` in
+/// What the program spawner is asked for: start a program under a guard (see `cudpd_guard_run` in
 /// `Sources/CUDPD/guard.c`): its own process group, default signal dispositions, an empty signal mask, exactly
 /// three descriptors, its own user, no capability, no_new_privs; and a guard process, a child subreaper, that
 /// reaps everything the program starts and kills all of it at the timeout or when udpd goes away.
@@ -34,58 +25,57 @@ enum ChildSpawn {
         return CInt(text.filter(\.isNumber)) ?? fallback
     }()
 
-    /// Spawns `argv` with `environment` (`NAME=value` strings); `stdin`, `stdout` and `stderr` become its
-    /// descriptors 0, 1 and 2. With an `identity`, the program runs as that uid and gid (its gid the only
-    /// supplementary group); without one, as udpd's own user. Everything the program starts is killed at
-    /// `timeout`.
+    /// The spawner's message that starts `argv` with `environment` (`NAME=value` strings). With an `identity`, the
+    /// program runs as that uid and gid (its gid the only supplementary group); without one, as udpd's user now
+    /// (which is not the spawner's once udpd dropped to its `user:`). Everything the program starts is killed at
+    /// `timeout`. The message travels with the program's three descriptors and the guard's end of its control
+    /// socket (see ``ProgramSpawner``), to a spawner running as `spawnerUser`.
     ///
-    /// Returns once the program has been exec'd, or throws the errno of the step that failed (nothing is left
-    /// running then).
-    static func spawn(
+    /// Throws E2BIG when the command line and environment exceed what the spawner takes.
+    static func request(
         argv: [String],
         environment: [String],
-        stdin: CInt,
-        stdout: CInt,
-        stderr: CInt,
         identity: ProcessIdentity?,
-        timeout: Duration
-    ) throws(SystemCallError) -> GuardedProgram {
-        let cArguments = argv.map { strdup($0) } + [nil]
-        let cEnvironment = environment.map { strdup($0) } + [nil]
-        defer {
-            for pointer in cArguments { free(pointer) }
-            for pointer in cEnvironment { free(pointer) }
-        }
+        timeout: Duration,
+        spawnerUser: ProcessIdentity
+    ) throws(SystemCallError) -> [UInt8] {
         let milliseconds = timeout.components.seconds * 1000 + timeout.components.attoseconds / 1_000_000_000_000_000
-        var control: CInt = -1
-        // udpd's own uid and gid need no change (and an unprivileged udpd could not even set its groups).
-        let changesIdentity = identity.map { $0.uid != geteuid() || $0.gid != getegid() || geteuid() == 0 } ?? false
-        // The closures below cannot throw a typed error: they hand back the pid, or -1 and errno.
-        let (guardProcess, error) = argv[0].withCString { path in
-            cArguments.withUnsafeBufferPointer { arguments in
-                cEnvironment.withUnsafeBufferPointer { environment in
-                    var program = cudpd_program(
-                        path: path,
-                        argv: arguments.baseAddress!,
-                        envp: environment.baseAddress!,
-                        change_identity: changesIdentity ? 1 : 0,
-                        uid: uid_t(identity?.uid ?? 0),
-                        gid: gid_t(identity?.gid ?? 0),
-                        last_capability: lastCapability,
-                        timeout_ms: Int(clamping: max(1, milliseconds))
-                    )
-                    let pid = cudpd_spawn_guarded(&program, stdin, stdout, stderr, &control)
-                    return (pid, pid < 0 ? errno : 0)
-                }
-            }
+        let target = identity ?? ProcessIdentity(uid: UInt32(geteuid()), gid: UInt32(getegid()))
+        // The spawner's own uid and gid need no change (and an unprivileged one could not even set its groups);
+        // root sets the groups even for root.
+        let changesIdentity = target != spawnerUser || spawnerUser.uid == 0
+        var head = cudpd_spawn_request(
+            kind: 1,
+            guard_process: 0,
+            change_identity: changesIdentity ? 1 : 0,
+            uid: target.uid,
+            gid: target.gid,
+            last_capability: lastCapability,
+            argc: Int32(clamping: argv.count),
+            envc: Int32(clamping: environment.count),
+            timeout_ms: Int64(clamping: max(1, milliseconds))
+        )
+        var message = withUnsafeBytes(of: &head) { [UInt8]($0) }
+        for string in argv + environment {
+            message += string.utf8
+            message.append(0)
         }
-        guard guardProcess > 0 else {
+        guard message.count <= cudpd_spawn_request_max else {
             throw SystemCallError(
-                call: "fork+execve",
-                errno: error,
-                context: "\(argv[0]) as \(identity?.description ?? "udpd's user")"
+                call: "sendmsg",
+                errno: E2BIG,
+                context: "\(argv[0]): \(message.count) bytes of arguments and environment for the program spawner"
             )
         }
-        return GuardedProgram(guardProcess: guardProcess, control: control)
+        return message
+    }
+
+    /// The spawner's message that kills guard `guardProcess` (past its program's timeout and grace, unheard of);
+    /// the spawner then kills what is left of its tree and reports in its place.
+    static func killRequest(guardProcess: pid_t) -> [UInt8] {
+        var head = cudpd_spawn_request()
+        head.kind = 2
+        head.guard_process = guardProcess
+        return withUnsafeBytes(of: &head) { [UInt8]($0) }
     }
 }

@@ -69,18 +69,15 @@ public final class PrivilegedBinder: Sendable {
     }
 
     /// Drops the whole process to `target`: supplementary groups, gid, uid (real, effective and saved), keeping
-    /// only CAP_NET_BIND_SERVICE on the binder thread, and the capabilities of the mask `alsoKeeping` (first word)
-    /// there too. Throws, with the process unchanged or partly changed, when any step fails; the caller must then
-    /// exit.
-    public static func drop(
-        to target: PrivilegeTarget,
-        alsoKeeping: UInt32 = 0
-    ) async throws(PrivilegeError) -> PrivilegedBinder {
+    /// only CAP_NET_BIND_SERVICE on the binder thread. (Programs are started by the program spawner, a process of
+    /// its own forked before the drop; see ``ProgramSpawner``.) Throws, with the process unchanged or partly
+    /// changed, when any step fails; the caller must then exit.
+    public static func drop(to target: PrivilegeTarget) async throws(PrivilegeError) -> PrivilegedBinder {
         let binder = PrivilegedBinder(wakeup: try pipePair())
         let failure: PrivilegeError? = await withCheckedContinuation { continuation in
             do {
                 _ = try WorkerThread(name: "udpd-binder") {
-                    let failure = Self.dropOnThisThread(to: target, alsoKeeping: alsoKeeping)
+                    let failure = Self.dropOnThisThread(to: target)
                     continuation.resume(returning: failure)
                     if failure == nil { binder.serve() }
                 }
@@ -101,27 +98,6 @@ public final class PrivilegedBinder: Sendable {
         }
     }
 
-    /// Runs `body` on the binder thread and waits for its result, blocking the calling thread. Only for callers on a
-    /// thread of their own (the exec runner starts programs this way), never for the cooperative pool or an event
-    /// loop; no lock is held while waiting.
-    public func runWaiting<Result: Sendable, Failure: Error>(
-        _ body: @escaping @Sendable () throws(Failure) -> Result
-    ) throws(Failure) -> Result {
-        let finished = DispatchSemaphore(value: 0)
-        let outcome = Mutex<Swift.Result<Result, Failure>?>(nil)
-        jobs.withLock {
-            $0.append {
-                let result: Swift.Result<Result, Failure>
-                do throws(Failure) { result = .success(try body()) } catch { result = .failure(error) }
-                outcome.withLock { $0 = result }
-                finished.signal()
-            }
-        }
-        wake()
-        finished.wait()
-        return try outcome.withLock { $0! }.get()
-    }
-
     /// The binder thread's loop: waits for a wake-up, then runs every queued job in order.
     private func serve() {
         var bytes = (UInt64(0), UInt64(0), UInt64(0), UInt64(0))
@@ -135,8 +111,8 @@ public final class PrivilegedBinder: Sendable {
         }
     }
 
-    private static func dropOnThisThread(to target: PrivilegeTarget, alsoKeeping: UInt32) -> PrivilegeError? {
-        let bind = UInt32(1) << UInt32(cudpd_cap_net_bind_service) | alsoKeeping
+    private static func dropOnThisThread(to target: PrivilegeTarget) -> PrivilegeError? {
+        let bind = UInt32(1) << UInt32(cudpd_cap_net_bind_service)
         do {
             if target.uid != nil {
                 _ = try systemCall("prctl(PR_SET_KEEPCAPS)") { cudpd_prctl_keepcaps(1) }

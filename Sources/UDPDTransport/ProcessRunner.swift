@@ -1,4 +1,5 @@
 import CUDPD
+import Dispatch
 import Synchronization
 
 #if canImport(Glibc)
@@ -78,11 +79,14 @@ public struct ProcessOutcome: Sendable {
     }
 }
 
-/// Runs the programs of every exec service on one dedicated thread: it starts each under its own guard process
-/// (see ``ChildSpawn``), feeds their stdin, collects their stdout and stderr, and reaps the guards, which report
-/// once the program's whole tree is gone (they kill it at the timeout).
+/// Runs the programs of every exec service on one dedicated thread: it has the program spawner (see
+/// ``ProgramSpawner``) start each under its own guard process (see ``ChildSpawn``), feeds their stdin, collects
+/// their stdout and stderr, and reads each guard's reports, the last once the program's whole tree is gone (the
+/// guard kills it at the timeout).
 ///
-/// udpd is a child subreaper too: a guard lost by accident leaves its tree to udpd, which kills and counts it.
+/// The spawner, a child subreaper, kills and counts the tree of a guard lost by accident. udpd is a child subreaper
+/// too, for what a lost spawner leaves. A spawner that dies is counted (``spawnersLost``) and started again (at
+/// most once a second) by the next request; the requests it took with it fail, counted by their service.
 ///
 /// One runner serves the whole process, so rebuilding handlers on reload creates no threads.
 /// `Sendable`: requests reach the thread through a mutex-protected queue and a wakeup pipe; everything else lives
@@ -115,30 +119,38 @@ public final class ProcessRunner: Sendable {
         }
     }
 
-    /// What the privileged thread must keep to start programs as their own user: CAP_SETUID, CAP_SETGID (the
-    /// switch), CAP_SETPCAP (to empty the program's bounding set) and CAP_KILL (for its guard to kill its tree).
+    /// What the program spawner keeps to start programs as their own user: CAP_SETUID, CAP_SETGID (the switch),
+    /// CAP_SETPCAP (to empty the program's bounding set) and CAP_KILL (for its guards to kill their trees).
     public static var capabilitiesToStartPrograms: UInt32 { cudpd_program_spawn_capabilities }
 
     private static let started = Atomic<Bool>(false)
-    private static let privileged = Mutex<PrivilegedBinder?>(nil)
+    private static let droppedFromRoot = Atomic<Bool>(false)
+    private static let lostSpawners = Atomic<Int>(0)
 
-    /// From now on, starts programs (and kills lost trees) on `binder`'s thread, the one that kept
-    /// ``capabilitiesToStartPrograms`` when udpd dropped its privileges. Its thread lives as long as udpd.
-    public static func startPrograms(on binder: PrivilegedBinder) {
-        privileged.withLock { $0 = binder }
+    /// How many program spawners died while udpd ran (each is replaced by the next request).
+    public static var spawnersLost: Int { lostSpawners.load(ordering: .relaxed) }
+
+    private static let spawnerLossLog = Mutex<(@Sendable (String) -> Void)?>(nil)
+
+    /// Has `log` told, on the runner's thread, of every program spawner that dies (udpd's log, set once at start).
+    public static func reportSpawnerLosses(to log: @escaping @Sendable (String) -> Void) {
+        spawnerLossLog.withLock { $0 = log }
     }
 
-    /// Whether udpd was started as root: it runs as root still, or it dropped to its `user:` and kept a
-    /// privileged thread. Programs then run as `nobody` unless their service names a user.
-    public static var startedAsRoot: Bool { geteuid() == 0 || privileged.withLock { $0 != nil } }
-
-    /// Runs `body` with the privileges needed to start a program as another user and to kill its tree.
-    static func withPrivileges<Result: Sendable>(
-        _ body: @escaping @Sendable () throws(SystemCallError) -> Result
-    ) throws(SystemCallError) -> Result {
-        if let binder = privileged.withLock({ $0 }) { return try binder.runWaiting(body) }
-        return try body()
+    fileprivate static func noteSpawnerLost(_ description: String) {
+        let count = lostSpawners.wrappingAdd(1, ordering: .relaxed).newValue
+        spawnerLossLog.withLock { $0 }?("\(description) (\(count) lost so far); the next program starts a new one")
     }
+
+    /// Records that udpd, started as root, dropped to its `user:`: programs still run as `nobody` unless their
+    /// service names a user (the spawner, started before the drop, keeps what that takes).
+    public static func noteDroppedFromRoot() {
+        droppedFromRoot.store(true, ordering: .releasing)
+    }
+
+    /// Whether udpd was started as root: it runs as root still, or it dropped to its `user:`. Programs then run as
+    /// `nobody` unless their service names a user.
+    public static var startedAsRoot: Bool { geteuid() == 0 || droppedFromRoot.load(ordering: .acquiring) }
 
     private let queue = Mutex<[ProcessRequest]>([])
     private let wakeup: WakeupPipe
@@ -151,8 +163,13 @@ public final class ProcessRunner: Sendable {
         let wakeup = try WakeupPipe()
         self.wakeup = wakeup
         _ = try? systemCall("prctl(PR_SET_CHILD_SUBREAPER)") { cudpd_become_subreaper() }
+        // The spawner is forked by the runner's thread (it dies with the thread that forked it, and this one lives
+        // as long as udpd); the first runner is made while udpd is small and, started as root, still privileged.
+        let spawnerStarted = DispatchSemaphore(value: 0)
         let thread = try WorkerThread(name: "udpd-exec") { [unowned self] in
             var loop = ProcessRunnerLoop(wakeup: wakeup)
+            loop.startSpawner()
+            spawnerStarted.signal()
             loop.run(
                 take: {
                     self.queue.withLock { pending in
@@ -165,6 +182,7 @@ public final class ProcessRunner: Sendable {
             )
         }
         _ = thread  // runs as long as the process
+        spawnerStarted.wait()  // one fork of a small process, once
     }
 
     /// Queues `request`; its `onExit` is always called exactly once.
@@ -197,7 +215,7 @@ public final class ProcessRunner: Sendable {
 
 /// A program the runner started and has not finished with.
 private struct RunningChild {
-    /// The guard's pid (0 until started).
+    /// The guard's pid (0 until its first report).
     var pid: pid_t
     var request: ProcessRequest
     var deadline: ContinuousClock.Instant
@@ -208,7 +226,13 @@ private struct RunningChild {
     var guardReaped = false
     var killed = 0
     var askedToStop = false
-    /// The guard died or hung without reporting; its tree is udpd's to kill.
+    /// The guard reported that the program started.
+    var started = false
+    /// Why the program could not start, when it could not.
+    var spawnError: SystemCallError?
+    /// The spawner was asked to kill the guard, silent past the program's timeout and grace.
+    var killRequested = false
+    /// The guard and the spawner are gone without a report; what the guard's tree left is udpd's to kill.
     var lost = false
     var standardInput: CInt = -1
     var pendingInput: [UInt8] = []
@@ -229,9 +253,43 @@ private struct ProcessRunnerLoop {
     let wakeup: WakeupPipe
     var children: [RunningChild] = []
     let clock = ContinuousClock()
+    /// The program spawner, while there is one.
+    var spawner: ProgramSpawner?
+    /// Why there is none (for the requests that meet its absence).
+    var spawnerMissing = "not started"
+    /// When a spawner may be started again.
+    var spawnerRetry: ContinuousClock.Instant
 
     init(wakeup: WakeupPipe) {
         self.wakeup = wakeup
+        self.spawnerRetry = clock.now
+    }
+
+    /// Forks a program spawner from this thread; on failure, the requests of the next second fail, saying why.
+    mutating func startSpawner() {
+        spawnerRetry = clock.now + .seconds(1)
+        do {
+            spawner = try ProgramSpawner.start()
+        } catch {
+            spawnerMissing = "\(error)"
+        }
+    }
+
+    /// Notices a spawner that is gone (`events` from its socket): counts it and forgets it; the next request
+    /// starts another. Its guards, now udpd's children, report as before.
+    private mutating func checkSpawner(events: Int16) {
+        guard var current = spawner else { return }
+        if current.hasExited(socketEvents: events) {
+            let reapedAlready = current.endStatus
+            let status = current.abandon() ?? reapedAlready
+            spawner = nil
+            let how = status.map { ProcessOutcome.terminatingSignal($0).map { "killed by signal \($0)" } ?? "exited" }
+            spawnerMissing = "the program spawner (pid \(current.process)) died"
+            ProcessRunner.noteSpawnerLost("the program spawner (pid \(current.process)) \(how ?? "ended")")
+            return
+        }
+        if events & Int16(POLLOUT) != 0 { current.flush() }
+        spawner = current
     }
 
     mutating func run(
@@ -243,16 +301,19 @@ private struct ProcessRunnerLoop {
             drainWakeup()
             let requests = take()
             for request in requests { start(request, exited: exited) }
-            pollOnce()
+            checkSpawner(events: pollOnce())
             let stopNow = stopBy().map { clock.now >= $0 } ?? false
             for index in children.indices {
                 if stopNow { askToStop(&children[index]) }
-                service(&children[index])
+                var child = children[index]
+                service(&child)  // mutating: it may ask the spawner to kill a stuck guard
+                children[index] = child
             }
             // Only once the lost guard is reaped has its tree reparented to udpd.
             for index in children.indices where children[index].lost && children[index].guardReaped {
                 children[index].lost = false
-                let known = Set(children.map(\.pid))
+                var known = Set(children.map(\.pid))
+                if let spawner { known.insert(spawner.process) }
                 children[index].killed = Self.killOrphans(except: children[index].pid, known: known)
             }
             children.removeAll { child in
@@ -263,7 +324,7 @@ private struct ProcessRunnerLoop {
                         standardOutput: child.collected,
                         waitStatus: child.waitStatus,
                         timedOut: child.timedOut,
-                        spawnError: nil,
+                        spawnError: child.spawnError,
                         killed: child.killed
                     )
                 )
@@ -288,17 +349,30 @@ private struct ProcessRunnerLoop {
         while let count = try? nonBlockingSystemCall("read", { read(fd, &bytes, bytes.count) }), count > 0 {}
     }
 
-    /// Spawns the program of `request`, or reports at once why it could not start.
+    /// Sends the program of `request` to the spawner (its guard reports on the control socket), or reports at once
+    /// why it could not start.
     private mutating func start(_ request: ProcessRequest, exited: () -> Void) {
         var child = RunningChild(pid: 0, request: request, deadline: clock.now + request.timeout)
         var toClose: [CInt] = []
-        // The connection is the runner's from now on: closed here, once, whether or not the program starts.
+        // The connection is the runner's from now on: closed here, once, or handed to the spawner with the rest.
         if case .socket(let fd) = request.input { toClose.append(fd) }
         defer { for fd in toClose { close(fd) } }
-        do {
+        do throws(SystemCallError) {
+            if spawner == nil, clock.now >= spawnerRetry { startSpawner() }
+            guard let spawnerUser = spawner?.user else {
+                throw SystemCallError(call: "fork", errno: ECHILD, context: "no program spawner: \(spawnerMissing)")
+            }
+            let message = try ChildSpawn.request(
+                argv: request.argv,
+                environment: request.environment,
+                identity: request.identity,
+                timeout: request.timeout,
+                spawnerUser: spawnerUser
+            )
             let errors = try Self.makeRequestPipe()
             toClose.append(errors.write)
             child.standardError = errors.read
+            let standardStreams: [CInt]
             switch request.input {
             case .bytes(let bytes, let limit):
                 let input = try Self.makeRequestPipe()
@@ -310,41 +384,20 @@ private struct ProcessRunnerLoop {
                 try Self.makeBlocking(input.read, output.write, errors.write)
                 child.pendingInput = bytes
                 child.captureLimit = limit
-                let (argv, environment, identity, timeout) =
-                    (request.argv, request.environment, request.identity, request.timeout)
-                let started = try ProcessRunner.withPrivileges { () throws(SystemCallError) in
-                    try ChildSpawn.spawn(
-                        argv: argv,
-                        environment: environment,
-                        stdin: input.read,
-                        stdout: output.write,
-                        stderr: errors.write,
-                        identity: identity,
-                        timeout: timeout
-                    )
-                }
-                child.pid = started.guardProcess
-                child.control = started.control
+                standardStreams = [input.read, output.write, errors.write]
             case .socket(let fd):
                 try Self.makeBlocking(fd, errors.write)
-                let (argv, environment, identity, timeout) =
-                    (request.argv, request.environment, request.identity, request.timeout)
-                let started = try ProcessRunner.withPrivileges { () throws(SystemCallError) in
-                    try ChildSpawn.spawn(
-                        argv: argv,
-                        environment: environment,
-                        stdin: fd,
-                        stdout: fd,
-                        stderr: errors.write,
-                        identity: identity,
-                        timeout: timeout
-                    )
-                }
-                child.pid = started.guardProcess
-                child.control = started.control
+                standardStreams = [fd, fd, errors.write]
             }
+            let control = try Self.makeControlSocket()
+            child.control = control.runner
+            // Everything in toClose goes to the spawner, which closes udpd's copies once sent.
+            spawner?.send(message, passing: standardStreams + [control.guardEnd])
+            toClose = []
         } catch {
-            for fd in [child.standardInput, child.standardOutput, child.standardError] where fd >= 0 { close(fd) }
+            for fd in [child.standardInput, child.standardOutput, child.standardError, child.control] where fd >= 0 {
+                close(fd)
+            }
             request.onExit(ProcessOutcome(standardOutput: [], waitStatus: nil, timedOut: false, spawnError: error))
             exited()
             return
@@ -354,6 +407,23 @@ private struct ProcessRunnerLoop {
             child.standardInput = -1
         }
         children.append(child)
+    }
+
+    /// A guard's control socket (SOCK_SEQPACKET, close-on-exec): the runner's end, and the guard's, which goes to
+    /// the spawner with the request. Into udpd's headroom it throws EMFILE, like the pipes.
+    private static func makeControlSocket() throws(SystemCallError) -> (runner: CInt, guardEnd: CInt) {
+        var pair: [CInt] = [-1, -1]
+        try systemCall("socketpair", context: "an exec program's guard") {
+            socketpair(AF_UNIX, CInt(SOCK_SEQPACKET.rawValue) | CInt(SOCK_CLOEXEC.rawValue), 0, &pair)
+        }
+        do {
+            try DescriptorTable.checkHeadroom(pair.max()!, call: "socketpair", context: "an exec program's guard")
+        } catch {
+            close(pair[0])
+            close(pair[1])
+            throw error
+        }
+        return (pair[0], pair[1])
     }
 
     /// A pipe for one program; out of descriptors, or into the few udpd keeps for itself, it throws EMFILE (the
@@ -381,10 +451,15 @@ private struct ProcessRunnerLoop {
         for fd in descriptors { try setNonBlocking(fd, false, context: "a program's standard stream") }
     }
 
-    /// Waits for I/O on any child's pipes, the wakeup pipe, the next deadline, or a short tick while some child
-    /// has closed its pipes but has not been reaped yet.
-    private func pollOnce() {
+    /// Waits for I/O on any child's pipes, the wakeup pipe, the spawner's socket (its end, or room for what waits),
+    /// the next deadline, or a short tick while some child has closed its pipes but has not been reaped yet.
+    /// Returns the events of the spawner's socket.
+    private func pollOnce() -> Int16 {
         var fds = [pollfd(fd: wakeup.readDescriptor, events: Int16(POLLIN), revents: 0)]
+        if let spawner {
+            let events = POLLIN | (spawner.hasQueuedRequests ? POLLOUT : 0)
+            fds.append(pollfd(fd: spawner.socket, events: Int16(events), revents: 0))
+        }
         var timeout = Duration.milliseconds(250)
         let now = clock.now
         for child in children {
@@ -399,47 +474,89 @@ private struct ProcessRunnerLoop {
             }
             if child.control >= 0, !child.finished {
                 fds.append(pollfd(fd: child.control, events: Int16(POLLIN), revents: 0))
-                timeout = min(timeout, max(.zero, child.deadline + Self.guardGrace - now))
+                let patience = child.killRequested ? Self.guardGrace * 2 : Self.guardGrace
+                timeout = min(timeout, max(.zero, child.deadline + patience - now))
             } else if !child.guardReaped {
                 timeout = min(timeout, .milliseconds(5))
             }
         }
         let milliseconds = CInt(clamping: timeout.saturatingMilliseconds)
         _ = try? systemCall("poll") { poll(&fds, nfds_t(fds.count), max(1, milliseconds)) }
+        return spawner != nil ? fds[1].revents : 0
     }
 
     /// How long past a program's timeout udpd waits for its guard's report before it kills the guard itself.
     static let guardGrace = Duration.seconds(5)
 
-    /// Moves a child's I/O forward, takes its guard's report and reaps the guard.
+    /// Moves a child's I/O forward, takes its guard's reports and reaps the guard (when it is udpd's child: the
+    /// spawner reaps its own).
     ///
-    /// The report comes first: once the tree is gone, everything it wrote is already in its pipes, so the reads
-    /// below collect all of it before the pipes are closed.
-    private func service(_ child: inout RunningChild) {
-        if !child.finished {
+    /// The last report comes first: once the tree is gone, everything it wrote is already in its pipes, so the
+    /// reads below collect all of it before the pipes are closed.
+    private mutating func service(_ child: inout RunningChild) {
+        while !child.finished {
             var report = cudpd_guard_report()
             let fd = child.control
             let count = try? nonBlockingSystemCall("recv") {
                 recv(fd, &report, MemoryLayout<cudpd_guard_report>.size, CInt(MSG_DONTWAIT))
             }
-            if count == MemoryLayout<cudpd_guard_report>.size, report.kind == 2 {
+            if count == MemoryLayout<cudpd_guard_report>.size, report.kind == 1 {
+                if report.error != 0 {
+                    child.spawnError = SystemCallError(
+                        call: "fork+execve",
+                        errno: report.error,
+                        context: "\(child.request.argv[0]) as \(child.request.identity?.description ?? "udpd's user")"
+                    )
+                    child.finished = true
+                } else {
+                    child.started = true
+                    child.pid = report.process
+                }
+            } else if count == MemoryLayout<cudpd_guard_report>.size, report.kind == 2 {
                 child.finished = true
                 child.waitStatus = report.exited != 0 ? report.status : nil
                 child.timedOut = report.timed_out != 0
                 child.killed = Int(report.killed)
-            } else if count == 0 || clock.now >= child.deadline + Self.guardGrace {
-                // The guard is gone without a report, or stuck: its tree (now udpd's) is killed here.
-                let guardProcess = child.pid
-                _ = try? systemCall("kill") { kill(guardProcess, SIGKILL) }
+            } else if count == 0 {
+                // Neither the guard nor the spawner holds the other end any more, and no last report came.
                 child.finished = true
-                child.timedOut = clock.now >= child.deadline
-                child.lost = true
+                if child.started {
+                    child.timedOut = clock.now >= child.deadline
+                    child.lost = true
+                } else {
+                    child.spawnError = SystemCallError(
+                        call: "fork",
+                        errno: ECHILD,
+                        context: "the program spawner ended before it started \(child.request.argv[0])"
+                    )
+                }
+            } else {
+                let now = clock.now
+                if now >= child.deadline + Self.guardGrace * 2 {
+                    // Not even the spawner answered: give up on the guard (closing the control socket asks it to
+                    // kill its tree, should it still run).
+                    child.finished = true
+                    child.timedOut = true
+                    if !child.started {
+                        child.spawnError = SystemCallError(
+                            call: "fork",
+                            errno: ETIMEDOUT,
+                            context: "the program spawner did not start \(child.request.argv[0])"
+                        )
+                    }
+                } else if now >= child.deadline + Self.guardGrace, !child.killRequested {
+                    // The guard is stuck (stopped, say): its parent, the spawner, kills it, then its tree.
+                    child.killRequested = true
+                    if child.started { spawner?.killGuard(child.pid) }
+                }
+                break
             }
         }
         if child.finished, !child.guardReaped {
             var status: CInt = 0
             let pid = child.pid
-            let reaped = try? systemCall("waitpid") { waitpid(pid, &status, WNOHANG) }
+            // A guard is udpd's child only if the spawner died before it: then it is reaped here.
+            let reaped = pid > 0 ? try? systemCall("waitpid") { waitpid(pid, &status, WNOHANG) } : nil
             if reaped == pid || reaped == nil { child.guardReaped = true }
         }
         if child.standardInput >= 0 {
@@ -529,17 +646,15 @@ private struct ProcessRunnerLoop {
     }
 
     /// Kills and reaps every child of udpd that is not a guard udpd knows (besides `except`, a guard being
-    /// reaped): the tree of a guard that was lost, which reparented to udpd, the subreaper. Returns how many it
-    /// killed. Runs with the privileged thread's CAP_KILL, since the tree runs as another user.
+    /// reaped): the tree of a guard lost with the spawner, which reparented to udpd, the subreaper. Returns how many
+    /// it killed (none where it runs as another user and udpd dropped its privileges: its guard, gone without its
+    /// last report, could not be asked anyway).
     private static func killOrphans(except lost: pid_t, known: Set<pid_t>) -> Int {
         var killed = 0
         for _ in 0..<64 {
             let orphans = Self.childrenOfThisProcess().filter { !known.contains($0) && $0 != lost }
             if orphans.isEmpty { break }
-            let dead =
-                (try? ProcessRunner.withPrivileges { () throws(SystemCallError) -> [pid_t] in
-                    orphans.filter { kill($0, SIGKILL) == 0 }
-                }) ?? []
+            let dead = orphans.filter { kill($0, SIGKILL) == 0 }
             if dead.isEmpty { break }  // nothing this thread may kill: waiting for them could block forever
             killed += dead.count
             for pid in dead {

@@ -162,6 +162,7 @@ struct UDPD: ParsableCommand {
             withoutDestinationInfo: environment["UDPD_TESTING_WITHOUT_PKTINFO"] == "1",
             inherited: inherited
         )
+        ProcessRunner.reportSpawnerLosses { logger.warning("\($0)") }
         do throws(SupervisorError) {
             try await supervisor.start()
         } catch {
@@ -203,22 +204,21 @@ struct UDPD: ParsableCommand {
 
         if let privilegeTarget {
             do throws(PrivilegeError) {
-                // Programs start on the privileged thread too, as their own user: it keeps what that takes only
-                // when the configuration has an exec service.
-                let startsPrograms = configuration.services.contains { $0.handler == .exec }
-                let binder = try await PrivilegedBinder.drop(
-                    to: privilegeTarget,
-                    alsoKeeping: startsPrograms ? ProcessRunner.capabilitiesToStartPrograms : 0
-                )
+                // Programs are started by the program spawner, forked now (if no exec service did already) while
+                // udpd is still privileged: it keeps what starting them as their own user takes, even for an exec
+                // service a reload adds later, and udpd keeps none of it.
+                _ = try? ProcessRunner.shared()
+                let binder = try await PrivilegedBinder.drop(to: privilegeTarget)
                 await supervisor.bindOn(binder)
-                ProcessRunner.startPrograms(on: binder)
+                ProcessRunner.noteDroppedFromRoot()
                 logger.notice(
                     "dropped privileges",
                     metadata: [
                         "user": "\(configuration.user ?? "-")", "uid": "\(getuid())", "gid": "\(getgid())",
-                        "kept": startsPrograms
-                            ? "CAP_NET_BIND_SERVICE, CAP_SETUID, CAP_SETGID, CAP_SETPCAP, CAP_KILL on the binder thread"
-                            : "CAP_NET_BIND_SERVICE on the binder thread",
+                        "kept": .string(
+                            "CAP_NET_BIND_SERVICE on the binder thread; CAP_SETUID, CAP_SETGID, CAP_SETPCAP, "
+                                + "CAP_KILL in the program spawner"
+                        ),
                     ]
                 )
             } catch {

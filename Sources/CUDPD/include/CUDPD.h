@@ -89,8 +89,10 @@ struct cudpd_program {
 };
 
 /// One message of a guard on its control socket: `kind` 1 once the program started (`error` is the errno of the
-/// step that failed, or 0), `kind` 2 once its whole tree is gone (the program's wait `status` when `exited`,
-/// `timed_out` when the program itself ran past its timeout, and how many processes the guard `killed`).
+/// step that failed, or 0; `process` is the guard's pid), `kind` 2 once its whole tree is gone (the program's wait
+/// `status` when `exited`, `timed_out` when the program itself ran past its timeout, and how many processes the
+/// guard `killed`). The spawner sends them for a guard it could not start (kind 1) or that died without its last
+/// report (kind 2, with the processes it killed of the guard's tree).
 struct cudpd_guard_report {
     int32_t kind;
     int32_t error;
@@ -98,22 +100,48 @@ struct cudpd_guard_report {
     int32_t exited;
     int32_t timed_out;
     int32_t killed;
+    int32_t process;
 };
 
-/// Forks a guard that becomes a child subreaper and starts `program` with `fd0`..`fd2` as its descriptors 0..2, in
-/// a process group of its own, with default signal dispositions, an empty signal mask, no other descriptor, its
-/// identity, no capability in any set (the bounding set only where CAP_SETPCAP is held), no_new_privs and
-/// PDEATHSIG SIGKILL. The guard kills the program's whole tree (stop everything, then kill) at the timeout, on a
-/// byte written to `*control`, or when `*control` closes (udpd exited or was killed), and reports on `*control`.
+/// The fixed head of a message to the spawner. `kind` 1: start a program; the message goes on with `argc`
+/// NUL-terminated arguments (the first is the program's absolute path) and `envc` NUL-terminated `NAME=value`
+/// strings, and carries four descriptors (SCM_RIGHTS): the program's 0, 1 and 2 and the guard's end of its control
+/// socket. `kind` 2: kill the guard `guard_process` (it ran past its timeout and its grace without reporting); its
+/// tree is then killed and reported by the spawner.
+struct cudpd_spawn_request {
+    int32_t kind;
+    int32_t guard_process;
+    int32_t change_identity;
+    uint32_t uid;
+    uint32_t gid;
+    int32_t last_capability;
+    int32_t argc;
+    int32_t envc;
+    int64_t timeout_ms;
+};
+
+/// The largest message the spawner takes (head and strings); a larger one is refused with E2BIG.
+extern const size_t cudpd_spawn_request_max;
+
+/// Forks the program spawner: a small process, forked once while udpd is small, that forks a guard (see
+/// `cudpd_guard_run` in guard.c) for every request on its socket, so that starting a program never copies udpd's
+/// page tables or descriptor table. It is a child subreaper in a process group of its own, keeps of the calling
+/// thread's capabilities only `cudpd_program_spawn_capabilities` (its bounding set too), holds no descriptor of
+/// udpd's but its socket, and dies with the calling thread (PR_SET_PDEATHSIG) or at end of file on its socket.
+/// When a guard dies without its last report, the spawner kills what is left of its tree and reports that instead.
 ///
-/// Returns the guard's pid once the program has been exec'd, with `*control` (close-on-exec) set; or -1 with
-/// errno set (the failed step's errno; nothing is left running then).
-pid_t cudpd_spawn_guarded(const struct cudpd_program *_Nonnull program, int fd0, int fd1, int fd2,
-                          int *_Nonnull control);
+/// Returns its pid, with `*socket` (udpd's end: SOCK_SEQPACKET, close-on-exec, non-blocking) set; or -1 and errno.
+/// Call it from a thread that lives as long as udpd.
+pid_t cudpd_spawner_start(int last_capability, int *_Nonnull socket);
+
+/// Sends one request of `length` bytes with `count` (at most 4) descriptors to the spawner without blocking:
+/// sendmsg's result (-1 with EAGAIN when its socket is full).
+ssize_t cudpd_spawner_send(int socket, const void *_Nonnull message, size_t length, const int *_Nullable fds,
+                           int count);
 /// prctl(PR_SET_CHILD_SUBREAPER, 1): orphans of udpd's descendants reparent to udpd rather than to init.
 int cudpd_become_subreaper(void);
-/// CAP_KILL, CAP_SETGID, CAP_SETUID and CAP_SETPCAP: what the privileged thread keeps to start programs as their
-/// own user (0 where there are no capabilities).
+/// CAP_KILL, CAP_SETGID, CAP_SETUID and CAP_SETPCAP: what the spawner keeps to start programs as their own user
+/// (0 where there are no capabilities).
 extern const uint32_t cudpd_program_spawn_capabilities;
 
 // MARK: - Destination-address options (0 where the platform has no such option)
