@@ -12,6 +12,8 @@ extension Supervisor {
     /// The change turn is held meanwhile, so that no reload or address update opens or closes a listener while the
     /// new process is given the sockets; the start and the wait run on SwiftNIO's blocking pool, so that status
     /// answers meanwhile. After success every later reload and address update is refused: this process is leaving.
+    ///
+    /// Refused once privileges were dropped (`user:`): the new process would inherit the dropped credentials.
     public func upgrade(
         executable: String,
         arguments: [String],
@@ -20,6 +22,15 @@ extension Supervisor {
         deadline: Duration
     ) async -> Result<pid_t, UpgradeFailure> {
         guard !stopping else { return .failure(UpgradeFailure("udpd is stopping")) }
+        guard binder == nil else {
+            return .failure(
+                UpgradeFailure(
+                    "udpd dropped its privileges (user:): a new udpd it starts would run without them, unable to "
+                        + "bind ports below 1024 or start programs as their users; restart udpd instead (under "
+                        + "systemd with FileDescriptorStoreMax=, a restart keeps every socket open)"
+                )
+            )
+        }
         await beginChange()
         defer { endChange() }
         guard !stopping else { return .failure(UpgradeFailure("udpd is stopping")) }

@@ -36,8 +36,11 @@ final class RequestLoop: Sendable {
                 sequence += 1
                 let request = "\(label) \(sequence)"
                 try? client.send(request)
-                // Drain a stale reply (none expected), then take the reply to this request.
-                let reply = client.receiveText()
+                // A reply to an earlier request (one that came after its timeout) is skipped, not taken for this one.
+                var reply = client.receiveText()
+                while let stale = reply, stale != request, stale.hasPrefix("\(label) ") {
+                    reply = client.receiveText()
+                }
                 let now = clock.now
                 figures.withLock { figures in
                     if reply == request {
