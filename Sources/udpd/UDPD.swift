@@ -33,7 +33,10 @@ struct UDPD: ParsableCommand {
             udpd runs in the foreground and logs to standard error. SIGHUP (or `udpctl reload`) reloads the \
             configuration: the whole file is validated and every new socket bound before anything changes, \
             unchanged listeners keep their sockets, and on any error the old configuration keeps running. \
-            SIGTERM and SIGINT stop it: listeners close, TCP connections get 10 seconds to finish, exit status 0.
+            SIGTERM and SIGINT stop it: listeners close, TCP connections get 10 seconds to finish, exit status 0. \
+            SIGUSR2 (or `udpctl upgrade`) starts a new udpd (this executable as it is on disk now) with the same \
+            arguments and hands it every listening socket; once it serves, this one stops reading, finishes its \
+            connections, sessions and programs within the grace period, and exits 0.
 
             Exit status: 0 after a clean shutdown or a valid --check; 1 when the configuration is invalid or a \
             listener cannot be bound.
@@ -42,7 +45,8 @@ struct UDPD: ParsableCommand {
             IP_RECVDSTADDR and IPV6_RECVPKTINFO, reproducing a platform that lacks them (a testing aid). \
             NOTIFY_SOCKET is honoured as systemd sets it. Sockets handed over by systemd socket activation \
             (LISTEN_PID, LISTEN_FDS, LISTEN_FDNAMES) are adopted by the listener whose protocol, address and port \
-            they match; the others are logged and closed.
+            they match; the others are logged and closed. With FDSTORE (systemd's FileDescriptorStoreMax=), every \
+            listening socket is kept in systemd's descriptor store, so that a restart closes none.
             """,
         version: Supervisor.version
     )
