@@ -82,6 +82,7 @@ public struct Daemon: Service {
         let (reloads, requestReload) = AsyncStream.makeStream(of: ReloadTicket.self)
         let answering = ControlRequestsInFlight()
         let (handovers, handedOver) = AsyncStream.makeStream(of: Void.self)
+        let (handoversForMetrics, metricsHandedOver) = AsyncStream.makeStream(of: Void.self)
         if let predecessor = upgrade?.predecessor {
             do {
                 try controlServer.takeOverPath()
@@ -117,7 +118,10 @@ public struct Daemon: Service {
             if let metricsServer {
                 group.addTask {
                     do {
-                        try await metricsServer.run { PrometheusExposition.render(await status()) }
+                        // After an upgrade the new udpd answers on the shared socket: this one stops accepting.
+                        try await Self.untilHandedOver(handoversForMetrics) {
+                            try await metricsServer.run { PrometheusExposition.render(await status()) }
+                        }
                     } catch {
                         logger.error(
                             "the metrics endpoint stopped answering until udpd restarts",
@@ -170,7 +174,10 @@ public struct Daemon: Service {
                     let response = await performUpgrade(binary: binary)
                     upgraded = upgraded || response.ok
                     reply?.resume(returning: response)
-                    if response.ok { handedOver.yield() }
+                    if response.ok {
+                        handedOver.yield()
+                        metricsHandedOver.yield()
+                    }
                 }
             }
             if upgraded {
@@ -206,6 +213,22 @@ public struct Daemon: Service {
             let first = await race.next() ?? false
             race.cancelAll()
             return first
+        }
+    }
+
+    /// Runs `body` until it returns, or until a handover is announced on `handovers`, which cancels it.
+    private static func untilHandedOver(
+        _ handovers: AsyncStream<Void>,
+        _ body: @escaping @Sendable () async throws -> Void
+    ) async throws {
+        try await withThrowingTaskGroup(of: Void.self) { race in
+            race.addTask { try await body() }
+            // The stream is never finished: this ends with a handover, or with the cancellation of the whole.
+            race.addTask {
+                for await _ in handovers { return }
+            }
+            try await race.next()
+            race.cancelAll()
         }
     }
 

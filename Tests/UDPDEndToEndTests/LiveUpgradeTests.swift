@@ -207,11 +207,13 @@ struct LiveUpgradeTests {
         #expect(unreachable.status == 2)
     }
 
-    @Test("SIGUSR2 upgrades without udpctl")
+    @Test("SIGUSR2 upgrades without udpctl; the metrics endpoint moves to the new udpd on the same socket")
     func signalUpgrades() throws {
-        let port = try probeFreePort()
+        let ports = try freePorts(2)
+        let (port, metricsPort) = (ports[0], ports[1])
         let udpd = try UDPDProcess(
             config: """
+                metrics: {listen: "127.0.0.1:\(metricsPort)"}
                 services:
                   echo: {handler: echo, udp: \(port), bind: [127.0.0.1]}
                 """
@@ -230,5 +232,10 @@ struct LiveUpgradeTests {
         try client.send("after")
         #expect(client.receiveText() == "after")
         #expect(udpd.waitForExit(timeout: .seconds(20)) == 0)
+        let scrape = try TCPTestClient(to: IPEndpoint(address: "127.0.0.1", port: metricsPort)!)
+        try scrape.send("GET /metrics HTTP/1.0\r\n\r\n")
+        let metrics = String(decoding: scrape.receive(count: 200), as: UTF8.self)
+        #expect(metrics.contains("200 OK"), "the new udpd answers on the handed-over socket: \(metrics)")
+        #expect(udpd.log.contains("metrics endpoint ready") && !udpd.log.contains("cannot open its TCP socket"))
     }
 }
