@@ -207,6 +207,28 @@ struct LiveUpgradeTests {
         #expect(unreachable.status == 2)
     }
 
+    @Test("a socket bound to an interface (SO_BINDTODEVICE) is adopted by its listener, not bound again")
+    func interfaceSocketsAreAdopted() throws {
+        let port = try probeFreePort()
+        let udpd = try UDPDProcess(
+            config: """
+                services:
+                  on-lo: {handler: echo, udp: \(port), family: ipv4, interfaces: [lo]}
+                """
+        )
+        let daemons = UpgradedDaemons()
+        try udpd.waitUntilReady()
+        let result = try udpd.udpctl(["upgrade"])
+        #expect(result.status == 0, "\(result.standardError) \(udpd.log)")
+        if let pid = Int32(result.standardOutput.trimmingCharacters(in: .whitespacesAndNewlines)) { daemons.add(pid) }
+        #expect(udpd.log.contains("udp-0.0.0.0-\(port)-lo\" udp 0.0.0.0:\(port) on lo"), "\(udpd.log)")
+        #expect(!udpd.log.contains("matches no listener"), "\(udpd.log)")
+        #expect(try udpd.status().services.first?.listeners.first?.interface == "lo")
+        let client = try ConnectedUDPClient(from: "127.0.0.1", to: IPEndpoint(address: "127.0.0.1", port: port)!)
+        try client.send("on lo")
+        #expect(client.receiveText() == "on lo")
+    }
+
     @Test("SIGUSR2 upgrades without udpctl; the metrics endpoint moves to the new udpd on the same socket")
     func signalUpgrades() throws {
         let ports = try freePorts(2)
