@@ -100,7 +100,8 @@ public final class MetricsHTTPServer: Sendable {
             let resolved = try await NIOThreadPool.singleton.runIfActive {
                 try SocketAddress.makeAddressResolvingHost(host, port: port)
             }
-            guard let address = resolved.ipAddress, let named = IPEndpoint(address: address, port: UInt16(clamping: port))
+            guard let address = resolved.ipAddress,
+                let named = IPEndpoint(address: address, port: UInt16(clamping: port))
             else { throw IOError(errnoCode: EADDRNOTAVAIL, reason: "\(host) resolves to no IP address") }
             endpoint = named
         }

@@ -99,7 +99,9 @@ public struct SystemdNotifier: Sendable {
                                 cmsg.pointee.cmsg_type = CInt(SCM_RIGHTS)
                                 cmsg.pointee.cmsg_len = cudpd_cmsg_len(rightsLength)
                                 let data = UnsafeMutableRawPointer(cudpd_cmsg_data(cmsg))
-                                descriptors.withUnsafeBytes { data.copyMemory(from: $0.baseAddress!, byteCount: $0.count) }
+                                descriptors.withUnsafeBytes { rights in
+                                    data.copyMemory(from: rights.baseAddress!, byteCount: rights.count)
+                                }
                             }
                         }
                         _ = try? systemCall("sendmsg", context: path) { sendmsg(socket, &header, 0) }

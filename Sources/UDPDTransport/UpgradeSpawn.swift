@@ -95,9 +95,11 @@ public enum UpgradeSpawn {
         defer { copies.forEach { close($0) } }
         do {
             for descriptor in descriptors {
-                copies.append(try systemCall("fcntl", context: "F_DUPFD_CLOEXEC fd \(descriptor)") {
-                    fcntl(descriptor, F_DUPFD_CLOEXEC, above)
-                })
+                copies.append(
+                    try systemCall("fcntl", context: "F_DUPFD_CLOEXEC fd \(descriptor)") {
+                        fcntl(descriptor, F_DUPFD_CLOEXEC, above)
+                    }
+                )
             }
         } catch {
             return .failure(error)
@@ -127,7 +129,9 @@ public enum UpgradeSpawn {
         }
         var pid: pid_t = 0
         let result = posix_spawn(&pid, executable, &actions, &attributes, argv, envp)
-        guard result == 0 else { return .failure(SystemCallError(call: "posix_spawn", errno: result, context: executable)) }
+        guard result == 0 else {
+            return .failure(SystemCallError(call: "posix_spawn", errno: result, context: executable))
+        }
         return .success(pid)
     }
 
@@ -143,14 +147,20 @@ public enum UpgradeSpawn {
         guard let directory = opendir("/proc/self/fd") else { return }
         defer { closedir(directory) }
         while let entry = readdir(directory) {
-            let name = withUnsafeBytes(of: entry.pointee.d_name) { String(decoding: $0.prefix { $0 != 0 }, as: UTF8.self) }
+            let name = withUnsafeBytes(of: entry.pointee.d_name) {
+                String(decoding: $0.prefix { $0 != 0 }, as: UTF8.self)
+            }
             if let fd = CInt(name), fd >= low { _ = fcntl(fd, F_SETFD, FD_CLOEXEC) }
         }
     }
 
     /// Reads the readiness pipe until `ready PID`, end of file, or the deadline; a process that did not get ready is
     /// killed (if still there) and reaped before this returns.
-    private static func awaitReadiness(of pid: pid_t, on pipe: CInt, deadline: Duration) -> Result<pid_t, UpgradeFailure> {
+    private static func awaitReadiness(
+        of pid: pid_t,
+        on pipe: CInt,
+        deadline: Duration
+    ) -> Result<pid_t, UpgradeFailure> {
         let clock = ContinuousClock()
         let end = clock.now + deadline
         var text: [UInt8] = []
@@ -162,10 +172,13 @@ public enum UpgradeSpawn {
                 return .failure(UpgradeFailure("the new udpd (pid \(pid)) did not serve within \(deadline); killed it"))
             }
             var poller = pollfd(fd: pipe, events: Int16(POLLIN), revents: 0)
-            let milliseconds = CInt(clamping: left.components.seconds * 1000 + left.components.attoseconds / 1_000_000_000_000_000 + 1)
+            let milliseconds = CInt(
+                clamping: left.components.seconds * 1000 + left.components.attoseconds / 1_000_000_000_000_000 + 1
+            )
             let ready = (try? systemCall("poll", context: "upgrade readiness") { poll(&poller, 1, milliseconds) }) ?? 0
             guard ready > 0 else { continue }
-            let count = (try? systemCall("read", context: "upgrade readiness") { read(pipe, &buffer, buffer.count) }) ?? 0
+            let count =
+                (try? systemCall("read", context: "upgrade readiness") { read(pipe, &buffer, buffer.count) }) ?? 0
             if count <= 0 { break }
             text += buffer.prefix(count)
             let lines = String(decoding: text, as: UTF8.self).split(separator: "\n")

@@ -17,8 +17,13 @@ final class RequestLoop: Sendable {
     private let finished = Atomic<Bool>(false)
 
     /// Starts asking `server` from `local`; at most `limit` long.
-    init(_ label: String, from local: String, to server: IPEndpoint, timeout: Duration = .seconds(5),
-         limit: Duration = .seconds(120)) throws {
+    init(
+        _ label: String,
+        from local: String,
+        to server: IPEndpoint,
+        timeout: Duration = .seconds(5),
+        limit: Duration = .seconds(120)
+    ) throws {
         self.label = label
         let milliseconds = Int(timeout.components.seconds * 1000)
         // The thread alone uses the client from here on.
@@ -132,7 +137,11 @@ struct LiveUpgradeTests {
         ]
         if hasSecondLoopbackAddress {
             loops.append(
-                try RequestLoop("v4-wildcard-2", from: "127.0.0.2", to: IPEndpoint(address: "127.0.0.2", port: wildcard)!)
+                try RequestLoop(
+                    "v4-wildcard-2",
+                    from: "127.0.0.2",
+                    to: IPEndpoint(address: "127.0.0.2", port: wildcard)!
+                )
             )
         }
         if ipv6 {
