@@ -216,6 +216,41 @@ struct LiveUpgradeTests {
         #expect(unreachable.status == 2)
     }
 
+    @Test(
+        "an exec program running when the upgrade happens still answers, through the old udpd",
+        .enabled(if: isRoot, "programs run as user: nobody, which needs root")
+    )
+    func programInFlightAnswers() throws {
+        let port = try probeFreePort()
+        let udpd = try UDPDProcess(
+            config: """
+                services:
+                  slow:
+                    handler: exec
+                    udp: \(port)
+                    bind: [127.0.0.1]
+                    user: nobody
+                    command: [/bin/sh, -c, 'sleep 1; echo slow answer']
+                """
+        )
+        let daemons = UpgradedDaemons()
+        try udpd.waitUntilReady()
+        let client = try ConnectedUDPClient(
+            from: "127.0.0.1",
+            to: IPEndpoint(address: "127.0.0.1", port: port)!,
+            timeoutMilliseconds: 5000
+        )
+        try client.send("before")
+        usleep(200_000)
+        let result = try udpd.udpctl(["upgrade"])
+        #expect(result.status == 0, "\(result.standardError) \(udpd.log)")
+        if let pid = Int32(result.standardOutput.trimmingCharacters(in: .whitespacesAndNewlines)) { daemons.add(pid) }
+        #expect(client.receiveText() == "slow answer\n", "the program started by the old udpd answered")
+        try client.send("after")
+        #expect(client.receiveText() == "slow answer\n", "the new udpd starts programs")
+        #expect(udpd.waitForExit(timeout: .seconds(20)) == 0)
+    }
+
     @Test("a socket bound to an interface (SO_BINDTODEVICE) is adopted by its listener, not bound again")
     func interfaceSocketsAreAdopted() throws {
         let port = try probeFreePort()
