@@ -18,7 +18,11 @@ public enum ControlClient {
     /// The default time to wait for an answer: 30 seconds for `reload` (the daemon binds and closes sockets
     /// first), 5 seconds otherwise.
     public static func defaultTimeout(for command: ControlCommand) -> Duration {
-        command == .reload ? .seconds(30) : .seconds(5)
+        switch command {
+        case .reload: .seconds(30)
+        case .upgrade: .seconds(60)
+        case .status, .metrics: .seconds(5)
+        }
     }
 
     /// Sends `request` to the daemon listening on `path` and returns its response.

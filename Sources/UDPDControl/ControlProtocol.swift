@@ -53,7 +53,7 @@ public enum ControlProtocol {
             let known = ControlCommand.allCases.map(\.rawValue).joined(separator: ", ")
             throw ControlProtocolError(.unknownCommand, detail: "\"\(name)\" is not one of \(known)")
         }
-        return ControlRequest(version: version, command: command)
+        return ControlRequest(version: version, command: command, binary: envelope.binary)
     }
 
     /// Decodes one response line (without its newline).
@@ -84,6 +84,7 @@ public enum ControlProtocol {
     private struct RequestEnvelope: Decodable {
         var version: Int?
         var command: String?
+        var binary: String?
     }
 }
 
@@ -124,6 +125,9 @@ public enum ControlCommand: String, Codable, Sendable, CaseIterable {
     case reload
     /// Report the metrics in the Prometheus text format.
     case metrics
+    /// Start a new udpd (``ControlRequest/binary``, or the daemon's own executable), hand it every listening
+    /// socket, and once it serves, stop: an ``UpgradeReport``.
+    case upgrade
 }
 
 /// One request from a client.
@@ -132,16 +136,20 @@ public struct ControlRequest: Codable, Sendable, Equatable {
     public var version: Int
     /// What the client asks for.
     public var command: ControlCommand
+    /// For `upgrade`: the executable to start instead of the daemon's own; `nil` (left out) otherwise.
+    public var binary: String?
 
     /// Creates a request for `command` in the current protocol version.
-    public init(version: Int = ControlProtocol.version, command: ControlCommand) {
+    public init(version: Int = ControlProtocol.version, command: ControlCommand, binary: String? = nil) {
         self.version = version
         self.command = command
+        self.binary = binary
     }
 
     private enum CodingKeys: String, CodingKey {
         case version
         case command
+        case binary
     }
 }
 
@@ -159,6 +167,8 @@ public struct ControlResponse: Codable, Sendable, Equatable {
     public var reload: ReloadReport?
     /// The answer to `metrics`: Prometheus text exposition.
     public var metrics: String?
+    /// The answer to `upgrade`, when the new daemon serves (a failed upgrade has `ok` false and `error`).
+    public var upgrade: UpgradeReport?
 
     /// Creates a response.
     public init(
@@ -167,7 +177,8 @@ public struct ControlResponse: Codable, Sendable, Equatable {
         error: String? = nil,
         status: StatusReport? = nil,
         reload: ReloadReport? = nil,
-        metrics: String? = nil
+        metrics: String? = nil,
+        upgrade: UpgradeReport? = nil
     ) {
         self.version = version
         self.ok = ok
@@ -175,6 +186,7 @@ public struct ControlResponse: Codable, Sendable, Equatable {
         self.status = status
         self.reload = reload
         self.metrics = metrics
+        self.upgrade = upgrade
     }
 
     /// A failed response carrying `message`.
@@ -189,5 +201,25 @@ public struct ControlResponse: Codable, Sendable, Equatable {
         case status
         case reload
         case metrics
+        case upgrade
+    }
+}
+
+/// What an upgrade did: which process serves now, and which one it took over from.
+public struct UpgradeReport: Codable, Sendable, Equatable {
+    /// The new daemon's process id.
+    public var pid: Int32
+    /// The process id of the daemon that was replaced (and is now finishing its connections).
+    public var previousPID: Int32
+
+    /// Creates a report.
+    public init(pid: Int32, previousPID: Int32) {
+        self.pid = pid
+        self.previousPID = previousPID
+    }
+
+    enum CodingKeys: String, CodingKey {
+        case pid
+        case previousPID = "previous_pid"
     }
 }

@@ -34,6 +34,15 @@ extension ControlResponse {
             writer.key(CodingKeys.status)
             status.write(to: &writer)
         }
+        if let upgrade {
+            writer.key(CodingKeys.upgrade)
+            writer.beginObject()
+            writer.key(UpgradeReport.CodingKeys.pid)
+            writer.integer(upgrade.pid)
+            writer.key(UpgradeReport.CodingKeys.previousPID)
+            writer.integer(upgrade.previousPID)
+            writer.endObject()
+        }
         writer.key(CodingKeys.version)
         writer.integer(version)
         writer.endObject()
@@ -115,6 +124,12 @@ extension StatusReport {
         writer.endArray()
         writer.key(CodingKeys.startedAt)
         writer.string(startedAt)
+        writer.key(CodingKeys.upgradedFrom)
+        if let upgradedFrom {
+            writer.integer(upgradedFrom)
+        } else {
+            writer.null()
+        }
         writer.key(CodingKeys.uptimeSeconds)
         writer.double(uptimeSeconds)
         writer.key(CodingKeys.version)

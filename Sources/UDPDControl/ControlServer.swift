@@ -4,6 +4,14 @@ import NIOPosix
 import Synchronization
 import UDPDTransport
 
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Musl)
+import Musl
+#elseif canImport(Darwin)
+import Darwin
+#endif
+
 /// The daemon's side of the control socket: accepts connections and answers each request line with the handler's
 /// response.
 ///
@@ -19,6 +27,8 @@ public final class ControlServer: Sendable {
 
     /// The socket's path.
     public let path: String
+    /// Where the socket was bound for an upgrade, until ``takeOverPath()`` renames it to ``path``; `nil` otherwise.
+    private let stagingPath: String?
     private let channel: NIOAsyncChannel<ControlConnection, Never>
     private let identity: SocketFileIdentity
     private let logger: Logger
@@ -30,6 +40,7 @@ public final class ControlServer: Sendable {
 
     private init(
         path: String,
+        stagingPath: String?,
         channel: NIOAsyncChannel<ControlConnection, Never>,
         identity: SocketFileIdentity,
         logger: Logger,
@@ -37,6 +48,7 @@ public final class ControlServer: Sendable {
         access: ControlAccess
     ) {
         self.path = path
+        self.stagingPath = stagingPath
         self.channel = channel
         self.identity = identity
         self.logger = logger
@@ -68,13 +80,18 @@ public final class ControlServer: Sendable {
     ///     socket file at exit; `nil` when udpd keeps its user.
     ///   - group: the event loops connections are served on.
     ///   - logger: where requests and connection problems are logged.
+    ///   - takingOver: an upgrade: the udpd being replaced still answers on `path`, so the socket is bound beside it
+    ///     (`PATH.upgrade`) and ``takeOverPath()`` later renames it over `path` in one step, so that a client always
+    ///     finds one daemon or the other.
     public static func bind(
-        path: String,
+        path finalPath: String,
         mode: UInt32 = 0o600,
         runAs: ProcessIdentity? = nil,
         group: any EventLoopGroup,
-        logger: Logger
+        logger: Logger,
+        takingOver: Bool = false
     ) async throws -> ControlServer {
+        let path = takingOver ? finalPath + ".upgrade" : finalPath
         try SocketFile.prepare(path, runAs: runAs)
         if let runAs, let owner = SocketFile.directoryOwner(of: path), owner != runAs.uid {
             let text =
@@ -87,28 +104,50 @@ public final class ControlServer: Sendable {
         }
         let registry = ControlConnectionRegistry(limit: maximumConnections)
         let channel: NIOAsyncChannel<ControlConnection, Never>
+        // udpd binds the socket itself and hands SwiftNIO the bound descriptor: a server channel SwiftNIO bound by
+        // path unlinks that path when it closes, which would remove the socket of the udpd that took over by an
+        // upgrade. The file is removed by ``run(handler:)``, only if it is still this server's.
+        let socket: Int32
+        do {
+            socket = try makeUnixStreamSocket(context: path)
+        } catch {
+            throw ControlServerError(.bind, path: path, systemError: error)
+        }
+        do {
+            _ = try withUnixSocketAddress(path) { (address, length) throws(SystemCallError) in
+                try systemCall("bind", context: path) { Glibc.bind(socket, address, length) }
+            }
+            try systemCall("listen", context: path) { listen(socket, 128) }
+        } catch {
+            closeDescriptor(socket)
+            throw ControlServerError(.bind, path: path, systemError: error)
+        }
         do {
             // SwiftNIO's async bind puts an AcceptBackoffHandler on the server channel: out of descriptors, accept
             // waits a second instead of spinning. Requests leave DescriptorTable.headroom for it, so it rarely must.
             channel = try await ServerBootstrap(group: group)
-                .serverChannelOption(.backlog, value: 128)
                 // `socat` and `nc -N` shut down their sending side after the request; still answer them.
                 .childChannelOption(.allowRemoteHalfClosure, value: true)
-                .bind(unixDomainSocketPath: path) { child in
+                .bind(socket) { child in
                     registry.add(child)
                     return ControlConnection.setUp(child, timeout: requestTimeout, logger: logger)
                 }
         } catch let error as IOError {
+            closeDescriptor(socket)
+            if let identity = SocketFile.identity(of: path) { SocketFile.remove(path, ifStill: identity) }
             let systemError = SystemCallError(call: "bind", errno: error.errnoCode, context: path)
             throw ControlServerError(.bind, path: path, systemError: systemError)
         } catch {
+            closeDescriptor(socket)
+            if let identity = SocketFile.identity(of: path) { SocketFile.remove(path, ifStill: identity) }
             throw ControlServerError(.bind, path: path, detail: "\(error)")
         }
         do {
             let identity = try SocketFile.finish(path, mode: mode)
             logger.info("control socket ready", metadata: ["path": "\(path)", "mode": "\(String(mode, radix: 8))"])
             return ControlServer(
-                path: path,
+                path: finalPath,
+                stagingPath: takingOver ? path : nil,
                 channel: channel,
                 identity: identity,
                 logger: logger,
@@ -152,8 +191,21 @@ public final class ControlServer: Sendable {
         }
     }
 
+    /// Renames the socket bound for an upgrade over ``path``, where the old udpd answered until now (its file is
+    /// replaced in one step; the old udpd, seeing another file there, leaves it alone at exit). Nothing without an
+    /// upgrade.
+    public func takeOverPath() throws(ControlServerError) {
+        guard let stagingPath else { return }
+        do {
+            try systemCall("rename", context: "\(stagingPath) to \(path)") { rename(stagingPath, path) }
+        } catch {
+            throw ControlServerError(.bind, path: path, systemError: error)
+        }
+    }
+
     /// Removes the socket file if it is still ours, and logs what became of it: a file left behind is a warning.
     private func removeSocketFile() {
+        if let stagingPath { SocketFile.remove(stagingPath, ifStill: identity) }
         let removal = SocketFile.remove(path, ifStill: identity)
         let metadata: Logger.Metadata = ["path": "\(path)", "file": "\(removal)"]
         if case .failed = removal {

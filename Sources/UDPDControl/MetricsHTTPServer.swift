@@ -2,6 +2,7 @@ import Logging
 import NIOCore
 import NIOHTTP1
 import NIOPosix
+import UDPDTransport
 
 #if canImport(Glibc)
 import Glibc
@@ -25,52 +26,102 @@ public final class MetricsHTTPServer: Sendable {
     public let localAddress: SocketAddress
     private let channel: NIOAsyncChannel<NIOAsyncChannel<HTTPServerRequestPart, HTTPServerResponsePart>, Never>
     private let logger: Logger
+    /// udpd's own copy of the listening socket, which an upgrade hands to the new udpd (named `metrics`); closed
+    /// when the endpoint stops.
+    public let listeningSocket: TCPListenerSocket
 
     private init(
         channel: NIOAsyncChannel<NIOAsyncChannel<HTTPServerRequestPart, HTTPServerResponsePart>, Never>,
         localAddress: SocketAddress,
+        listeningSocket: TCPListenerSocket,
         logger: Logger
     ) {
         self.channel = channel
         self.localAddress = localAddress
+        self.listeningSocket = listeningSocket
         self.logger = logger
     }
 
     /// Binds the endpoint on `host` (an address literal or a name) and `port`; call ``run(render:)`` next.
+    ///
+    /// udpd opens the listening socket itself and keeps a copy (``listeningSocket``), so that an upgrade can hand
+    /// it to the new udpd. An `inherited` socket (named `metrics` by the udpd being upgraded) is adopted when it is
+    /// bound to the same address and port, and closed otherwise.
     public static func bind(
         host: String,
         port: Int,
         group: any EventLoopGroup,
-        logger: Logger
+        logger: Logger,
+        inherited: SocketDescriptor? = nil
     ) async throws -> MetricsHTTPServer {
+        let socket: TCPListenerSocket
+        do {
+            socket = try await listeningSocket(host: host, port: port, inherited: inherited)
+        } catch let error as BindError {
+            let errno = error.underlying.errno
+            throw MetricsEndpointError(host: host, port: port, reason: MetricsEndpointError.reason(errno: errno))
+        } catch {
+            throw MetricsEndpointError(host: host, port: port, reason: "\(error)")
+        }
         let channel: NIOAsyncChannel<NIOAsyncChannel<HTTPServerRequestPart, HTTPServerResponsePart>, Never>
         do {
-            channel = try await bindChannel(host: host, port: port, group: group)
-        } catch let error as IOError {
-            let reason = MetricsEndpointError.reason(errno: error.errnoCode)
-            throw MetricsEndpointError(host: host, port: port, reason: reason)
+            // SwiftNIO owns (and closes) the copy from here on.
+            let copy = try socket.duplicate().descriptor.release()
+            do {
+                channel = try await bindChannel(socket: copy, group: group)
+            } catch {
+                close(copy)
+                throw error
+            }
         } catch {
+            socket.close()
             throw MetricsEndpointError(host: host, port: port, reason: "\(error)")
         }
         guard let local = channel.channel.localAddress else {
             try? await channel.channel.close()
+            socket.close()
             throw IOError(errnoCode: 22, reason: "the metrics endpoint has no local address")
         }
         logger.info("metrics endpoint ready", metadata: ["listen": "\(local)", "path": "/metrics"])
-        return MetricsHTTPServer(channel: channel, localAddress: local, logger: logger)
+        return MetricsHTTPServer(channel: channel, localAddress: local, listeningSocket: socket, logger: logger)
+    }
+
+    /// The endpoint's socket: the inherited one if it is bound to what is asked, else a new one. A name is resolved
+    /// on SwiftNIO's thread pool (getaddrinfo blocks).
+    private static func listeningSocket(
+        host: String,
+        port: Int,
+        inherited: SocketDescriptor?
+    ) async throws -> TCPListenerSocket {
+        let endpoint: IPEndpoint
+        if let literal = IPEndpoint(address: host, port: UInt16(clamping: port)) {
+            endpoint = literal
+        } else {
+            let resolved = try await NIOThreadPool.singleton.runIfActive {
+                try SocketAddress.makeAddressResolvingHost(host, port: port)
+            }
+            guard let address = resolved.ipAddress,
+                let named = IPEndpoint(address: address, port: UInt16(clamping: port))
+            else { throw IOError(errnoCode: EADDRNOTAVAIL, reason: "\(host) resolves to no IP address") }
+            endpoint = named
+        }
+        if let inherited {
+            if let local = try? inherited.localEndpoint(context: "inherited metrics socket"), local == endpoint {
+                return try TCPListenerSocket.adopt(inherited)
+            }
+            inherited.close()
+        }
+        return try TCPListenerSocket.bind(endpoint, backlog: 128)
     }
 
     private static func bindChannel(
-        host: String,
-        port: Int,
+        socket: CInt,
         group: any EventLoopGroup
     ) async throws -> NIOAsyncChannel<NIOAsyncChannel<HTTPServerRequestPart, HTTPServerResponsePart>, Never> {
         // As for the control socket, SwiftNIO's async bind adds an AcceptBackoffHandler: no spinning out of
         // descriptors.
         try await ServerBootstrap(group: group)
-            .serverChannelOption(.backlog, value: 128)
-            .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
-            .bind(host: host, port: port) { child in
+            .bind(socket) { child in
                 child.eventLoop.makeCompletedFuture {
                     try child.pipeline.syncOperations.configureHTTPServerPipeline(withErrorHandling: true)
                     return try NIOAsyncChannel<HTTPServerRequestPart, HTTPServerResponsePart>(
@@ -98,6 +149,7 @@ public final class MetricsHTTPServer: Sendable {
         } catch  where Task.isCancelled {
             // Cancellation is how the endpoint is asked to stop; the stream may report it as an error.
         }
+        listeningSocket.close()
         logger.info("metrics endpoint closed")
     }
 

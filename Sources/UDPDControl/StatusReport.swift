@@ -23,6 +23,8 @@ public struct StatusReport: Codable, Sendable, Equatable {
     public var batchSize: Int?
     /// The control socket's own figures; `nil` from a daemon that does not report them.
     public var control: ControlSocketCounts?
+    /// The pid of the udpd this one took over from by an upgrade; `nil` (JSON `null`) when it was started otherwise.
+    public var upgradedFrom: Int32?
 
     /// Creates a report.
     public init(
@@ -63,6 +65,7 @@ public struct StatusReport: Codable, Sendable, Equatable {
         case reloads
         case batchSize = "batch_size"
         case control
+        case upgradedFrom = "upgraded_from"
     }
 
     /// Encodes every field; `last_reload` is written as `null` rather than left out, as `INTERFACE.md` requires.
@@ -79,6 +82,7 @@ public struct StatusReport: Codable, Sendable, Equatable {
         try container.encodeIfPresent(reloads, forKey: .reloads)
         try container.encodeIfPresent(batchSize, forKey: .batchSize)
         try container.encodeIfPresent(control, forKey: .control)
+        try container.encode(upgradedFrom, forKey: .upgradedFrom)
     }
 }
 

@@ -102,7 +102,8 @@ public enum StatusTable {
         var lines = [
             "generation:  \(report.generation)",
             "config:      \(escaped(report.config))",
-            "pid:         \(report.pid) (udpd \(escaped(report.version)))",
+            "pid:         \(report.pid) (udpd \(escaped(report.version)))"
+                + (report.upgradedFrom.map { ", upgraded from pid \($0)" } ?? ""),
             "uptime:      \(duration(seconds: report.uptimeSeconds)) (since \(escaped(report.startedAt)))",
         ]
         switch report.lastReload {

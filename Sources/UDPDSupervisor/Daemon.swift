@@ -4,7 +4,17 @@ import Synchronization
 import UDPDConfig
 import UDPDControl
 import UDPDServices
+import UDPDTransport
 import UnixSignals
+
+#if canImport(FoundationEssentials)
+import FoundationEssentials
+#else
+import Foundation
+#endif
+#if canImport(Glibc)
+import Glibc
+#endif
 
 /// The running daemon as a swift-service-lifecycle service: it answers the control socket, turns SIGHUP and
 /// `udpctl reload` into one queue of reloads, lets the supervisor follow the host's addresses, drains the
@@ -15,11 +25,16 @@ import UnixSignals
 /// changes anything), every reload still queued is answered "udpd is stopping", and only then do the listeners
 /// stop; nothing starts after that.
 ///
+/// Upgrades (`udpctl upgrade`, SIGUSR2) wait in the same queue as reloads. An upgrade whose new udpd serves stops
+/// this one as a graceful shutdown does, except that the sockets the new one shares are never closed while it
+/// could still miss a datagram, and systemd is told nothing (the new udpd sent `MAINPID=`).
+///
 /// `Sendable`: every stored property is immutable and `Sendable`.
 public struct Daemon: Service {
-    /// One reload request, and who waits for its outcome (nobody, for SIGHUP).
-    struct ReloadTicket: Sendable {
-        var reply: CheckedContinuation<ReloadReport, Never>?
+    /// One reload or upgrade request, and who waits for its outcome (nobody, for SIGHUP and SIGUSR2).
+    enum ReloadTicket: Sendable {
+        case reload(reply: CheckedContinuation<ReloadReport, Never>?)
+        case upgrade(binary: String?, reply: CheckedContinuation<ControlResponse, Never>?)
     }
 
     let supervisor: Supervisor
@@ -30,12 +45,15 @@ public struct Daemon: Service {
     let logLevel: DaemonLogLevel
     let logger: Logger
     let grace: Duration
+    let upgrade: UpgradeSettings?
+    let upgradeSignals: UnixSignalsSequence?
 
     /// Creates the daemon around a started supervisor, a bound control socket and, when `metrics.listen` is
     /// configured, a bound HTTP metrics endpoint.
     ///
     /// `hangups` must be created before the control socket answers, so that a SIGHUP sent as soon as udpd looks
-    /// ready reloads instead of killing it.
+    /// ready reloads instead of killing it; so must `upgradeSignals` (SIGUSR2). Without `upgrade`, upgrades are
+    /// refused.
     public init(
         supervisor: Supervisor,
         controlServer: ControlServer,
@@ -44,7 +62,9 @@ public struct Daemon: Service {
         notifier: SystemdNotifier,
         logLevel: DaemonLogLevel,
         logger: Logger,
-        grace: Duration = .seconds(10)
+        grace: Duration = .seconds(10),
+        upgrade: UpgradeSettings? = nil,
+        upgradeSignals: UnixSignalsSequence? = nil
     ) {
         self.supervisor = supervisor
         self.controlServer = controlServer
@@ -54,13 +74,29 @@ public struct Daemon: Service {
         self.logLevel = logLevel
         self.logger = logger
         self.grace = grace
+        self.upgrade = upgrade
+        self.upgradeSignals = upgradeSignals
     }
 
     public func run() async throws {
         let (reloads, requestReload) = AsyncStream.makeStream(of: ReloadTicket.self)
         let answering = ControlRequestsInFlight()
-        notifier.ready()
-        logger.notice("udpd is serving", metadata: ["generation": "1"])
+        let (handovers, handedOver) = AsyncStream.makeStream(of: Void.self)
+        let (handoversForMetrics, metricsHandedOver) = AsyncStream.makeStream(of: Void.self)
+        if let predecessor = upgrade?.predecessor {
+            do {
+                try controlServer.takeOverPath()
+            } catch {
+                predecessor.report(error: "\(error)")
+                throw error
+            }
+            notifier.readyAsMainProcess()
+            predecessor.reportReady()
+            logger.notice("udpd is serving", metadata: ["generation": "1", "upgraded_from": "\(predecessor.pid)"])
+        } else {
+            notifier.ready()
+            logger.notice("udpd is serving", metadata: ["generation": "1"])
+        }
         await withDiscardingTaskGroup { group in
             group.addTask {
                 do {
@@ -82,7 +118,10 @@ public struct Daemon: Service {
             if let metricsServer {
                 group.addTask {
                     do {
-                        try await metricsServer.run { PrometheusExposition.render(await status()) }
+                        // After an upgrade the new udpd answers on the shared socket: this one stops accepting.
+                        try await Self.untilHandedOver(handoversForMetrics) {
+                            try await metricsServer.run { PrometheusExposition.render(await status()) }
+                        }
                     } catch {
                         logger.error(
                             "the metrics endpoint stopped answering until udpd restarts",
@@ -94,7 +133,15 @@ public struct Daemon: Service {
             group.addTask {
                 for await _ in hangups {
                     logger.notice("SIGHUP: reloading")
-                    requestReload.yield(ReloadTicket(reply: nil))
+                    requestReload.yield(.reload(reply: nil))
+                }
+            }
+            if let upgradeSignals {
+                group.addTask {
+                    for await _ in upgradeSignals {
+                        logger.notice("SIGUSR2: upgrading")
+                        requestReload.yield(.upgrade(binary: nil, reply: nil))
+                    }
                 }
             }
             group.addTask { await supervisor.followAddressChanges() }
@@ -106,30 +153,116 @@ public struct Daemon: Service {
                 }
             }
             group.addTask {
-                try? await gracefulShutdown()
-                logger.notice("shutting down", metadata: ["grace": "\(grace)"])
-                notifier.stopping()
+                if await Self.stopRequest(handovers) {
+                    logger.notice("upgrade: the new udpd serves; stopping", metadata: ["grace": "\(grace)"])
+                } else {
+                    logger.notice("shutting down", metadata: ["grace": "\(grace)"])
+                    notifier.stopping()
+                }
                 // Reloads still queued are answered "udpd is stopping"; the stream ends after them.
                 await supervisor.beginStopping()
                 requestReload.finish()
             }
             // The reload queue, one at a time, until the stop ends it: every ticket taken gets its answer.
+            var upgraded = false
             for await ticket in reloads {
-                let report = await performReload()
-                ticket.reply?.resume(returning: report)
+                switch ticket {
+                case .reload(let reply):
+                    let report = await performReload()
+                    reply?.resume(returning: report)
+                case .upgrade(let binary, let reply):
+                    let response = await performUpgrade(binary: binary)
+                    upgraded = upgraded || response.ok
+                    reply?.resume(returning: response)
+                    if response.ok {
+                        handedOver.yield()
+                        metricsHandedOver.yield()
+                    }
+                }
             }
-            await supervisor.stopAll(grace: grace)
+            if upgraded {
+                await supervisor.handOver(grace: grace)
+            } else {
+                await supervisor.stopAll(grace: grace)
+            }
             await answering.finish()
             group.cancelAll()
         }
         logger.notice("udpd stopped")
     }
 
-    /// The supervisor's status, with the control socket's own figures.
+    /// The supervisor's status, with the control socket's own figures and the pid this udpd took over from.
     private func status() async -> StatusReport {
         var report = await supervisor.status()
         report.control = controlServer.counts
+        report.upgradedFrom = upgrade?.predecessor?.pid
         return report
+    }
+
+    /// Waits for the first reason to stop: a graceful shutdown (SIGTERM, SIGINT), or a completed upgrade (`true`).
+    private static func stopRequest(_ handovers: AsyncStream<Void>) async -> Bool {
+        await withTaskGroup(of: Bool.self) { race in
+            race.addTask {
+                try? await gracefulShutdown()
+                return false
+            }
+            race.addTask {
+                for await _ in handovers { return true }
+                return false
+            }
+            let first = await race.next() ?? false
+            race.cancelAll()
+            return first
+        }
+    }
+
+    /// Runs `body` until it returns, or until a handover is announced on `handovers`, which cancels it.
+    private static func untilHandedOver(
+        _ handovers: AsyncStream<Void>,
+        _ body: @escaping @Sendable () async throws -> Void
+    ) async throws {
+        try await withThrowingTaskGroup(of: Void.self) { race in
+            race.addTask { try await body() }
+            // The stream is never finished: this ends with a handover, or with the cancellation of the whole.
+            race.addTask {
+                for await _ in handovers { return }
+            }
+            try await race.next()
+            race.cancelAll()
+        }
+    }
+
+    /// Starts the new udpd with every listening socket (and the metrics endpoint's) and waits until it serves.
+    private func performUpgrade(binary: String?) async -> ControlResponse {
+        guard let upgrade else { return .failure("this udpd cannot be upgraded") }
+        let executable = binary ?? upgrade.executable
+        var extra: [HandedOverDescriptor] = []
+        if let metricsServer {
+            extra.append(
+                HandedOverDescriptor(
+                    name: SocketActivation.metricsName,
+                    descriptor: metricsServer.listeningSocket.descriptor.rawValue
+                )
+            )
+        }
+        let outcome = await supervisor.upgrade(
+            executable: executable,
+            arguments: upgrade.arguments,
+            extra: extra,
+            environment: ProcessInfo.processInfo.environment,
+            deadline: upgrade.deadline
+        )
+        switch outcome {
+        case .success(let pid):
+            logger.notice("upgrade: the new udpd serves", metadata: ["pid": "\(pid)", "executable": "\(executable)"])
+            return ControlResponse(ok: true, upgrade: UpgradeReport(pid: pid, previousPID: getpid()))
+        case .failure(let failure):
+            logger.error(
+                "upgrade failed; this udpd serves on",
+                metadata: ["executable": "\(executable)", "reason": "\(failure)"]
+            )
+            return .failure("\(failure)")
+        }
     }
 
     private func performReload() async -> ReloadReport {
@@ -160,7 +293,7 @@ public struct Daemon: Service {
                 metadata: ["uid": "\(peer.uid.map { "\($0)" } ?? "?")"]
             )
             let report = await withCheckedContinuation { continuation in
-                if case .terminated = requestReload.yield(ReloadTicket(reply: continuation)) {
+                if case .terminated = requestReload.yield(.reload(reply: continuation)) {
                     continuation.resume(
                         returning: ReloadReport(
                             ok: false,
@@ -171,6 +304,16 @@ public struct Daemon: Service {
                 }
             }
             return ControlResponse(ok: report.ok, error: report.ok ? nil : "reload rejected", reload: report)
+        case .upgrade:
+            logger.notice(
+                "upgrade requested over the control socket",
+                metadata: ["uid": "\(peer.uid.map { "\($0)" } ?? "?")", "binary": "\(request.binary ?? "-")"]
+            )
+            return await withCheckedContinuation { continuation in
+                if case .terminated = requestReload.yield(.upgrade(binary: request.binary, reply: continuation)) {
+                    continuation.resume(returning: .failure("udpd is stopping"))
+                }
+            }
         }
     }
 }

@@ -142,7 +142,7 @@ final class TCPServing: Sendable {
         case exec(ExecTCPListener)
     }
 
-    private let socket: TCPListenerSocket
+    let socket: TCPListenerSocket
     private let group: any EventLoopGroup
     private let acceptor: Mutex<Acceptor?>
 

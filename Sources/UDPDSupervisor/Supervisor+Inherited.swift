@@ -2,20 +2,32 @@ import Logging
 import UDPDTransport
 
 extension Supervisor {
-    /// Matches the sockets systemd handed over to the planned listeners by protocol, address and port.
+    /// Matches the sockets handed over (by systemd's socket activation or descriptor store, or by the udpd being
+    /// upgraded) to the planned listeners by protocol, address, port and interface (SO_BINDTODEVICE).
     ///
-    /// A socket that matches no listener (or a second socket for the same one) is logged and closed: nothing would
-    /// ever serve it, and a socket left open would hold its port. The match happens once, at start; a listener a
-    /// later reload adds binds its own socket.
+    /// Several sockets may match one UDP listener: the workers of a SO_REUSEPORT group, which an upgrade hands over
+    /// together, each with the datagrams queued in it; all are adopted. A socket that matches no listener (or a
+    /// second one for a TCP listener, or a second descriptor of a socket already matched) is logged and closed:
+    /// nothing would ever serve it, and a socket left open would hold its port. The match happens once, at start;
+    /// a listener a later reload adds binds its own socket.
     ///
     /// A dual-stack socket (`[::]` without IPV6_V6ONLY, systemd's default `BindIPv6Only=both`) also takes IPv4: it
     /// is adopted only for a service that serves both families on its port (`family: dual`), and then serves them
     /// both; its key goes into ``HostBindings/dualStack`` so that the IPv4 wildcard listener is no longer planned.
     /// For a service of one family it is closed, with a log line saying what to change.
-    func matchInherited(_ sockets: [InheritedSocket], to planned: [PlannedListener]) -> [ListenerKey: InheritedSocket] {
+    func matchInherited(
+        _ sockets: [InheritedSocket],
+        to planned: [PlannedListener]
+    ) -> [ListenerKey: [InheritedSocket]] {
         let plannedKeys = Set(planned.map(\.key))
-        var matched: [ListenerKey: InheritedSocket] = [:]
+        var matched: [ListenerKey: [InheritedSocket]] = [:]
+        var seen: Set<UInt64> = []
         for socket in sockets {
+            guard socket.socketInode == 0 || seen.insert(socket.socketInode).inserted else {
+                logger.info("a socket was handed over twice; keeping one descriptor", metadata: ["socket": "\(socket)"])
+                socket.descriptor.close()
+                continue
+            }
             let proto: ListenerProtocol? =
                 switch socket.kind {
                 case .datagram: .udp
@@ -23,14 +35,14 @@ extension Supervisor {
                 case .other: nil
                 }
             if let proto, let endpoint = socket.localEndpoint {
-                let key = ListenerKey(proto: proto, endpoint: endpoint)
-                if plannedKeys.contains(key) && matched[key] == nil {
+                let key = ListenerKey(proto: proto, endpoint: endpoint, device: socket.device)
+                if plannedKeys.contains(key) && (matched[key] == nil || proto == .udp) {
                     guard socket.isDualStack else {
-                        matched[key] = socket
+                        matched[key, default: []].append(socket)
                         continue
                     }
                     if let service = servesBothFamilies(key, planned) {
-                        matched[key] = socket
+                        matched[key, default: []].append(socket)
                         host.dualStack.insert(key)
                         logger.info(
                             "an inherited dual-stack socket serves IPv4 too",
@@ -54,6 +66,7 @@ extension Supervisor {
                 "an inherited socket matches no listener of the configuration; closing it",
                 metadata: ["socket": "\(socket)"]
             )
+            if let name = socket.name { forgetStoredDescriptor(named: name) }
             socket.descriptor.close()
         }
         return matched
@@ -71,11 +84,13 @@ extension Supervisor {
         return planned.contains { $0.key == twin && $0.service == service } ? service : nil
     }
 
-    /// Wraps an inherited socket as a planned listener's bound socket.
+    /// Wraps the inherited sockets of one planned listener as its bound socket.
     ///
-    /// UDP: the inherited socket is the first worker. More workers join its port only if it has SO_REUSEPORT
-    /// (systemd's `ReusePort=yes`); without it one worker serves the port, and that is logged.
-    func adopt(_ inherited: InheritedSocket, for plan: PlannedListener) throws(BindError) -> BoundSocket {
+    /// UDP: every inherited socket is a worker (an upgrade hands over all workers of a port). More workers join the
+    /// port, up to the configured number, only if it has SO_REUSEPORT (systemd's `ReusePort=yes`); without it one
+    /// worker serves the port, and that is logged.
+    func adopt(_ sockets: [InheritedSocket], for plan: PlannedListener) throws(BindError) -> BoundSocket {
+        let inherited = sockets[0]
         switch plan.key.proto {
         case .tcp:
             let socket = try TCPListenerSocket.adopt(inherited.descriptor)
@@ -88,21 +103,30 @@ extension Supervisor {
             )
             return .tcp(socket)
         case .udp:
-            let first = try UDPListenerSocket.adopt(inherited.descriptor, options: plan.options)
-            var workers = 1
-            var group = [first]
-            if plan.workers > 1 && inherited.reusePort {
+            var group: [UDPListenerSocket] = []
+            do {
+                for socket in sockets {
+                    group.append(try UDPListenerSocket.adopt(socket.descriptor, options: plan.options))
+                }
+            } catch {
+                group.forEach { $0.close() }
+                sockets.dropFirst(group.count).forEach { $0.descriptor.close() }
+                throw error
+            }
+            let first = group[0]
+            var workers = group.count
+            if plan.workers > group.count && inherited.reusePort {
                 // Sockets joining a SO_REUSEPORT group must match it, IPV6_V6ONLY included.
                 var options = plan.options
                 options.dualStack = inherited.isDualStack
                 do {
-                    group += try UDPListenerSocket.join(first, count: plan.workers - 1, options: options)
+                    group += try UDPListenerSocket.join(first, count: plan.workers - group.count, options: options)
                     workers = plan.workers
                 } catch {
-                    first.close()
+                    group.forEach { $0.close() }
                     throw error
                 }
-            } else if plan.workers > 1 {
+            } else if plan.workers > group.count {
                 logger.notice(
                     "the inherited socket has no SO_REUSEPORT (ReusePort=yes): one worker serves it",
                     metadata: [

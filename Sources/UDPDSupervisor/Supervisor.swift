@@ -91,6 +91,8 @@ public actor Supervisor {
     /// Each forward service's upstream as resolved for the running configuration; a reload resolves every name again
     /// and rebuilds the service whose address changed.
     var resolvedUpstreams: [String: ResolvedUpstream] = [:]
+    /// The listening sockets kept in systemd's descriptor store; `nil` when systemd keeps none for udpd.
+    var descriptorStore: DescriptorStoreRecord?
 
     /// Creates a supervisor for `configuration`, which was read from `configPath`; nothing is bound yet.
     ///
@@ -157,6 +159,7 @@ public actor Supervisor {
         }
         publishOwnListeners()
         generation = 1
+        syncDescriptorStore()
     }
 
     /// Builds every service's handlers, or reports every service whose handlers cannot be built. A service that
@@ -204,7 +207,7 @@ public actor Supervisor {
     /// `serving` names services that keep listeners of the running configuration.
     func bindAll(
         _ planned: [PlannedListener],
-        inherited: [ListenerKey: InheritedSocket] = [:],
+        inherited: [ListenerKey: [InheritedSocket]] = [:],
         serving: Set<String> = []
     ) async throws(SupervisorError) -> [(PlannedListener, BoundSocket)] {
         var bound: [(PlannedListener, BoundSocket)] = []
@@ -237,7 +240,7 @@ public actor Supervisor {
         }
         guard failures.isEmpty else {
             for (_, socket) in bound { socket.close() }
-            for socket in inherited.values { socket.descriptor.close() }
+            for sockets in inherited.values { sockets.forEach { $0.descriptor.close() } }
             throw SupervisorError(messages: failures)
         }
         return bound
@@ -277,6 +280,7 @@ public actor Supervisor {
 
     /// Hands the turn to the next waiting change, or frees it.
     func endChange() {
+        syncDescriptorStore()
         if changeWaiters.isEmpty {
             changeInProgress = false
         } else {

@@ -36,6 +36,11 @@ public struct InheritedSocket: Sendable, CustomStringConvertible {
     /// IPv4 too, its IPv4 peers appearing as IPv4-mapped addresses (`::ffff:a.b.c.d`), so it serves both families of
     /// its port and no IPv4 wildcard socket can be bound beside it.
     public let isDualStack: Bool
+    /// The interface it is bound to (SO_BINDTODEVICE), as a `per-interface` listener's socket is; `nil` for none.
+    public let device: String?
+    /// The socket's inode: two descriptors of one socket (systemd hands over a socket unit's socket and the same
+    /// socket from its descriptor store) have the same, and only one of them is adopted.
+    public let socketInode: UInt64
 
     /// Inspects descriptor `fd` (with getsockopt and getsockname) and takes ownership of it.
     public init(descriptor fd: CInt, name: String?) {
@@ -60,6 +65,20 @@ public struct InheritedSocket: Sendable, CustomStringConvertible {
         } else {
             isDualStack = false
         }
+        device = Self.boundDevice(of: fd)
+        var status = stat()
+        socketInode = fstat(fd, &status) == 0 ? UInt64(status.st_ino) : 0
+    }
+
+    /// The interface name SO_BINDTODEVICE holds on `fd`, or `nil`.
+    private static func boundDevice(of fd: CInt) -> String? {
+        var name = [CChar](repeating: 0, count: Int(IFNAMSIZ) + 1)
+        var length = socklen_t(IFNAMSIZ)
+        let got = try? systemCall("getsockopt", context: "SO_BINDTODEVICE fd \(fd)") {
+            getsockopt(fd, SOL_SOCKET, SO_BINDTODEVICE, &name, &length)
+        }
+        guard got != nil, length > 0, name[0] != 0 else { return nil }
+        return String(decoding: name.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
     }
 
     /// `fd 3 "udpd.socket" udp 0.0.0.0:88`, or `fd 3 udp [::]:88 (dual-stack)`, for logs.
@@ -72,7 +91,8 @@ public struct InheritedSocket: Sendable, CustomStringConvertible {
             }
         let named = name.map { " \"\($0)\"" } ?? ""
         let endpoint = localEndpoint.map { "\($0)" } ?? "(not an IP socket)"
-        return "fd \(descriptor.rawValue)\(named) \(proto) \(endpoint)\(isDualStack ? " (dual-stack)" : "")"
+        let bound = device.map { " on \($0)" } ?? ""
+        return "fd \(descriptor.rawValue)\(named) \(proto) \(endpoint)\(bound)\(isDualStack ? " (dual-stack)" : "")"
     }
 }
 
@@ -81,6 +101,27 @@ public struct InheritedSocket: Sendable, CustomStringConvertible {
 public enum SocketActivation {
     /// The first inherited descriptor (`SD_LISTEN_FDS_START`).
     public static let firstDescriptor: CInt = 3
+
+    /// The variable a udpd being upgraded sets for the new udpd it starts, holding its own pid: the new process is
+    /// its child, so it takes `LISTEN_FDS` without `LISTEN_PID` when this names its parent (posix_spawn cannot set
+    /// `LISTEN_PID` to a pid it does not know yet), and reports the pid in status as `upgraded_from`.
+    public static let upgradeVariable = "UDPD_UPGRADE_FROM"
+
+    /// The `LISTEN_FDNAMES` name of the readiness pipe an upgrading udpd hands to the new one: the new udpd writes
+    /// `ready PID` on it once it serves, or its errors before it exits.
+    public static let readinessName = "upgrade-ready"
+
+    /// The `LISTEN_FDNAMES` name of the metrics endpoint's listening socket.
+    public static let metricsName = "metrics"
+
+    /// The `LISTEN_FDNAMES` / `FDNAME=` name of a listening socket: protocol, address and port, and the interface
+    /// of a `per-interface` socket, joined by `-`, with each `:` of an IPv6 address written `_` (systemd refuses
+    /// `:` in names): `udp-127.0.0.1-88`, `tcp-__1-88`, `udp-0.0.0.0-88-eth0`. Names are for people and for
+    /// `FDSTOREREMOVE=1`; udpd matches inherited sockets by what the kernel says of them, never by name.
+    public static func descriptorName(proto: String, endpoint: IPEndpoint, device: String?) -> String {
+        let address = endpoint.addressText.replacingColons()
+        return "\(proto)-\(address)-\(endpoint.port)" + (device.map { "-\($0)" } ?? "")
+    }
 
     /// Why the announced descriptors were not taken.
     public enum Refusal: Error, Sendable, Equatable, CustomStringConvertible {
@@ -120,16 +161,30 @@ public enum SocketActivation {
 
     /// Takes the sockets announced to this process: inspects each, marks it close-on-exec (so that programs udpd
     /// starts never inherit it), and removes `LISTEN_PID`, `LISTEN_FDS` and `LISTEN_FDNAMES` from the environment.
+    ///
+    /// Without `LISTEN_PID`, the descriptors are taken when ``upgradeVariable`` names this process's parent: the
+    /// udpd that started it for an upgrade.
     public static func takeInheritedSockets(
         environment: [String: String]
     ) -> Result<[InheritedSocket], Refusal> {
+        var environment = environment
+        if environment["LISTEN_PID"] == nil, let parent = environment[upgradeVariable], pid_t(parent) == getppid() {
+            environment["LISTEN_PID"] = "\(getpid())"
+        }
         let announced = announcedDescriptors(in: environment, pid: getpid())
-        for variable in ["LISTEN_PID", "LISTEN_FDS", "LISTEN_FDNAMES"] { unsetenv(variable) }
+        for variable in ["LISTEN_PID", "LISTEN_FDS", "LISTEN_FDNAMES", upgradeVariable] { unsetenv(variable) }
         return announced.map { descriptors in
             descriptors.map { entry in
                 _ = fcntl(entry.descriptor, F_SETFD, FD_CLOEXEC)
                 return InheritedSocket(descriptor: entry.descriptor, name: entry.name)
             }
         }
+    }
+}
+
+extension String {
+    /// The text with every `:` written `_`.
+    fileprivate func replacingColons() -> String {
+        String(map { $0 == ":" ? "_" : $0 })
     }
 }

@@ -33,7 +33,7 @@ struct ConnectionOptions: ParsableArguments {
 
     @Option(
         help: ArgumentHelp(
-            "Seconds to wait for the answer, 0.001 to 3600 (default: 30 for reload, 5 otherwise).",
+            "Seconds to wait for the answer, 0.001 to 3600 (default: 30 for reload, 60 for upgrade, 5 otherwise).",
             valueName: "seconds"
         )
     )
@@ -77,13 +77,18 @@ struct ConnectionOptions: ParsableArguments {
 
     /// Sends `command` to the daemon; exits 2 when it cannot be reached and 1 when its answer is unusable.
     func send(_ command: ControlCommand) throws -> ControlResponse {
+        try send(ControlRequest(command: command))
+    }
+
+    func send(_ request: ControlRequest) throws -> ControlResponse {
+        let command = request.command
         let path = try socketPath()
         // `validate()` bounds the value; the conversion clamps all the same rather than trap.
         let wait =
             timeout.map { Duration.milliseconds(Int64(exactly: ($0 * 1000).rounded()) ?? Int64(3_600_000)) }
             ?? ControlClient.defaultTimeout(for: command)
         do {
-            return try ControlClient.send(ControlRequest(command: command), to: path, timeout: wait)
+            return try ControlClient.send(request, to: path, timeout: wait)
         } catch {
             printError("udpctl: \(error)")
             throw ExitCode(error.isUnreachable ? 2 : 1)

@@ -6,7 +6,7 @@ import UDPDControl
 struct UDPCtl: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "udpctl",
-        abstract: "Control a running udpd: show its status, reload its configuration, print its metrics.",
+        abstract: "Control a running udpd: show its status, reload its configuration, print its metrics, upgrade it.",
         discussion: """
             udpctl talks to udpd over its control socket. Without -s or -c it uses the default path: \
             /run/udpd/control.sock for root, else $XDG_RUNTIME_DIR/udpd/control.sock, or \
@@ -17,7 +17,7 @@ struct UDPCtl: ParsableCommand {
             reached (nothing listening, no permission, no answer in time, or -c FILE is not a valid configuration).
             """,
         version: UDPDVersion.string,
-        subcommands: [Status.self, Reload.self, Metrics.self]
+        subcommands: [Status.self, Reload.self, Metrics.self, Upgrade.self]
     )
 
     @OptionGroup var connection: ConnectionOptions

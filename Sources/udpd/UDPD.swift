@@ -33,7 +33,10 @@ struct UDPD: ParsableCommand {
             udpd runs in the foreground and logs to standard error. SIGHUP (or `udpctl reload`) reloads the \
             configuration: the whole file is validated and every new socket bound before anything changes, \
             unchanged listeners keep their sockets, and on any error the old configuration keeps running. \
-            SIGTERM and SIGINT stop it: listeners close, TCP connections get 10 seconds to finish, exit status 0.
+            SIGTERM and SIGINT stop it: listeners close, TCP connections get 10 seconds to finish, exit status 0. \
+            SIGUSR2 (or `udpctl upgrade`) starts a new udpd (this executable as it is on disk now) with the same \
+            arguments and hands it every listening socket; once it serves, this one stops reading, finishes its \
+            connections, sessions and programs within the grace period, and exits 0.
 
             Exit status: 0 after a clean shutdown or a valid --check; 1 when the configuration is invalid or a \
             listener cannot be bound.
@@ -42,7 +45,8 @@ struct UDPD: ParsableCommand {
             IP_RECVDSTADDR and IPV6_RECVPKTINFO, reproducing a platform that lacks them (a testing aid). \
             NOTIFY_SOCKET is honoured as systemd sets it. Sockets handed over by systemd socket activation \
             (LISTEN_PID, LISTEN_FDS, LISTEN_FDNAMES) are adopted by the listener whose protocol, address and port \
-            they match; the others are logged and closed.
+            they match; the others are logged and closed. With FDSTORE (systemd's FileDescriptorStoreMax=), every \
+            listening socket is kept in systemd's descriptor store, so that a restart closes none.
             """,
         version: Supervisor.version
     )
@@ -78,6 +82,9 @@ struct UDPD: ParsableCommand {
         // Before anything else: a write to a peer that went away (a TCP client, an exec program's stdin) must fail
         // with EPIPE where it is made, never kill the daemon, whichever part writes first.
         ignoreBrokenPipeSignal()
+        // Before anything can fail: a udpd started by an upgrade reports its errors to the udpd that started it.
+        let predecessor = UpgradePredecessor.fromEnvironment()
+        upgradeReporter.withLock { $0 = predecessor }
         let configuration: Configuration
         do throws(ConfigurationErrors) {
             configuration = try ConfigurationLoader.load(path: config)
@@ -97,10 +104,15 @@ struct UDPD: ParsableCommand {
         let outcome = Mutex<Result<Void, any Error>?>(nil)
         let finished = DispatchSemaphore(value: 0)
         let command = self
+        let upgrade = UpgradeSettings(
+            executable: UpgradeSettings.ownExecutable(fallback: CommandLine.arguments[0]),
+            arguments: Array(CommandLine.arguments.dropFirst()),
+            predecessor: predecessor
+        )
         // The one unstructured task of udpd: the bridge from the synchronous main thread into async code.
         Task.detached {
             do {
-                try await command.serve(configuration)
+                try await command.serve(configuration, upgrade: upgrade)
                 outcome.withLock { $0 = .success(()) }
             } catch {
                 outcome.withLock { $0 = .failure(error) }
@@ -114,7 +126,7 @@ struct UDPD: ParsableCommand {
         try outcome.withLock { $0 ?? .success(()) }.get()
     }
 
-    func serve(_ configuration: Configuration) async throws {
+    func serve(_ configuration: Configuration, upgrade: UpgradeSettings) async throws {
         var privilegeTarget: PrivilegeTarget?
         if configuration.user != nil || configuration.group != nil {
             do throws(PrivilegeError) {
@@ -129,6 +141,7 @@ struct UDPD: ParsableCommand {
         LoggingSystem.bootstrap { label in DaemonLogHandler(label: label, level: logLevel) }
         let logger = Logger(label: "udpd")
         let hangups = await UnixSignalsSequence(trapping: .sighup)
+        let upgradeSignals = await UnixSignalsSequence(trapping: .sigusr2)
         let environment = ProcessInfo.processInfo.environment
         let group = MultiThreadedEventLoopGroup.singleton
 
@@ -142,12 +155,26 @@ struct UDPD: ParsableCommand {
             printError("udpd: cannot start UDP worker threads: \(error)")
             throw ExitCode(1)
         }
-        let inherited: [InheritedSocket]
+        var inherited: [InheritedSocket]
+        var inheritedMetrics: SocketDescriptor?
         switch SocketActivation.takeInheritedSockets(environment: environment) {
         case .success(let sockets):
-            inherited = sockets
+            // The readiness pipe is the predecessor's (already taken); the metrics socket is the endpoint's.
+            inherited = sockets.filter { socket in
+                switch socket.name {
+                case SocketActivation.readinessName? where upgrade.predecessor != nil:
+                    _ = socket.descriptor.release()
+                    return false
+                case SocketActivation.metricsName?:
+                    inheritedMetrics = socket.descriptor
+                    return false
+                default:
+                    return true
+                }
+            }
             if !sockets.isEmpty {
-                logger.info("systemd handed over sockets", metadata: ["count": "\(sockets.count)"])
+                let from = upgrade.predecessor.map { "udpd pid \($0.pid)" } ?? "systemd"
+                logger.info("sockets handed over", metadata: ["count": "\(inherited.count)", "from": "\(from)"])
             }
         case .failure(let refusal):
             logger.warning("socket activation: \(refusal)")
@@ -163,6 +190,8 @@ struct UDPD: ParsableCommand {
             inherited: inherited
         )
         ProcessRunner.reportSpawnerLosses { logger.warning("\($0)") }
+        let notifier = SystemdNotifier()
+        await supervisor.useDescriptorStore(notifier)
         do throws(SupervisorError) {
             try await supervisor.start()
         } catch {
@@ -177,7 +206,8 @@ struct UDPD: ParsableCommand {
                     host: metrics.listen.host,
                     port: Int(metrics.listen.port),
                     group: group,
-                    logger: logger
+                    logger: logger,
+                    inherited: inheritedMetrics
                 )
             } catch {
                 printError("udpd: \(error)")  // MetricsEndpointError names the endpoint
@@ -194,7 +224,8 @@ struct UDPD: ParsableCommand {
                 mode: configuration.control.mode ?? 0o600,
                 runAs: privilegeTarget.map { ProcessIdentity(uid: $0.uid ?? UInt32(geteuid()), gid: $0.gid) },
                 group: group,
-                logger: logger
+                logger: logger,
+                takingOver: upgrade.predecessor != nil
             )
         } catch {
             printError("udpd: control socket \(socketPath): \(error)")
@@ -233,13 +264,21 @@ struct UDPD: ParsableCommand {
             controlServer: controlServer,
             metricsServer: metricsServer,
             hangups: hangups,
-            notifier: SystemdNotifier(),
+            notifier: notifier,
             logLevel: logLevel,
-            logger: logger
+            logger: logger,
+            upgrade: upgrade,
+            upgradeSignals: upgradeSignals
         )
         let serviceGroup = ServiceGroup(
             configuration: ServiceGroupConfiguration(
-                services: [ServiceGroupConfiguration.ServiceConfiguration(service: daemon)],
+                services: [
+                    // The daemon returns by itself after handing over to the udpd of an upgrade: a clean stop.
+                    ServiceGroupConfiguration.ServiceConfiguration(
+                        service: daemon,
+                        successTerminationBehavior: .gracefullyShutdownGroup
+                    )
+                ],
                 gracefulShutdownSignals: [.sigterm, .sigint],
                 logger: logger
             )
@@ -248,9 +287,27 @@ struct UDPD: ParsableCommand {
     }
 }
 
-/// Writes one line to standard error.
+/// The udpd that started this one for an upgrade, which hears every error line too (`udpctl upgrade` prints them).
+let upgradeReporter = Mutex<UpgradePredecessor?>(nil)
+
+/// Writes one line to standard error (and to the udpd being upgraded, if any).
 func printError(_ line: String) {
     writeToStandardError(TextEscaping.escaped(line) + "\n")
+    upgradeReporter.withLock { $0?.report(error: TextEscaping.escaped(line)) }
+}
+
+extension UpgradePredecessor {
+    /// The predecessor announced to this process: `UDPD_UPGRADE_FROM` names the parent process and
+    /// `LISTEN_FDNAMES` has an `upgrade-ready` descriptor; `nil` otherwise.
+    static func fromEnvironment() -> UpgradePredecessor? {
+        let environment = ProcessInfo.processInfo.environment
+        guard let parent = environment[SocketActivation.upgradeVariable].flatMap({ Int32($0) }), parent == getppid(),
+            let names = environment["LISTEN_FDNAMES"]?.split(separator: ":", omittingEmptySubsequences: false),
+            let index = names.firstIndex(of: Substring(SocketActivation.readinessName)),
+            Int(environment["LISTEN_FDS"] ?? "") == names.count
+        else { return nil }
+        return UpgradePredecessor(pid: parent, descriptor: SocketActivation.firstDescriptor + CInt(index))
+    }
 }
 
 extension Configuration {

@@ -72,5 +72,14 @@ struct ControlProtocolTests {
     func validRequest() throws {
         let request = try ControlProtocol.decodeRequest(Array("{\"version\":1,\"command\":\"metrics\"}".utf8))
         #expect(request == ControlRequest(command: .metrics))
+        let upgrade = try ControlProtocol.decodeRequest(
+            Array("{\"version\":1,\"command\":\"upgrade\",\"binary\":\"/usr/sbin/udpd\"}".utf8)
+        )
+        #expect(upgrade == ControlRequest(command: .upgrade, binary: "/usr/sbin/udpd"))
+        // What an older udpctl sends still decodes, without a binary; and the binary goes out only when set.
+        let bare = try ControlProtocol.decodeRequest(Array("{\"version\":1,\"command\":\"upgrade\"}".utf8))
+        #expect(bare.binary == nil)
+        let status = try ControlProtocol.encodeLine(ControlRequest(command: .status))
+        #expect(!String(decoding: status, as: UTF8.self).contains("binary"))
     }
 }

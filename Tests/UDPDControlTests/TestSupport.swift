@@ -65,13 +65,14 @@ let sampleReport = StatusReport(
     ]
 )
 
-/// Answers status with ``sampleReport``, metrics with a fixed text, reload with generation 4.
+/// Answers status with ``sampleReport``, metrics with a fixed text, reload with generation 4, upgrade with pid 4242.
 @Sendable
 func sampleHandler(_ request: ControlRequest, _ peer: ControlPeer) async -> ControlResponse {
     switch request.command {
     case .status: ControlResponse(ok: true, status: sampleReport)
     case .metrics: ControlResponse(ok: true, metrics: "udpd_generation 3\n")
     case .reload: ControlResponse(ok: true, reload: ReloadReport(ok: true, generation: 4))
+    case .upgrade: ControlResponse(ok: true, upgrade: UpgradeReport(pid: 4242, previousPID: 42))
     }
 }
 

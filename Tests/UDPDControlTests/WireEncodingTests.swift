@@ -30,6 +30,7 @@ struct WireEncodingTests {
         report.services[0].counters.drops = ["truncated": 2, "reflection": 7]
         report.services[0].listeners[0].interface = "eth0"
         report.services[0].listeners[0].counters = ServiceCounters(rxPackets: 5, txPackets: 4, drops: ["oversize": 1])
+        report.upgradedFrom = 4141
         return report
     }
 
@@ -45,6 +46,7 @@ struct WireEncodingTests {
             let object = try #require(try JSONSerialization.jsonObject(with: Data(line)) as? [String: Any])
             let status = try #require(object["status"] as? [String: Any])
             #expect(status.keys.contains("last_reload"))
+            #expect(status.keys.contains("upgraded_from"), "written even when null")
         }
         let line = ControlProtocol.encodeResponseLine(ControlResponse(ok: true, status: Self.richStatus))
         let text = String(decoding: line, as: UTF8.self)
@@ -75,6 +77,7 @@ struct WireEncodingTests {
             ),
             ControlResponse(ok: true, metrics: "# HELP udpd_x a \"quoted\" help\nudpd_x{service=\"e\"} 1\n"),
             ControlResponse.failure("unknown command"),
+            ControlResponse(ok: true, upgrade: UpgradeReport(pid: 4242, previousPID: 4141)),
         ]
         for response in responses {
             let line = ControlProtocol.encodeResponseLine(response)
@@ -84,7 +87,11 @@ struct WireEncodingTests {
 
     @Test("the written text is the same JSON as JSONEncoder's with sorted keys")
     func sameAsFoundation() throws {
-        let response = ControlResponse(ok: true, status: Self.richStatus)
+        let response = ControlResponse(
+            ok: true,
+            status: Self.richStatus,
+            upgrade: UpgradeReport(pid: 4242, previousPID: 4141)
+        )
         let ours = try JSONSerialization.jsonObject(with: Data(ControlProtocol.encodeResponseLine(response)))
         let theirs = try JSONSerialization.jsonObject(with: Data(try ControlProtocol.encodeLine(response)))
         #expect((ours as? NSDictionary) == (theirs as? NSDictionary))

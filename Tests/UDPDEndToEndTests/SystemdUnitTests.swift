@@ -63,6 +63,10 @@ private struct UnitEmulation {
     var runtimeDirectoryMode = ""
     var documentation: [String] = []
     var capabilities: [String] = []
+    /// FileDescriptorStoreMax=: systemd then sets FDSTORE= for udpd, which stores its listening sockets.
+    var descriptorStoreMax = ""
+    /// NotifyAccess=.
+    var notifyAccess = ""
 }
 
 /// The system calls named in strace lines that match `call`.
@@ -143,6 +147,12 @@ struct SystemdUnitTests {
             emulation.execStart = value.split(separator: " ").map(String.init)
         case ("Service", "Restart"):
             emulation.restart = value  // checked below: a clean stop exits 0, so it is not restarted
+        case ("Service", "FileDescriptorStoreMax") where (Int(value) ?? 0) > 0:
+            emulation.descriptorStoreMax = value  // checked below: FDSTORE=1 with FDNAME= for every listener
+        case ("Service", "NotifyAccess") where value == "all":
+            // For the new udpd of an upgrade, which sends MAINPID= (DescriptorStoreTests checks who sends it); under
+            // this unit's user: an upgrade is refused with the reason, which is checked below.
+            emulation.notifyAccess = value
         case ("Service", "CapabilityBoundingSet"):
             emulation.capabilities = value.split(separator: " ").map(String.init)
             let names = emulation.capabilities.map { "+" + $0.dropFirst("CAP_".count).lowercased() }
@@ -401,6 +411,7 @@ struct SystemdUnitTests {
         process.environment = [
             "NOTIFY_SOCKET": notifyPath, "PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "ASAN_OPTIONS": "detect_leaks=0",
         ]
+        if !emulation.descriptorStoreMax.isEmpty { process.environment?["FDSTORE"] = emulation.descriptorStoreMax }
         process.standardOutput = FileHandle(forWritingAtPath: logPath)
         process.standardError = FileHandle(forWritingAtPath: logPath)
         process.standardInput = FileHandle.nullDevice
@@ -414,8 +425,19 @@ struct SystemdUnitTests {
         }
         func log() -> String { (try? String(contentsOfFile: logPath, encoding: .utf8)) ?? "" }
 
+        // FileDescriptorStoreMax=: every listening socket is stored, named, before READY=1.
+        var stored: [String] = []
+        var ready = notify.receive()
+        while let message = ready, message.hasPrefix("FDSTORE=1") {
+            stored.append(message)
+            ready = notify.receive()
+        }
+        if !emulation.descriptorStoreMax.isEmpty {
+            for name in ["udp-127.0.0.1-\(lowPort)", "tcp-127.0.0.1-\(lowPort)", "udp-127.0.0.1-\(execPort)"] {
+                #expect(stored.contains { $0.hasSuffix("FDNAME=\(name)") }, "\(name) stored: \(stored)")
+            }
+        }
         // Type=notify-reload: READY=1 once serving.
-        let ready = notify.receive()
         #expect(ready?.hasPrefix("READY=1") == true, "no READY=1: \(ready ?? "nothing") \(log())")
         guard ready != nil else { return }
         // strace stays the parent, so udpd's pid is the one its log lines carry: `udpd[PID]: ...`.
@@ -456,6 +478,14 @@ struct SystemdUnitTests {
         try scrape.send("GET /metrics HTTP/1.0\r\n\r\n")
         let metrics = String(decoding: scrape.receive(count: 200), as: UTF8.self)
         #expect(metrics.contains("200 OK"), "the metrics endpoint answers: \(metrics)")
+
+        // NotifyAccess=all serves upgrades; with user: they are refused, with the reason, and udpd serves on.
+        if emulation.notifyAccess == "all" {
+            let upgrade = try runCommand(BuiltProducts.path("udpctl"), ["-s", socketPath, "upgrade"])
+            #expect(upgrade.status == 1 && upgrade.standardError.contains("user:"), "\(upgrade.standardError)")
+            try echo.send("still")
+            #expect(echo.receiveText() == "still")
+        }
 
         // systemctl reload: SIGHUP, then RELOADING=1 with MONOTONIC_USEC= and READY=1.
         kill(daemonPID, SIGHUP)
