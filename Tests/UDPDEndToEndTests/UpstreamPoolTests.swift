@@ -291,7 +291,11 @@ struct UpstreamPoolTests {
         let ports = try freePorts(3)
         let first = try CountingUpstream(name: "A", port: ports[1])
         let second = try CountingUpstream(name: "B", port: ports[2])
-        let udpd = try Self.forward(port: ports[0], to: [first], healthCheck: "probe: dns, interval: 100ms, timeout: 50ms, fall: 2")
+        let udpd = try Self.forward(
+            port: ports[0],
+            to: [first],
+            healthCheck: "probe: dns, interval: 100ms, timeout: 50ms, fall: 2"
+        )
         first.stop()
         #expect(try eventually { try Self.upstreams(udpd).map(\.state) == ["down"] }, "a lone upstream, probed")
         let clients = try Clients(count: 1, to: ports[0], timeoutMilliseconds: 100)
@@ -348,5 +352,47 @@ struct UpstreamPoolTests {
         #expect(first.probes == removed, "the removed upstream is still probed")
         #expect(second.probes >= kept + 5, "the kept upstream is probed by the new pool")
         #expect(try Self.upstreams(udpd).map(\.port) == [Int(ports[2])])
+    }
+
+    @Test("a TCP connect that times out marks the first upstream down and goes on to the second, once")
+    func timedOutConnectFailsOver() throws {
+        let ports = try freePorts(3)
+        // The first upstream accepts no connection: a listener with a backlog of 0 whose one queued connection is
+        // never accepted, so that the kernel drops every further SYN and udpd's connect times out (5 s).
+        let silent = try SocketDescriptor.open(family: .ipv4, type: CInt(SOCK_STREAM.rawValue), context: "silent")
+        try silent.bind(to: IPEndpoint(address: "127.0.0.1", port: ports[1])!, context: "silent upstream")
+        guard listen(silent.rawValue, 0) == 0 else { throw TestFailure("listen: errno \(errno)") }
+        let queued = try TCPTestClient(to: IPEndpoint(address: "127.0.0.1", port: ports[1])!)
+        defer { withExtendedLifetime(queued) {} }
+        let second = try CountingUpstream(name: "B", port: ports[2])
+        let list = "127.0.0.1:\(ports[1]), 127.0.0.1:\(ports[2])"
+        let udpd = try UDPDProcess(
+            config: """
+                services:
+                  kdc:
+                    handler: forward
+                    tcp: \(ports[0])
+                    upstream: [\(list)]
+                """
+        )
+        try udpd.waitUntilReady()
+
+        let started = ContinuousClock.now
+        let tcp = try TCPTestClient(to: IPEndpoint(address: "127.0.0.1", port: ports[0])!, timeoutMilliseconds: 9000)
+        try tcp.send("req-tcp-1\n")
+        #expect(String(decoding: tcp.receive(count: 12), as: UTF8.self) == "B:req-tcp-1\n")
+        let elapsed = ContinuousClock.now - started
+        #expect(elapsed >= .seconds(4) && elapsed < .seconds(8), "answered after \(elapsed)")
+        let states = try Self.upstreams(udpd)
+        #expect(states.map(\.state) == ["down", "up"] && states[0].failures >= 1, "\(states)")
+        #expect(try udpd.counters("kdc").drops["upstream_error", default: 0] == 1)
+
+        // The next connection goes straight to the second upstream: no wait for the one that is down.
+        let next = ContinuousClock.now
+        let again = try TCPTestClient(to: IPEndpoint(address: "127.0.0.1", port: ports[0])!)
+        try again.send("req-tcp-2\n")
+        #expect(String(decoding: again.receive(count: 12), as: UTF8.self) == "B:req-tcp-2\n")
+        #expect(ContinuousClock.now - next < .seconds(1))
+        #expect(second.requests == ["req-tcp-1", "req-tcp-2"])
     }
 }
