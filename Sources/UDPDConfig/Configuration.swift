@@ -266,17 +266,29 @@ public enum BindPolicy: Sendable, Equatable {
     case addresses([BindAddress])
 }
 
-/// A per-source reply rate limit (`rate-limit: {per-source: N/s, burst: N}`).
+/// A per-source reply rate limit (`rate-limit: {per-source: N/s, burst: N, over-limit: drop | krb5-tcp}`).
 public struct RateLimit: Sendable, Equatable {
+    /// What happens to a datagram over the limit (`over-limit:`).
+    public enum OverLimit: String, Sendable, Equatable, CaseIterable {
+        /// Dropped, counted as `rate_limited`.
+        case drop
+        /// A Kerberos AS-REQ or TGS-REQ is answered by udpd with KRB_ERR_RESPONSE_TOO_BIG, so that the client
+        /// retries over TCP (counted as `rate_limited_tcp_redirect`); anything else is dropped.
+        case krb5TCP = "krb5-tcp"
+    }
+
     /// Replies per second allowed to one source address.
     public var perSecond: Int
     /// How many replies may be sent at once before the rate applies.
     public var burst: Int
+    /// What happens to a datagram over the limit.
+    public var overLimit: OverLimit
 
     /// Creates a rate limit.
-    public init(perSecond: Int, burst: Int) {
+    public init(perSecond: Int, burst: Int, overLimit: OverLimit = .drop) {
         self.perSecond = perSecond
         self.burst = burst
+        self.overLimit = overLimit
     }
 }
 

@@ -131,9 +131,11 @@ extension Diagnostics {
         error("'\(bound.key)' must be from \(bound.rangeText) (\(bound.reason)), found \(node.found)", at: node)
     }
 
-    /// `rate-limit: {per-source: N/s, burst: N}`; `burst` defaults to the per-second rate.
+    /// `rate-limit: {per-source: N/s, burst: N, over-limit: drop | krb5-tcp}`; `burst` defaults to the per-second
+    /// rate, `over-limit` to `drop`.
     mutating func rateLimit(_ node: YAMLNode) -> RateLimit? {
-        guard let keys = mapping(node, named: "'rate-limit'", validKeys: ["per-source", "burst"]) else { return nil }
+        guard let keys = mapping(node, named: "'rate-limit'", validKeys: ["per-source", "burst", "over-limit"])
+        else { return nil }
         var perSecond: Int?
         if let rate = keys["per-source"] {
             let bound = ConfigurationBounds.ratePerSource
@@ -149,7 +151,9 @@ extension Diagnostics {
             error("'rate-limit' needs 'per-source' (a rate such as 100/s)", at: node)
         }
         let burst = keys["burst"].flatMap { count($0, within: ConfigurationBounds.rateBurst) }
-        guard let perSecond, keys["burst"] == nil || burst != nil else { return nil }
-        return RateLimit(perSecond: perSecond, burst: burst ?? perSecond)
+        let overLimit = keys["over-limit"].map { choice($0, named: "over-limit", as: RateLimit.OverLimit.self) }
+            ?? .drop
+        guard let perSecond, let overLimit, keys["burst"] == nil || burst != nil else { return nil }
+        return RateLimit(perSecond: perSecond, burst: burst ?? perSecond, overLimit: overLimit)
     }
 }

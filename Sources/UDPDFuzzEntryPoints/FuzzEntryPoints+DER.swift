@@ -2,7 +2,8 @@ import UDPDKerberos
 
 extension FuzzEntryPoints {
     /// The DER reader: what it accepts is DER, so re-encoding the tree it read gives back the same bytes; the
-    /// in-place walk and the tree agree; and the Kerberos reply decoder never traps. The first byte picks the depth
+    /// in-place walk and the tree agree; the Kerberos reply decoder never traps; and a
+    /// request the KDC-REQ parser accepts gets an over-limit answer that decodes. The first byte picks the depth
     /// limit, so that the fuzzer also reaches the limit.
     public static func der(_ bytes: UnsafeRawBufferPointer) {
         guard let first = bytes.first else { return }
@@ -27,6 +28,24 @@ extension FuzzEntryPoints {
             preconditionFailure("the tree read what the walk rejected: \(error)")
         }
         _ = try? KerberosReply.decode(input, limits: limits)
+        overLimitAnswer(input, limits: limits)
+    }
+
+    /// The over-limit answer: a request the parser accepts is rewritten in a copy, and the answer is never longer
+    /// than the request and always decodes as KRB_ERR_RESPONSE_TOO_BIG.
+    private static func overLimitAnswer(_ input: UnsafeRawBufferPointer, limits: DERReader.Limits) {
+        guard let request = try? KerberosKDCRequest.parse(input, limits: limits) else { return }
+        precondition(request.realm.upperBound <= request.server.lowerBound, "realm and sname out of order")
+        var copy = Array(input)
+        let length = copy.withUnsafeMutableBytes { buffer in
+            KerberosTooBigAnswer.rewrite(buffer, length: input.count, request: request, seconds: 0, microseconds: 0)
+        }
+        guard let length else { return }
+        precondition(length <= input.count, "an answer longer than its request")
+        let reply = copy.withUnsafeBytes { bytes in
+            try? KerberosReply.decode(UnsafeRawBufferPointer(rebasing: bytes[0..<length]), limits: .kerberos)
+        }
+        precondition(reply == .error(code: Int64(KerberosErrorMessage.responseTooBig)), "the answer does not decode")
     }
 
     private static func elements(_ node: DERNode) -> Int {

@@ -1,5 +1,14 @@
 import UDPDConfig
+import UDPDKerberos
 import UDPDTransport
+
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Musl)
+import Musl
+#elseif canImport(Darwin)
+import Darwin
+#endif
 
 /// What a service's UDP policy checks before its handler sees a datagram: `max-datagram`, `allow`/`deny` and the
 /// per-source `rate-limit`, in that order (cheapest first; a refused source does not spend tokens).
@@ -10,12 +19,15 @@ public struct DatagramPolicy: Sendable {
     public var filter: AddressFilter
     /// The per-source limit, if any.
     public var limiter: SourceRateLimiter?
+    /// What happens to a datagram over ``limiter``'s limit.
+    public var overLimit: RateLimit.OverLimit
 
     /// The policy of `service`; `nil` when it sets none of the keys, so that unlimited services pay nothing.
     public init?(_ service: ServiceDefinition) {
         maxDatagram = service.maxDatagram
         filter = AddressFilter(allow: service.allow, deny: service.deny)
         limiter = service.rateLimit.map(SourceRateLimiter.init)
+        overLimit = service.rateLimit?.overLimit ?? .drop
         if maxDatagram == nil && filter.isEmpty && limiter == nil { return nil }
     }
 
@@ -51,7 +63,41 @@ public struct DatagramPolicyHandler: DatagramHandler {
         destination: DatagramDestination,
         replier: DatagramReplier
     ) -> DatagramVerdict {
-        if let reason = policy.refusal(length: length, peer: peer) { return .drop(reason) }
-        return inner.handle(buffer, length: length, peer: peer, destination: destination, replier: replier)
+        switch policy.refusal(length: length, peer: peer) {
+        case nil:
+            return inner.handle(buffer, length: length, peer: peer, destination: destination, replier: replier)
+        case .rateLimited? where policy.overLimit == .krb5TCP:
+            return Self.redirectToTCP(buffer, length: length, peer: peer, counters: replier.counters)
+        case let reason?:
+            return .drop(reason)
+        }
+    }
+
+    /// `over-limit: krb5-tcp`: a Kerberos AS-REQ or TGS-REQ over the limit is answered in place with
+    /// KRB_ERR_RESPONSE_TOO_BIG, so that its client sends it again over TCP, where a source address cannot be forged;
+    /// anything else (including a request whose answer would be longer, or a source udpd never answers) is dropped
+    /// as `rate_limited`. The answer is never longer than the request, so a forged request is not amplified.
+    static func redirectToTCP(
+        _ buffer: UnsafeMutableRawBufferPointer,
+        length: Int,
+        peer: IPEndpoint,
+        counters: ListenerCounters
+    ) -> DatagramVerdict {
+        guard !ReflectionGuard.refuses(peer),
+            let request = try? KerberosKDCRequest.parse(UnsafeRawBufferPointer(rebasing: buffer[0..<length]))
+        else { return .drop(.rateLimited) }
+        var now = timespec()
+        clock_gettime(CLOCK_REALTIME, &now)
+        guard
+            let answer = KerberosTooBigAnswer.rewrite(
+                buffer,
+                length: length,
+                request: request,
+                seconds: Int64(now.tv_sec),
+                microseconds: Int32(now.tv_nsec / 1000)
+            )
+        else { return .drop(.rateLimited) }
+        counters.addDrop(.rateLimitedTCPRedirect)
+        return .reply(length: answer)
     }
 }

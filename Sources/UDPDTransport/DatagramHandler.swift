@@ -24,6 +24,10 @@ public enum DropReason: Int, Sendable, CaseIterable, CustomStringConvertible {
     case oversize
     /// Its source is over the service's `rate-limit`.
     case rateLimited
+    /// Its source is over the service's `rate-limit` with `over-limit: krb5-tcp`, and it was a Kerberos AS-REQ or
+    /// TGS-REQ: not forwarded, but answered by udpd with KRB_ERR_RESPONSE_TOO_BIG, so that the client sends it again
+    /// over TCP (where a source address cannot be forged).
+    case rateLimitedTCPRedirect
     /// Its source is not allowed (`allow`/`deny`).
     case denied
     /// The handler could not serve it (an upstream or program failed, a limit was reached).
@@ -78,6 +82,7 @@ public enum DropReason: Int, Sendable, CaseIterable, CustomStringConvertible {
         case .ownUpstream: "own_upstream"
         case .oversize: "oversize"
         case .rateLimited: "rate_limited"
+        case .rateLimitedTCPRedirect: "rate_limited_tcp_redirect"
         case .denied: "denied"
         case .handlerFailed: "handler_failed"
         case .connectionLimit: "connection_limit"

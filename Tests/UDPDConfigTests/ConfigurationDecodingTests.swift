@@ -170,6 +170,20 @@ import Testing
         #expect(configuration.services[0].rateLimit == RateLimit(perSecond: 50, burst: 50))
     }
 
+    @Test("over-limit: drop by default, krb5-tcp when asked, anything else an error at its position")
+    func rateLimitOverLimit() {
+        let (plain, _) = decodeIgnoringErrors(service("rate-limit: {per-source: 50/s}"))
+        #expect(plain.services[0].rateLimit?.overLimit == .drop)
+        let (kerberos, errors) = decodeIgnoringErrors(service("rate-limit: {per-source: 1/s, over-limit: krb5-tcp}"))
+        #expect(errors.isEmpty, "\(errors)")
+        #expect(kerberos.services[0].rateLimit == RateLimit(perSecond: 1, burst: 1, overLimit: .krb5TCP))
+        #expect(
+            errorLines(service("rate-limit: {per-source: 1/s, over-limit: krb5}")) == [
+                "t.yaml:5:47: error: unknown over-limit 'krb5' (expected one of: drop, krb5-tcp)"
+            ]
+        )
+    }
+
     @Test func plainOctalModeIsReadAsOctal() throws {
         let configuration = try ConfigurationLoader.parse(text: "control: {mode: 0640}\nservices: {}\n", file: "f")
         #expect(configuration.control.mode == 0o640)

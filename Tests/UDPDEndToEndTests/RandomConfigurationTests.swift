@@ -2,6 +2,7 @@ import Foundation
 import Testing
 import UDPDConfig
 import UDPDControl
+import UDPDKerberos
 import UDPDTestSupport
 import UDPDTransport
 
@@ -283,6 +284,7 @@ struct RandomConfiguration {
             if drawer.chance(60) {
                 var limit = "rate-limit: {per-source: \(drawer.count(ConfigurationBounds.ratePerSource))"
                 if drawer.chance(70) { limit += ", burst: \(drawer.count(ConfigurationBounds.rateBurst))" }
+                if drawer.chance(50) { limit += ", over-limit: \(drawer.pick(["drop", "krb5-tcp"]))" }
                 keys.append(limit + "}")
             }
             if drawer.chance(60) { keys.append("max-connections: \(drawer.count(ConfigurationBounds.maxConnections))") }
@@ -334,10 +336,19 @@ struct TrafficPlan {
         self.expectsEcho = expectsEcho
     }
 
+    /// An AS-REQ as `kinit` sends it first.
+    static let kerberosRequest = KerberosASRequest(
+        client: KerberosPrincipalName(nameType: KerberosPrincipalName.principalType, components: ["random"]),
+        realm: "UDPD.TEST",
+        nonce: 1
+    ).encoded
+
     func sendTraffic() {
         let server = IPEndpoint(address: "127.0.0.1", port: port)!
         if let client = try? ConnectedUDPClient(from: "127.0.0.1", to: server, timeoutMilliseconds: 100) {
             for size in [1, 100, 1400] { try? client.send([UInt8](repeating: 0x61, count: size)) }
+            // Kerberos requests, enough to pass a small rate limit: over it, `over-limit: krb5-tcp` answers them.
+            for _ in 0..<3 { try? client.send(Self.kerberosRequest) }
             if expectsEcho { _ = client.receive() }
         }
         let payload = Array("hello, udpd".utf8)
