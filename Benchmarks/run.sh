@@ -181,7 +181,7 @@ start_reference backend "$threads"
 backend_port=$ref_port
 start_reference ref-forward "$threads" forward_reference -u "$backend_port"
 ref_forward_port=$ref_port ref_forward_pid=$ref_pid
-mapfile -t ports < <("$bin/udpd-bench" ports --count 6)
+mapfile -t ports < <("$bin/udpd-bench" ports --count 7)
 
 udpd_config="$work/udpd.yaml"
 {
@@ -251,12 +251,17 @@ done
 alloc_duration=$([ "$quick" = 1 ] && echo 1 || echo 3)
 alloc_port=${ports[4]}
 alloc_forward_port=${ports[5]}
+alloc_proxy_port=${ports[6]}
 {
     printf 'log:\n  level: warning\nservices:\n'
     printf '  echo:\n    handler: echo\n    udp: %s\n    family: ipv4\n%s\n' "$alloc_port" "$workers_line"
     if [ "$have_forward" = 1 ]; then
         printf '  forward:\n    handler: forward\n    udp: %s\n    family: ipv4\n    upstream: 127.0.0.1:%s\n%s\n' \
             "$alloc_forward_port" "$backend_port" "$workers_line"
+        # The same with a PROXY v2 header before each request; the backend echoes it back, 28 bytes before the reply.
+        printf '  forward-proxy:\n    handler: forward\n    udp: %s\n    family: ipv4\n    upstream: 127.0.0.1:%s\n' \
+            "$alloc_proxy_port" "$backend_port"
+        printf '    proxy-protocol: v2\n%s\n' "$workers_line"
     fi
 } | grep -v '^$' > "$work/alloc.yaml"
 MALLOC_COUNT_FILE="$work/udpd.malloc" LD_PRELOAD="$work/malloc_count.so" \
@@ -269,6 +274,8 @@ if [ "$have_forward" = 1 ]; then
     # Sessions are opened during the warm-up, so this counts the steady state of known clients.
     duration=$alloc_duration measure alloc-udpd-forward 1 "$alloc_forward_port" "$alloc_pid" \
         --malloc-count-file "$work/udpd.malloc"
+    duration=$alloc_duration measure alloc-udpd-forward-proxy 1 "$alloc_proxy_port" "$alloc_pid" \
+        --malloc-count-file "$work/udpd.malloc" --reply-prefix 28
 fi
 kill "$alloc_pid"
 

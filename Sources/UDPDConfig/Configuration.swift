@@ -314,6 +314,12 @@ public enum Framing: String, Sendable, Equatable, CaseIterable {
     case krb5
 }
 
+/// `proxy-protocol:` (forward): the header that tells an upstream who the client is.
+public enum ProxyProtocolVersion: String, Sendable, Equatable, CaseIterable {
+    /// The binary PROXY protocol version 2 header (HAProxy's `proxy-protocol.txt`, section 2.2).
+    case v2
+}
+
 /// One entry of `services:`.
 ///
 /// Two services are equal when they would behave the same: `==` is synthesized over every setting, and where the
@@ -363,6 +369,9 @@ public struct ServiceDefinition: Sendable, Equatable {
     public var timeout: Duration?
     /// `max-sessions:` (forward).
     public var maxSessions: Int?
+    /// `proxy-protocol:` (forward): a header with the client's and the asked local address before every datagram
+    /// sent upstream and at the start of every relayed TCP connection; `nil` for none.
+    public var proxyProtocol: ProxyProtocolVersion?
     /// `command:` (exec only): the program and its arguments.
     public var command: [String]?
     /// `max-instances:` (exec).
@@ -407,6 +416,7 @@ public struct ServiceDefinition: Sendable, Equatable {
         self.healthCheck = HealthCheck()
         self.timeout = nil
         self.maxSessions = nil
+        self.proxyProtocol = nil
         self.command = nil
         self.maxInstances = nil
         self.user = nil

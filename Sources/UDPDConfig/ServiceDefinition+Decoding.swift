@@ -22,13 +22,14 @@ extension Diagnostics {
     static let serviceKeys = [
         "handler", "udp", "tcp", "bind", "family", "interfaces", "freebind", "workers", "max-datagram",
         "rate-limit", "allow", "deny", "max-connections", "max-connections-per-source", "idle-timeout",
-        "framing", "max-message", "upstream", "health-check", "timeout", "max-sessions", "command", "max-instances",
-        "user", "group",
+        "framing", "max-message", "upstream", "health-check", "timeout", "max-sessions", "proxy-protocol", "command",
+        "max-instances", "user", "group",
     ]
 
     /// Keys that only some handlers take.
     static let handlerKeys: [String: [HandlerKind]] = [
-        "upstream": [.forward], "health-check": [.forward], "max-sessions": [.forward], "timeout": [.forward, .exec],
+        "upstream": [.forward], "health-check": [.forward], "max-sessions": [.forward], "proxy-protocol": [.forward],
+        "timeout": [.forward, .exec],
         "command": [.exec], "max-instances": [.exec], "user": [.exec], "group": [.exec],
         // An exec program owns its connection's socket, so udpd never sees the frames to check them.
         "framing": [.echo, .discard, .forward], "max-message": [.echo, .discard, .forward],
@@ -142,6 +143,9 @@ extension Diagnostics {
         service.healthCheck = keys["health-check"].flatMap { healthCheck($0) } ?? HealthCheck()
         service.timeout = keys["timeout"].flatMap { duration($0, within: ConfigurationBounds.timeout) }
         service.maxSessions = keys["max-sessions"].flatMap { count($0, within: ConfigurationBounds.maxSessions) }
+        service.proxyProtocol = keys["proxy-protocol"].flatMap {
+            choice($0, named: "proxy-protocol", as: ProxyProtocolVersion.self)
+        }
         service.maxInstances = keys["max-instances"].flatMap { count($0, within: ConfigurationBounds.maxInstances) }
         service.user = keys["user"].flatMap { text($0, named: "'user'") }
         service.group = keys["group"].flatMap { text($0, named: "'group'") }

@@ -20,6 +20,8 @@ import UDPDTransport
 ///   answers and then `ECONNRESET`, as it would directly. Counted by side as `client_reset` or `upstream_reset`.
 /// - Close: when udpd itself closes one side (both directions ended, a limit, a timeout, shutdown), the other side
 ///   is closed normally once what was read has been written.
+/// - PROXY protocol: with `proxy-protocol: v2`, the upstream connection starts with a ``ProxyProtocolHeader`` naming
+///   the client and the local address it asked, written before any byte of the client's.
 ///
 /// Not `Sendable`: it lives on its connection's event loop, and so does its partner on the upstream connection.
 final class ForwardStreamHandler: ChannelDuplexHandler {
@@ -44,6 +46,8 @@ final class ForwardStreamHandler: ChannelDuplexHandler {
     private let connectTimeout: Duration
     private let counters: ListenerCounters
     private let failures: RateLimitedLog?
+    /// The client side: whether the upstream connection starts with a PROXY protocol v2 header.
+    private let sendsProxyHeader: Bool
     private var partner: ForwardStreamHandler?
     private var context: ChannelHandlerContext?
     /// A read was asked for while the partner could not take more; it is issued when the partner can.
@@ -61,12 +65,19 @@ final class ForwardStreamHandler: ChannelDuplexHandler {
     private var countedIn: UpstreamPool?
 
     /// The client side: connects to the first of `upstreams` that is up when the connection becomes active.
-    init(upstreams: UpstreamPool, connectTimeout: Duration, counters: ListenerCounters, failures: RateLimitedLog) {
+    init(
+        upstreams: UpstreamPool,
+        connectTimeout: Duration,
+        counters: ListenerCounters,
+        failures: RateLimitedLog,
+        sendsProxyHeader: Bool = false
+    ) {
         self.side = .client
         self.upstreams = upstreams
         self.connectTimeout = connectTimeout
         self.counters = counters
         self.failures = failures
+        self.sendsProxyHeader = sendsProxyHeader
     }
 
     /// The upstream side, paired with `partner` and counting on its counters.
@@ -76,6 +87,7 @@ final class ForwardStreamHandler: ChannelDuplexHandler {
         self.connectTimeout = .zero
         self.counters = partner.counters
         self.failures = nil
+        self.sendsProxyHeader = false
         self.partner = partner
     }
 
@@ -120,9 +132,12 @@ final class ForwardStreamHandler: ChannelDuplexHandler {
             .whenComplete { result in
                 let handler = client.value
                 switch result {
-                case .success:
+                case .success(let channel):
                     upstreams.sessionOpened(index)
                     handler.partner?.countedIn = upstreams
+                    if handler.sendsProxyHeader, let header = handler.proxyHeader() {
+                        channel.writeAndFlush(channel.allocator.buffer(bytes: header.bytes), promise: nil)
+                    }
                     handler.resumeReading()
                 case .failure(let error):
                     // The failed attempt's channel must not pass its end on to the client, which may go on elsewhere.
@@ -148,6 +163,15 @@ final class ForwardStreamHandler: ChannelDuplexHandler {
                     handler.close(afterFlushing: false)
                 }
             }
+    }
+
+    /// The client side: the PROXY protocol header naming this connection's client and the local address it asked.
+    private func proxyHeader() -> ProxyProtocolHeader? {
+        guard let channel = context?.channel,
+            let client = channel.remoteAddress.flatMap(IPEndpoint.init(socketAddress:)),
+            let local = channel.localAddress.flatMap(IPEndpoint.init(socketAddress:))
+        else { return nil }
+        return ProxyProtocolHeader(client: client.unmappingIPv4, local: local.unmappingIPv4, transport: .stream)
     }
 
     // MARK: Inbound: what this side reads goes to the partner

@@ -155,7 +155,8 @@ public enum ServiceHandlers {
                             upstreams: upstreams,
                             connectTimeout: upstreamConnectTimeout,
                             counters: counters,
-                            failures: failures
+                            failures: failures,
+                            sendsProxyHeader: service.proxyProtocol == .v2
                         )
                     ]
                 }

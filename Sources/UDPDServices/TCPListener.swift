@@ -187,7 +187,7 @@ private final class AdmissionHandler: ChannelInboundHandler, Sendable {
 /// added; a refused one is counted by reason, and connections evicted to make room are closed.
 private func admit(_ channel: any Channel, policy: ConnectionPolicy, counters: ListenerCounters) -> Bool {
     guard let remote = channel.remoteAddress,
-        let source = remote.withSockAddr({ address, _ in IPEndpoint(UnsafeRawPointer(address)) })?.addressBits
+        let source = IPEndpoint(socketAddress: remote)?.addressBits
     else {
         return false
     }

@@ -121,7 +121,7 @@ final class UpstreamProbeHandler: ChannelInboundHandler {
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         let received = NIODeadline.now()
         let envelope = unwrapInboundIn(data)
-        let source = envelope.remoteAddress.withSockAddr { address, _ in IPEndpoint(UnsafeRawPointer(address)) }
+        let source = IPEndpoint(socketAddress: envelope.remoteAddress)
         do throws(UpstreamProbeAnswerError) {
             guard source.map({ $0.unmappingIPv4 == upstream.unmappingIPv4 }) ?? false else {
                 throw UpstreamProbeAnswerError(reason: "from \(envelope.remoteAddress), not the upstream")

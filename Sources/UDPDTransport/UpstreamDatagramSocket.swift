@@ -57,6 +57,25 @@ public struct UpstreamDatagramSocket: Sendable {
         }
         return sent != nil
     }
+
+    /// Sends `header` and `payload` as one datagram (a PROXY protocol header before the request), gathered by one
+    /// `sendmsg` from both buffers without copying; otherwise like ``send(_:)``.
+    public func send(_ payload: UnsafeRawBufferPointer, after header: UnsafeRawBufferPointer) throws(SystemCallError)
+        -> Bool
+    {
+        let fd = served.descriptor.rawValue
+        var vectors = (
+            iovec(iov_base: UnsafeMutableRawPointer(mutating: header.baseAddress), iov_len: header.count),
+            iovec(iov_base: UnsafeMutableRawPointer(mutating: payload.baseAddress), iov_len: payload.count)
+        )
+        let sent = try withUnsafeMutableBytes(of: &vectors) { (vectorBytes) throws(SystemCallError) in
+            var message = msghdr()
+            message.msg_iov = vectorBytes.baseAddress!.assumingMemoryBound(to: iovec.self)
+            message.msg_iovlen = 2
+            return try nonBlockingSystemCall("sendmsg") { sendmsg(fd, &message, cudpd_msg_dontwait) }
+        }
+        return sent != nil
+    }
 }
 
 extension UDPWorkerPool {

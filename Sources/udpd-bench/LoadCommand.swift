@@ -35,6 +35,14 @@ struct LoadCommand: ParsableCommand {
     @Option(help: "Bytes per request.")
     var payload = 64
 
+    @Option(
+        help: """
+            Bytes each reply carries before the request it answers: 28 behind a forward with proxy-protocol: v2 \
+            (IPv4) and a backend that echoes what it receives.
+            """
+    )
+    var replyPrefix = 0
+
     @Option(help: "Seconds measured.")
     var duration = 2.0
 
@@ -67,6 +75,9 @@ struct LoadCommand: ParsableCommand {
         guard sockets >= threads, window >= sockets else {
             throw ValidationError("need --threads <= --sockets <= --window")
         }
+        guard replyPrefix >= 0, replyPrefix <= 256 else {
+            throw ValidationError("--reply-prefix must be 0...256")
+        }
         guard payload >= LoadWorker.headerSize, payload <= 1400 else {
             throw ValidationError("--payload must be \(LoadWorker.headerSize)...1400")
         }
@@ -92,6 +103,7 @@ struct LoadCommand: ParsableCommand {
                 sockets: mySockets,
                 windowPerSocket: max(1, window / sockets),
                 payload: payload,
+                replyPrefix: replyPrefix,
                 measureStart: measureStart,
                 measureEnd: measureEnd,
                 drainNanoseconds: UInt64(timeoutMilliseconds) * 1_000_000,

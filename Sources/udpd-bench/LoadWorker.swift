@@ -17,6 +17,9 @@ struct LoadPlan: Sendable {
     var windowPerSocket: Int
     /// Bytes per request (at least ``LoadWorker/headerSize``).
     var payload: Int
+    /// Bytes each reply carries before the request it answers (a PROXY protocol header that a relay added and an
+    /// echoing backend sent back).
+    var replyPrefix: Int = 0
     /// Monotonic instant (ns) when the warm-up ends and counting starts.
     var measureStart: UInt64
     /// Monotonic instant (ns) when sending stops.
@@ -222,8 +225,8 @@ final class LoadWorker {
             var refills = 0
             for index in 0..<Int(count) {
                 let length = Int(receiveHeaders[index].msg_len)
-                let bytes = UnsafeRawPointer(receiveBuffers + index * Self.receiveBufferSize)
-                guard length == plan.payload else {
+                let bytes = UnsafeRawPointer(receiveBuffers + index * Self.receiveBufferSize + plan.replyPrefix)
+                guard length == plan.replyPrefix + plan.payload else {
                     tally.malformed &+= 1
                     continue
                 }

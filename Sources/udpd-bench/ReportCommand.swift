@@ -122,6 +122,13 @@ struct ReportCommand: ParsableCommand {
             atLeast: false,
             digits: 3
         )
+        row(
+            "heap allocations per forwarded request, proxy-protocol: v2",
+            summaries["alloc-udpd-forward-proxy"]?.allocationsPerRequest,
+            goal: 0,
+            atLeast: false,
+            digits: 3
+        )
         row("idle RSS, MiB", control?.idleResidentKiB.map { Double($0) / 1024 }, goal: 16, atLeast: false)
         row("1,000 services: start to ready, ms", control?.startToReadyMilliseconds, goal: 100, atLeast: false)
         row(
