@@ -372,6 +372,8 @@ public struct ServiceDefinition: Sendable, Equatable {
     /// `proxy-protocol:` (forward): a header with the client's and the asked local address before every datagram
     /// sent upstream and at the start of every relayed TCP connection; `nil` for none.
     public var proxyProtocol: ProxyProtocolVersion?
+    /// `log-sessions:` (forward): a log line when a UDP session or a TCP relay opens and one when it closes.
+    public var logSessions: Bool
     /// `command:` (exec only): the program and its arguments.
     public var command: [String]?
     /// `max-instances:` (exec).
@@ -417,6 +419,7 @@ public struct ServiceDefinition: Sendable, Equatable {
         self.timeout = nil
         self.maxSessions = nil
         self.proxyProtocol = nil
+        self.logSessions = false
         self.command = nil
         self.maxInstances = nil
         self.user = nil

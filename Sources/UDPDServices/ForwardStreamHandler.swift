@@ -20,6 +20,9 @@ import UDPDTransport
 ///   answers and then `ECONNRESET`, as it would directly. Counted by side as `client_reset` or `upstream_reset`.
 /// - Close: when udpd itself closes one side (both directions ended, a limit, a timeout, shutdown), the other side
 ///   is closed normally once what was read has been written.
+/// - Session log: with `log-sessions: true`, one line when the relay's upstream connection opens (client, local
+///   address asked, upstream, the local port udpd used towards it) and one when the client side closes, with the
+///   bytes each way.
 /// - PROXY protocol: with `proxy-protocol: v2`, the upstream connection starts with a ``ProxyProtocolHeader`` naming
 ///   the client and the local address it asked, written before any byte of the client's.
 ///
@@ -48,6 +51,13 @@ final class ForwardStreamHandler: ChannelDuplexHandler {
     private let failures: RateLimitedLog?
     /// The client side: whether the upstream connection starts with a PROXY protocol v2 header.
     private let sendsProxyHeader: Bool
+    /// The client side: where `log-sessions` lines go; `nil` without the key.
+    private let sessionLog: RateLimitedLog?
+    /// The client side: what the session log says of the relay once its upstream connection is open.
+    private var sessionFields: Logger.Metadata?
+    /// The client side: bytes read from the client, and bytes relayed to it.
+    private var bytesFromClient = 0
+    private var bytesToClient = 0
     private var partner: ForwardStreamHandler?
     private var context: ChannelHandlerContext?
     /// A read was asked for while the partner could not take more; it is issued when the partner can.
@@ -70,7 +80,8 @@ final class ForwardStreamHandler: ChannelDuplexHandler {
         connectTimeout: Duration,
         counters: ListenerCounters,
         failures: RateLimitedLog,
-        sendsProxyHeader: Bool = false
+        sendsProxyHeader: Bool = false,
+        sessionLog: RateLimitedLog? = nil
     ) {
         self.side = .client
         self.upstreams = upstreams
@@ -78,6 +89,7 @@ final class ForwardStreamHandler: ChannelDuplexHandler {
         self.counters = counters
         self.failures = failures
         self.sendsProxyHeader = sendsProxyHeader
+        self.sessionLog = sessionLog
     }
 
     /// The upstream side, paired with `partner` and counting on its counters.
@@ -88,6 +100,7 @@ final class ForwardStreamHandler: ChannelDuplexHandler {
         self.counters = partner.counters
         self.failures = nil
         self.sendsProxyHeader = false
+        self.sessionLog = nil
         self.partner = partner
     }
 
@@ -138,6 +151,11 @@ final class ForwardStreamHandler: ChannelDuplexHandler {
                     if handler.sendsProxyHeader, let header = handler.proxyHeader() {
                         channel.writeAndFlush(channel.allocator.buffer(bytes: header.bytes), promise: nil)
                     }
+                    if let log = handler.sessionLog {
+                        let fields = handler.sessionMetadata(upstream: upstreams.members[index].endpoint, channel)
+                        handler.sessionFields = fields
+                        log.notice("TCP relay opened", metadata: fields)
+                    }
                     handler.resumeReading()
                 case .failure(let error):
                     // The failed attempt's channel must not pass its end on to the client, which may go on elsewhere.
@@ -174,10 +192,23 @@ final class ForwardStreamHandler: ChannelDuplexHandler {
         return ProxyProtocolHeader(client: client.unmappingIPv4, local: local.unmappingIPv4, transport: .stream)
     }
 
+    /// The client side: the session log's fields for a relay whose upstream connection is `upstreamChannel`.
+    private func sessionMetadata(upstream: IPEndpoint, _ upstreamChannel: any Channel) -> Logger.Metadata {
+        let channel = context?.channel
+        return [
+            "client": "\(channel?.remoteAddress.flatMap(IPEndpoint.init(socketAddress:))?.unmappingIPv4 ?? upstream)",
+            "local": "\(channel?.localAddress.flatMap(IPEndpoint.init(socketAddress:))?.unmappingIPv4 ?? upstream)",
+            "upstream": "\(upstream)",
+            "upstream_local_port": "\(upstreamChannel.localAddress?.port ?? 0)",
+        ]
+    }
+
     // MARK: Inbound: what this side reads goes to the partner
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
-        partner?.relay(unwrapInboundIn(data))
+        let buffer = unwrapInboundIn(data)
+        if side == .client { bytesFromClient += buffer.readableBytes }
+        partner?.relay(buffer)
     }
 
     func channelReadComplete(context: ChannelHandlerContext) {
@@ -204,6 +235,13 @@ final class ForwardStreamHandler: ChannelDuplexHandler {
         if let pool = countedIn, let index = upstreamIndex {
             countedIn = nil
             pool.sessionEnded(index)
+        }
+        if let log = sessionLog, var fields = sessionFields {
+            sessionFields = nil
+            fields["bytes_from_client"] = "\(bytesFromClient)"
+            fields["bytes_to_client"] = "\(bytesToClient)"
+            fields["end"] = "\(closeRequested || (outputEnded && !failed) ? "closed" : "reset")"
+            log.notice("TCP relay closed", metadata: fields)
         }
         if closeRequested {
             partner?.close(afterFlushing: true)
@@ -251,6 +289,7 @@ final class ForwardStreamHandler: ChannelDuplexHandler {
 
     private func relay(_ buffer: ByteBuffer) {
         guard !closeRequested, !outputEnded else { return }
+        if side == .client { bytesToClient += buffer.readableBytes }
         context?.write(wrapOutboundOut(buffer), promise: nil)
     }
 

@@ -147,6 +147,9 @@ public enum ServiceHandlers {
                 maxSessions: service.maxSessions ?? defaultMaxSessions
             )
             let failures = RateLimitedLog(logger: logger)
+            let sessionLog =
+                service.logSessions
+                ? RateLimitedLog(logger: logger, lines: RateLimitedLog.sessionLinesPerSecond) : nil
             var pair = ServiceHandlerPair(
                 datagram: guarded(datagram, service),
                 stream: { counters in
@@ -156,7 +159,8 @@ public enum ServiceHandlers {
                             connectTimeout: upstreamConnectTimeout,
                             counters: counters,
                             failures: failures,
-                            sendsProxyHeader: service.proxyProtocol == .v2
+                            sendsProxyHeader: service.proxyProtocol == .v2,
+                            sessionLog: sessionLog
                         )
                     ]
                 }
