@@ -37,6 +37,8 @@ public final class ForwardDatagramHandler: DatagramHandler {
     private let upstreamCounters = ListenerCounters()
     private let sweeper = Mutex<RepeatedTask?>(nil)
     private let sweeping = Atomic<Bool>(false)
+    /// `proxy-protocol: v2`: every request goes upstream after a PROXY protocol header naming its client.
+    private let sendsProxyHeader: Bool
 
     /// Creates a handler relaying to `upstreams`; session sockets are served by `pool`, and idle sessions are swept
     /// on an event loop of `group`.
@@ -46,8 +48,10 @@ public final class ForwardDatagramHandler: DatagramHandler {
         group: any EventLoopGroup,
         logger: Logger,
         timeout: Duration,
-        maxSessions: Int
+        maxSessions: Int,
+        sendsProxyHeader: Bool = false
     ) {
+        self.sendsProxyHeader = sendsProxyHeader
         self.upstreams = upstreams
         self.pool = pool
         self.group = group
@@ -98,7 +102,7 @@ public final class ForwardDatagramHandler: DatagramHandler {
             }
             session.touch()
             do {
-                if try session.upstream.send(UnsafeRawBufferPointer(rebasing: buffer[0..<length])) {
+                if try session.send(UnsafeRawBufferPointer(rebasing: buffer[0..<length])) {
                     return .noReply
                 }
                 failures.warning(
@@ -178,7 +182,8 @@ public final class ForwardDatagramHandler: DatagramHandler {
                     pool: pool,
                     upstreamCounters: upstreamCounters,
                     forward: self,
-                    failures: failures
+                    failures: failures,
+                    sendsProxyHeader: sendsProxyHeader
                 )
             }
         } catch {

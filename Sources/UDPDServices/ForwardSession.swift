@@ -36,6 +36,8 @@ final class ForwardSession: @unchecked Sendable {
     /// The connected upstream socket. Never closed explicitly: another thread may be sending on it; it closes when
     /// the session, the pool's registration and any pass serving it have all let go of it.
     let upstream: UpstreamDatagramSocket
+    /// The PROXY protocol header sent before every request (`proxy-protocol: v2`), built once; `nil` for none.
+    let proxyHeader: [UInt8]?
     /// `NIODeadline.now().uptimeNanoseconds` of the last datagram either way.
     let lastActivity: Atomic<UInt64>
     /// Whether the session has sent one request and seen nothing yet: while it is, ``firstRequest`` holds a copy of
@@ -53,9 +55,11 @@ final class ForwardSession: @unchecked Sendable {
         upstreamIndex: Int,
         upstreams: UpstreamPool,
         upstream: UpstreamDatagramSocket,
+        proxyHeader: [UInt8]?,
         now: UInt64
     ) {
         self.key = key
+        self.proxyHeader = proxyHeader
         self.upstreamIndex = upstreamIndex
         self.upstreams = upstreams
         self.destination = destination
@@ -76,9 +80,15 @@ final class ForwardSession: @unchecked Sendable {
         pool: UDPWorkerPool,
         upstreamCounters: ListenerCounters,
         forward: ForwardDatagramHandler,
-        failures: RateLimitedLog
+        failures: RateLimitedLog,
+        sendsProxyHeader: Bool
     ) throws(SystemCallError) -> ForwardSession {
         let socket = try UpstreamDatagramSocket.connect(to: upstreams.members[upstreamIndex].endpoint)
+        let header = ProxyProtocolHeader(
+            client: key.peer.unmappingIPv4,
+            local: key.local.unmappingIPv4,
+            transport: .datagram
+        )
         let session = ForwardSession(
             key: key,
             destination: destination,
@@ -86,6 +96,7 @@ final class ForwardSession: @unchecked Sendable {
             upstreamIndex: upstreamIndex,
             upstreams: upstreams,
             upstream: socket,
+            proxyHeader: sendsProxyHeader ? header.bytes : nil,
             now: NIODeadline.now().uptimeNanoseconds
         )
         let registration = try pool.register(
@@ -96,6 +107,17 @@ final class ForwardSession: @unchecked Sendable {
         session.registration.withLock { $0 = registration }
         upstreams.sessionOpened(upstreamIndex)
         return session
+    }
+
+    /// Sends `request` upstream without blocking, after the PROXY protocol header if the session has one (one
+    /// gathering `sendmsg`, no copy); `false` when the socket's send buffer is full.
+    @inline(__always)
+    func send(_ request: UnsafeRawBufferPointer) throws(SystemCallError) -> Bool {
+        guard let proxyHeader else { return try upstream.send(request) }
+        let sent = proxyHeader.withUnsafeBytes { header in
+            Result { () throws(SystemCallError) in try upstream.send(request, after: header) }
+        }
+        return try sent.get()
     }
 
     /// Records traffic now.

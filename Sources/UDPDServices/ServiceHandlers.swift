@@ -144,7 +144,8 @@ public enum ServiceHandlers {
                 group: context.group,
                 logger: logger,
                 timeout: service.timeout ?? defaultSessionTimeout,
-                maxSessions: service.maxSessions ?? defaultMaxSessions
+                maxSessions: service.maxSessions ?? defaultMaxSessions,
+                sendsProxyHeader: service.proxyProtocol == .v2
             )
             let failures = RateLimitedLog(logger: logger)
             let sessionLog =
