@@ -1,9 +1,10 @@
 /// What udpd reads of an AS-REQ or TGS-REQ (RFC 4120 5.4.1) arriving over UDP: its type, and where in the datagram
 /// its realm and server principal are, so that an answer can name them byte for byte.
 ///
-/// Parsing is bounded and allocates nothing: one walk of the datagram with a ``DERReader``, which checks every
-/// length against what encloses it and stops at its depth limit. Only the shape up to `sname` is checked; the rest
-/// of the body (times, nonce, encryption types) is not read, since udpd never acts on it.
+/// Parsing is bounded and allocates nothing: a walk of the whole datagram with a ``DERReader`` (every length checked
+/// against what encloses it, down to its depth limit), then the message's shape up to `sname`, whose realm and
+/// principal name are checked in full; the rest of the body (times, nonce, encryption types) is well-formed DER but
+/// not read, since udpd never acts on it.
 ///
 /// `Sendable`: a value.
 public struct KerberosKDCRequest: Sendable, Hashable {
@@ -25,6 +26,9 @@ public struct KerberosKDCRequest: Sendable, Hashable {
         _ bytes: UnsafeRawBufferPointer,
         limits: DERReader.Limits = .kerberos
     ) throws(DERError) -> KerberosKDCRequest {
+        // The whole datagram must be well-formed DER, the parts copied into an answer included.
+        var whole = try DERReader(bytes, limits: limits)
+        _ = try whole.skipAll()
         var top = try DERReader(bytes, limits: limits)
         guard let message = try top.next() else { throw DERError(.truncated, at: 0) }
         try top.expectEnd()
@@ -65,11 +69,25 @@ public struct KerberosKDCRequest: Sendable, Hashable {
         var serverReader = try bodyFields.readField(3)
         let server = try serverReader.read(.sequence)
         try serverReader.expectEnd()
+        try checkPrincipalName(server, in: serverReader)
         return KerberosKDCRequest(
             messageType: type,
             realm: realm.start..<realm.contents.upperBound,
             server: server.start..<server.contents.upperBound,
             realmAndServerFields: realmField.start..<server.contents.upperBound
         )
+    }
+
+    /// Checks that `element` is a PrincipalName: `SEQUENCE { name-type [0] INTEGER, name-string [1] SEQUENCE OF
+    /// GeneralString }`, nothing more, so that an answer naming it holds nothing a client cannot read.
+    private static func checkPrincipalName(_ element: DERElement, in reader: DERReader) throws(DERError) {
+        var fields = try reader.children(of: element)
+        _ = try fields.readIntegerField(0)
+        var names = try fields.readField(1)
+        let list = try names.read(.sequence)
+        try names.expectEnd()
+        try fields.expectEnd()
+        var components = try names.children(of: list)
+        while !components.isAtEnd { _ = try components.read(.generalString) }
     }
 }
