@@ -39,6 +39,8 @@ public final class ForwardDatagramHandler: DatagramHandler {
     private let sweeping = Atomic<Bool>(false)
     /// `proxy-protocol: v2`: every request goes upstream after a PROXY protocol header naming its client.
     private let sendsProxyHeader: Bool
+    /// `log-sessions: true`: where each session's opened and closed lines go (the service's TCP relays share it).
+    let sessionLog: RateLimitedLog?
 
     /// Creates a handler relaying to `upstreams`; session sockets are served by `pool`, and idle sessions are swept
     /// on an event loop of `group`.
@@ -49,9 +51,12 @@ public final class ForwardDatagramHandler: DatagramHandler {
         logger: Logger,
         timeout: Duration,
         maxSessions: Int,
-        sendsProxyHeader: Bool = false
+        sendsProxyHeader: Bool = false,
+        logsSessions: Bool = false
     ) {
         self.sendsProxyHeader = sendsProxyHeader
+        self.sessionLog =
+            logsSessions ? RateLimitedLog(logger: logger, lines: RateLimitedLog.sessionLinesPerSecond) : nil
         self.upstreams = upstreams
         self.pool = pool
         self.group = group
@@ -103,6 +108,7 @@ public final class ForwardDatagramHandler: DatagramHandler {
             session.touch()
             do {
                 if try session.send(UnsafeRawBufferPointer(rebasing: buffer[0..<length])) {
+                    session.countRequest()
                     return .noReply
                 }
                 failures.warning(
@@ -183,7 +189,8 @@ public final class ForwardDatagramHandler: DatagramHandler {
                     upstreamCounters: upstreamCounters,
                     forward: self,
                     failures: failures,
-                    sendsProxyHeader: sendsProxyHeader
+                    sendsProxyHeader: sendsProxyHeader,
+                    sessionLog: sessionLog
                 )
             }
         } catch {

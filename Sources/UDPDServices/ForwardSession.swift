@@ -38,6 +38,11 @@ final class ForwardSession: @unchecked Sendable {
     let upstream: UpstreamDatagramSocket
     /// The PROXY protocol header sent before every request (`proxy-protocol: v2`), built once; `nil` for none.
     let proxyHeader: [UInt8]?
+    /// Where `log-sessions` lines go; `nil` without the key (then nothing below is counted).
+    let sessionLog: RateLimitedLog?
+    /// Requests sent and replies relayed, counted only for the session log.
+    private let requests = Atomic<UInt64>(0)
+    private let replies = Atomic<UInt64>(0)
     /// `NIODeadline.now().uptimeNanoseconds` of the last datagram either way.
     let lastActivity: Atomic<UInt64>
     /// Whether the session has sent one request and seen nothing yet: while it is, ``firstRequest`` holds a copy of
@@ -56,10 +61,12 @@ final class ForwardSession: @unchecked Sendable {
         upstreams: UpstreamPool,
         upstream: UpstreamDatagramSocket,
         proxyHeader: [UInt8]?,
+        sessionLog: RateLimitedLog?,
         now: UInt64
     ) {
         self.key = key
         self.proxyHeader = proxyHeader
+        self.sessionLog = sessionLog
         self.upstreamIndex = upstreamIndex
         self.upstreams = upstreams
         self.destination = destination
@@ -81,7 +88,8 @@ final class ForwardSession: @unchecked Sendable {
         upstreamCounters: ListenerCounters,
         forward: ForwardDatagramHandler,
         failures: RateLimitedLog,
-        sendsProxyHeader: Bool
+        sendsProxyHeader: Bool,
+        sessionLog: RateLimitedLog?
     ) throws(SystemCallError) -> ForwardSession {
         let socket = try UpstreamDatagramSocket.connect(to: upstreams.members[upstreamIndex].endpoint)
         let header = ProxyProtocolHeader(
@@ -97,6 +105,7 @@ final class ForwardSession: @unchecked Sendable {
             upstreams: upstreams,
             upstream: socket,
             proxyHeader: sendsProxyHeader ? header.bytes : nil,
+            sessionLog: sessionLog,
             now: NIODeadline.now().uptimeNanoseconds
         )
         let registration = try pool.register(
@@ -106,7 +115,29 @@ final class ForwardSession: @unchecked Sendable {
         )
         session.registration.withLock { $0 = registration }
         upstreams.sessionOpened(upstreamIndex)
+        sessionLog?.notice("UDP session opened", metadata: session.logMetadata)
         return session
+    }
+
+    /// What the session log says of every line of this session: who, where to, and the port udpd used upstream.
+    var logMetadata: Logger.Metadata {
+        [
+            "client": "\(key.peer.unmappingIPv4)", "local": "\(key.local.unmappingIPv4)",
+            "upstream": "\(upstreams.members[upstreamIndex].endpoint)",
+            "upstream_local_port": "\(upstream.localEndpoint.port)",
+        ]
+    }
+
+    /// Counts a request sent, for the session log.
+    @inline(__always)
+    func countRequest() {
+        if sessionLog != nil { requests.wrappingAdd(1, ordering: .relaxed) }
+    }
+
+    /// Counts a reply relayed, for the session log.
+    @inline(__always)
+    func countReply() {
+        if sessionLog != nil { replies.wrappingAdd(1, ordering: .relaxed) }
     }
 
     /// Sends `request` upstream without blocking, after the PROXY protocol header if the session has one (one
@@ -165,6 +196,12 @@ final class ForwardSession: @unchecked Sendable {
         if let registration {
             pool.retire(registration)
             upstreams.sessionEnded(upstreamIndex)
+            if let sessionLog {
+                var metadata = logMetadata
+                metadata["requests"] = "\(requests.load(ordering: .relaxed))"
+                metadata["replies"] = "\(replies.load(ordering: .relaxed))"
+                sessionLog.notice("UDP session closed", metadata: metadata)
+            }
         }
     }
 }
@@ -215,6 +252,7 @@ final class UpstreamReplyHandler: DatagramHandler {
         // The connected socket only receives from the upstream, so `peer` needs no check.
         session.touch()
         session.forgetFirstRequest()
+        session.countReply()
         // A listener that a reload removed has closed its socket: its number may already name another socket.
         guard !session.replier.socket.descriptor.isClosed else { return .noReply }
         return .relay(length: length, via: session.relay)

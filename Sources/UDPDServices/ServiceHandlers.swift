@@ -145,12 +145,11 @@ public enum ServiceHandlers {
                 logger: logger,
                 timeout: service.timeout ?? defaultSessionTimeout,
                 maxSessions: service.maxSessions ?? defaultMaxSessions,
-                sendsProxyHeader: service.proxyProtocol == .v2
+                sendsProxyHeader: service.proxyProtocol == .v2,
+                logsSessions: service.logSessions
             )
+            let sessionLog = datagram.sessionLog
             let failures = RateLimitedLog(logger: logger)
-            let sessionLog =
-                service.logSessions
-                ? RateLimitedLog(logger: logger, lines: RateLimitedLog.sessionLinesPerSecond) : nil
             var pair = ServiceHandlerPair(
                 datagram: guarded(datagram, service),
                 stream: { counters in

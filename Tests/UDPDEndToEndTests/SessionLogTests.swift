@@ -99,6 +99,7 @@ struct SessionLogTests {
                     bind: [127.0.0.1]
                     upstream: 127.0.0.1:\(upstream.port)
                     log-sessions: true
+                    timeout: 300ms
                 """
         )
         try udpd.waitUntilReady()
@@ -108,6 +109,59 @@ struct SessionLogTests {
     /// The log lines saying `message`.
     static func lines(_ log: String, _ message: String) -> [Substring] {
         log.split(separator: "\n").filter { $0.contains(message) }
+    }
+
+    @Test("UDP: a session's opened line names the port the upstream saw; its closed line counts both ways")
+    func udpSession() throws {
+        let ports = try freePorts(2)
+        let upstream = try PortRecordingUpstream(port: ports[1])
+        let udpd = try Self.forward(port: ports[0], to: upstream)
+        let server = IPEndpoint(address: "127.0.0.1", port: ports[0])!
+        let client = try ConnectedUDPClient(from: "127.0.0.1", to: server)
+        let source = try client.descriptor.localEndpoint(context: "client")
+        for request in ["first", "second"] {
+            try client.send(request)
+            #expect(client.receiveText() == request)
+        }
+        let seen = upstream.ports
+        #expect(seen.count == 2 && seen[0] == seen[1], "one session, one upstream port: \(seen)")
+        let fields = [
+            "client=\(source)", "local=\(server)", "upstream=127.0.0.1:\(ports[1])",
+            "upstream_local_port=\(seen.first ?? 0)",
+        ]
+        // The session ends after its 300 ms timeout without traffic.
+        #expect(eventually { Self.lines(udpd.log, "UDP session closed").count == 1 }, "\(udpd.log)")
+        let opened = Self.lines(udpd.log, "UDP session opened")
+        #expect(opened.count == 1 && fields.allSatisfy(opened[0].contains), "\(opened) lacks one of \(fields)")
+        let closed = Self.lines(udpd.log, "UDP session closed")
+        #expect(closed.count == 1 && (fields + ["requests=2", "replies=2"]).allSatisfy(closed[0].contains), "\(closed)")
+    }
+
+    @Test("a flood of sessions writes at most 200 lines a second; the next line says how many were left out")
+    func floodIsRateLimited() throws {
+        let ports = try freePorts(2)
+        let upstream = try PortRecordingUpstream(port: ports[1])
+        let udpd = try Self.forward(port: ports[0], to: upstream)
+        let server = IPEndpoint(address: "127.0.0.1", port: ports[0])!
+        let started = ContinuousClock.now
+        let clients = try (0..<400).map { _ in try ConnectedUDPClient(from: "127.0.0.1", to: server) }
+        for client in clients { try client.send("x") }
+        #expect(eventually { upstream.ports.count == 400 }, "the upstream saw \(upstream.ports.count) requests")
+        let flooded = ContinuousClock.now - started
+        usleep(1_200_000)
+        let late = try ConnectedUDPClient(from: "127.0.0.1", to: server)
+        try late.send("late")
+        #expect(late.receiveText() == "late")
+        #expect(eventually { Self.lines(udpd.log, "suppressed=").count >= 1 }, "\(udpd.log.suffix(2000))")
+        let lines = Self.lines(udpd.log, "UDP session")
+        if flooded < .milliseconds(900) {
+            // Everything before the late client fell in one second: 200 lines at most, then the late one.
+            #expect(lines.count <= 201 + 1, "\(lines.count) lines")
+        }
+        let suppressed = lines.compactMap { line in
+            line.split(separator: " ").first { $0.hasPrefix("suppressed=") }.flatMap { Int($0.dropFirst(11)) }
+        }
+        #expect(suppressed.reduce(0, +) >= 200, "\(suppressed)")
     }
 
     @Test("TCP: an opened and a closed line, naming the port the upstream saw, with the bytes each way")
