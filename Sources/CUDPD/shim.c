@@ -131,12 +131,18 @@ int cudpd_capget(uint32_t *effective0, uint32_t *permitted0, uint32_t *inheritab
 }
 
 const int cudpd_cap_net_bind_service = CAP_NET_BIND_SERVICE;
+const int cudpd_cap_net_raw = CAP_NET_RAW;
+const int cudpd_ip_transparent = IP_TRANSPARENT;
+const int cudpd_ipv6_transparent = IPV6_TRANSPARENT;
 _Static_assert(sizeof(struct __user_cap_data_struct) == 12, "three 32-bit words");
 #else
 int cudpd_prctl_keepcaps(int on) { (void)on; errno = ENOSYS; return -1; }
 int cudpd_capset(uint32_t e, uint32_t p, uint32_t i) { (void)e; (void)p; (void)i; errno = ENOSYS; return -1; }
 int cudpd_capget(uint32_t *e, uint32_t *p, uint32_t *i) { *e = 0; *p = 0; *i = 0; errno = ENOSYS; return -1; }
 const int cudpd_cap_net_bind_service = 10;
+const int cudpd_cap_net_raw = 13;
+const int cudpd_ip_transparent = -1;
+const int cudpd_ipv6_transparent = -1;
 #endif
 
 int cudpd_setresuid(uid_t uid) {

@@ -372,6 +372,9 @@ public struct ServiceDefinition: Sendable, Equatable {
     /// `proxy-protocol:` (forward): a header with the client's and the asked local address before every datagram
     /// sent upstream and at the start of every relayed TCP connection; `nil` for none.
     public var proxyProtocol: ProxyProtocolVersion?
+    /// `transparent:` (forward): upstream sockets are bound to the client's own address and port (IP_TRANSPARENT),
+    /// so that the upstream sees the client as the source.
+    public var transparent: Bool
     /// `log-sessions:` (forward): a log line when a UDP session or a TCP relay opens and one when it closes.
     public var logSessions: Bool
     /// `command:` (exec only): the program and its arguments.
@@ -419,6 +422,7 @@ public struct ServiceDefinition: Sendable, Equatable {
         self.timeout = nil
         self.maxSessions = nil
         self.proxyProtocol = nil
+        self.transparent = false
         self.logSessions = false
         self.command = nil
         self.maxInstances = nil

@@ -23,13 +23,13 @@ extension Diagnostics {
         "handler", "udp", "tcp", "bind", "family", "interfaces", "freebind", "workers", "max-datagram",
         "rate-limit", "allow", "deny", "max-connections", "max-connections-per-source", "idle-timeout",
         "framing", "max-message", "upstream", "health-check", "timeout", "max-sessions", "proxy-protocol",
-        "log-sessions", "command", "max-instances", "user", "group",
+        "transparent", "log-sessions", "command", "max-instances", "user", "group",
     ]
 
     /// Keys that only some handlers take.
     static let handlerKeys: [String: [HandlerKind]] = [
         "upstream": [.forward], "health-check": [.forward], "max-sessions": [.forward], "proxy-protocol": [.forward],
-        "log-sessions": [.forward],
+        "transparent": [.forward], "log-sessions": [.forward],
         "timeout": [.forward, .exec],
         "command": [.exec], "max-instances": [.exec], "user": [.exec], "group": [.exec],
         // An exec program owns its connection's socket, so udpd never sees the frames to check them.
@@ -147,6 +147,7 @@ extension Diagnostics {
         service.proxyProtocol = keys["proxy-protocol"].flatMap {
             choice($0, named: "proxy-protocol", as: ProxyProtocolVersion.self)
         }
+        service.transparent = keys["transparent"].flatMap { boolean($0, named: "'transparent'") } ?? false
         service.logSessions = keys["log-sessions"].flatMap { boolean($0, named: "'log-sessions'") } ?? false
         service.maxInstances = keys["max-instances"].flatMap { count($0, within: ConfigurationBounds.maxInstances) }
         service.user = keys["user"].flatMap { text($0, named: "'user'") }

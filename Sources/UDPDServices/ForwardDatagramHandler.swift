@@ -41,6 +41,8 @@ public final class ForwardDatagramHandler: DatagramHandler {
     private let sendsProxyHeader: Bool
     /// `log-sessions: true`: where each session's opened and closed lines go (the service's TCP relays share it).
     let sessionLog: RateLimitedLog?
+    /// `transparent: true`: where session sockets bound to the client's own address come from; `nil` otherwise.
+    private let transparentSockets: TransparentSockets?
 
     /// Creates a handler relaying to `upstreams`; session sockets are served by `pool`, and idle sessions are swept
     /// on an event loop of `group`.
@@ -52,9 +54,11 @@ public final class ForwardDatagramHandler: DatagramHandler {
         timeout: Duration,
         maxSessions: Int,
         sendsProxyHeader: Bool = false,
-        logsSessions: Bool = false
+        logsSessions: Bool = false,
+        transparentSockets: TransparentSockets? = nil
     ) {
         self.sendsProxyHeader = sendsProxyHeader
+        self.transparentSockets = transparentSockets
         self.sessionLog =
             logsSessions ? RateLimitedLog(logger: logger, lines: RateLimitedLog.sessionLinesPerSecond) : nil
         self.upstreams = upstreams
@@ -190,7 +194,8 @@ public final class ForwardDatagramHandler: DatagramHandler {
                     forward: self,
                     failures: failures,
                     sendsProxyHeader: sendsProxyHeader,
-                    sessionLog: sessionLog
+                    sessionLog: sessionLog,
+                    transparentSockets: transparentSockets
                 )
             }
         } catch {
@@ -198,7 +203,7 @@ public final class ForwardDatagramHandler: DatagramHandler {
             failures.warning(
                 "cannot open an upstream UDP socket",
                 metadata: [
-                    "upstream": "\(upstream)", "error": "\(error)",
+                    "upstream": "\(upstream)", "client": "\(key.peer)", "error": "\(error)",
                 ]
             )
             return nil

@@ -76,8 +76,8 @@ final class ForwardSession: @unchecked Sendable {
         self.lastActivity = Atomic(now)
     }
 
-    /// Opens a session: a socket connected to upstream `upstreamIndex` of `upstreams`, registered with `pool` to
-    /// serve the replies.
+    /// Opens a session: a socket connected to upstream `upstreamIndex` of `upstreams` (bound to the client's own
+    /// address and port with `transparentSockets`), registered with `pool` to serve the replies.
     static func open(
         key: ForwardSessionKey,
         destination: DatagramDestination,
@@ -89,9 +89,16 @@ final class ForwardSession: @unchecked Sendable {
         forward: ForwardDatagramHandler,
         failures: RateLimitedLog,
         sendsProxyHeader: Bool,
-        sessionLog: RateLimitedLog?
+        sessionLog: RateLimitedLog?,
+        transparentSockets: TransparentSockets?
     ) throws(SystemCallError) -> ForwardSession {
-        let socket = try UpstreamDatagramSocket.connect(to: upstreams.members[upstreamIndex].endpoint)
+        let upstream = upstreams.members[upstreamIndex].endpoint
+        let socket =
+            if let transparentSockets {
+                try UpstreamDatagramSocket.connect(to: upstream, from: key.peer, through: transparentSockets)
+            } else {
+                try UpstreamDatagramSocket.connect(to: upstream)
+            }
         let header = ProxyProtocolHeader(
             client: key.peer.unmappingIPv4,
             local: key.local.unmappingIPv4,

@@ -53,6 +53,8 @@ final class ForwardStreamHandler: ChannelDuplexHandler {
     private let sendsProxyHeader: Bool
     /// The client side: where `log-sessions` lines go; `nil` without the key.
     private let sessionLog: RateLimitedLog?
+    /// The client side: with `transparent: true`, where upstream sockets bound to the client's own address come from.
+    private let transparentSockets: TransparentSockets?
     /// The client side: what the session log says of the relay once its upstream connection is open.
     private var sessionFields: Logger.Metadata?
     /// The client side: bytes read from the client, and bytes relayed to it.
@@ -81,9 +83,11 @@ final class ForwardStreamHandler: ChannelDuplexHandler {
         counters: ListenerCounters,
         failures: RateLimitedLog,
         sendsProxyHeader: Bool = false,
-        sessionLog: RateLimitedLog? = nil
+        sessionLog: RateLimitedLog? = nil,
+        transparentSockets: TransparentSockets? = nil
     ) {
         self.side = .client
+        self.transparentSockets = transparentSockets
         self.upstreams = upstreams
         self.connectTimeout = connectTimeout
         self.counters = counters
@@ -101,6 +105,7 @@ final class ForwardStreamHandler: ChannelDuplexHandler {
         self.failures = nil
         self.sendsProxyHeader = false
         self.sessionLog = nil
+        self.transparentSockets = nil
         self.partner = partner
     }
 
@@ -130,18 +135,32 @@ final class ForwardStreamHandler: ChannelDuplexHandler {
         let upstream = upstreams.members[index].address
         let client = NIOLoopBound(self, eventLoop: context.eventLoop)
         let milliseconds = connectTimeout.components.seconds * 1000
-        ClientBootstrap(group: context.eventLoop)
-            .connectTimeout(.milliseconds(milliseconds))
-            .channelOption(.allowRemoteHalfClosure, value: true)
-            .channelInitializer { channel in
-                channel.eventLoop.makeCompletedFuture {
-                    let upstreamSide = ForwardStreamHandler(partner: client.value)
-                    upstreamSide.upstreamIndex = index
-                    client.value.partner = upstreamSide
-                    try channel.pipeline.syncOperations.addHandler(upstreamSide)
+        let eventLoop = context.eventLoop
+        let bootstrap: @Sendable () -> ClientBootstrap = {
+            ClientBootstrap(group: eventLoop)
+                .connectTimeout(.milliseconds(milliseconds))
+                .channelOption(.allowRemoteHalfClosure, value: true)
+                .channelInitializer { channel in
+                    channel.eventLoop.makeCompletedFuture {
+                        let upstreamSide = ForwardStreamHandler(partner: client.value)
+                        upstreamSide.upstreamIndex = index
+                        client.value.partner = upstreamSide
+                        try channel.pipeline.syncOperations.addHandler(upstreamSide)
+                    }
                 }
-            }
-            .connect(to: upstream)
+        }
+        let connected: EventLoopFuture<any Channel>
+        if let transparentSockets {
+            connected = connectTransparently(
+                to: upstreams.members[index].endpoint,
+                through: transparentSockets,
+                bootstrap: bootstrap,
+                context: context
+            )
+        } else {
+            connected = bootstrap().connect(to: upstream)
+        }
+        connected
             .whenComplete { result in
                 let handler = client.value
                 switch result {
@@ -181,6 +200,28 @@ final class ForwardStreamHandler: ChannelDuplexHandler {
                     handler.close(afterFlushing: false)
                 }
             }
+    }
+
+    /// The client side: an upstream connection from the client's own address and port (`transparent: true`). The
+    /// socket is made by ``TransparentSockets`` and its handshake watched off the event loop; SwiftNIO adopts it
+    /// once connected. A refused or timed-out connect fails the future like SwiftNIO's own connect would.
+    private func connectTransparently(
+        to upstream: IPEndpoint,
+        through sockets: TransparentSockets,
+        bootstrap: @escaping @Sendable () -> ClientBootstrap,
+        context: ChannelHandlerContext
+    ) -> EventLoopFuture<any Channel> {
+        let eventLoop = context.eventLoop
+        guard let client = context.channel.remoteAddress.flatMap(IPEndpoint.init(socketAddress:)) else {
+            return eventLoop.makeFailedFuture(ChannelError.inappropriateOperationForState)
+        }
+        let promise = eventLoop.makePromise(of: SocketDescriptor.self)
+        sockets.connectStream(from: client, to: upstream, timeout: connectTimeout) { result in
+            promise.completeWith(result.mapError { $0 as any Error })
+        }
+        return promise.futureResult.flatMap { socket in
+            bootstrap().withConnectedSocket(socket.release())
+        }
     }
 
     /// The client side: the PROXY protocol header naming this connection's client and the local address it asked.

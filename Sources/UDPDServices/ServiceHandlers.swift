@@ -28,12 +28,20 @@ public struct ServiceContext: Sendable {
     /// The daemon's UDP worker threads, which also serve forward sessions' upstream sockets. It outlives every
     /// handler.
     public var pool: UDPWorkerPool
+    /// Where `transparent: true` forwards take their upstream sockets.
+    public var transparentSockets: TransparentSockets
 
     /// Creates a context.
-    public init(group: any EventLoopGroup, logger: Logger, pool: UDPWorkerPool) {
+    public init(
+        group: any EventLoopGroup,
+        logger: Logger,
+        pool: UDPWorkerPool,
+        transparentSockets: TransparentSockets = TransparentSockets()
+    ) {
         self.group = group
         self.logger = logger
         self.pool = pool
+        self.transparentSockets = transparentSockets
     }
 }
 
@@ -146,7 +154,8 @@ public enum ServiceHandlers {
                 timeout: service.timeout ?? defaultSessionTimeout,
                 maxSessions: service.maxSessions ?? defaultMaxSessions,
                 sendsProxyHeader: service.proxyProtocol == .v2,
-                logsSessions: service.logSessions
+                logsSessions: service.logSessions,
+                transparentSockets: service.transparent ? context.transparentSockets : nil
             )
             let sessionLog = datagram.sessionLog
             let failures = RateLimitedLog(logger: logger)
@@ -160,7 +169,8 @@ public enum ServiceHandlers {
                             counters: counters,
                             failures: failures,
                             sendsProxyHeader: service.proxyProtocol == .v2,
-                            sessionLog: sessionLog
+                            sessionLog: sessionLog,
+                            transparentSockets: service.transparent ? context.transparentSockets : nil
                         )
                     ]
                 }

@@ -118,6 +118,7 @@ extension Supervisor {
         configuration = newConfiguration
         resolvedUpstreams = upstreams
         pool.setBatchSize(newConfiguration.batchSize)
+        await reportTransparentCapability()
 
         var report = ReloadReport(ok: true, generation: generation + 1)
         for key in listeners.keys.filter({ !plannedKeys.contains($0) }).sorted() {

@@ -137,7 +137,8 @@ extension RunningListener {
 }
 
 extension ListenerKey {
-    /// The socket's `LISTEN_FDNAMES` / `FDNAME=` name (see ``SocketActivation/descriptorName(proto:endpoint:device:)``).
+    /// The socket's `LISTEN_FDNAMES` / `FDNAME=` name
+    /// (see ``SocketActivation/descriptorName(proto:endpoint:device:)``).
     var descriptorName: String {
         SocketActivation.descriptorName(proto: proto.rawValue, endpoint: endpoint, device: device)
     }

@@ -63,6 +63,8 @@ public actor Supervisor {
     var lastReload: ReloadOutcome?
     /// After a privilege drop, the one thread that may still bind ports below 1024.
     var binder: PrivilegedBinder?
+    /// Where `transparent: true` forwards take their upstream sockets (made on ``binder``'s thread once there is one).
+    let transparentSockets = TransparentSockets()
     /// The host's addresses and pktinfo support, which per-address plans expand from.
     var host: HostBindings
     /// Watches the kernel's address notifications while udpd runs; `nil` before ``start()`` or where it failed.
@@ -173,7 +175,12 @@ public actor Supervisor {
     ) throws(SupervisorError) -> [String: ServiceHandlerSet] {
         var handlers: [String: ServiceHandlerSet] = [:]
         var problems: [String] = []
-        let context = ServiceContext(group: group, logger: logger, pool: pool)
+        let context = ServiceContext(
+            group: group,
+            logger: logger,
+            pool: pool,
+            transparentSockets: transparentSockets
+        )
         for service in configuration.services {
             do {
                 let pair = try ServiceHandlers.handlers(
@@ -246,9 +253,11 @@ public actor Supervisor {
         return bound
     }
 
-    /// Binds from now on on `binder`'s thread, the only one that kept CAP_NET_BIND_SERVICE after the drop.
+    /// Binds (and makes transparent sockets) from now on on `binder`'s thread, the only one that kept capabilities
+    /// after the drop.
     public func bindOn(_ binder: PrivilegedBinder) {
         self.binder = binder
+        transparentSockets.makeOn(binder)
     }
 
     /// Binds planned listeners' sockets, in order; on the privileged binder thread when privileges were dropped, in

@@ -49,7 +49,8 @@ public struct PrivilegeError: Error, Sendable, CustomStringConvertible {
 }
 
 /// The one thread that keeps `CAP_NET_BIND_SERVICE` after udpd dropped to an unprivileged user, so that a reload
-/// can still bind ports below 1024; every other thread has no capability at all.
+/// can still bind ports below 1024 (and CAP_NET_RAW when a transparent forward needs it, to make its sockets);
+/// every other thread has no capability at all.
 ///
 /// Linux keeps capabilities per thread: glibc applies setresuid to every thread, and each thread that did not ask
 /// to keep its capabilities (PR_SET_KEEPCAPS, a per-thread flag) loses them all. So the drop runs on this thread,
@@ -70,14 +71,17 @@ public final class PrivilegedBinder: Sendable {
 
     /// Drops the whole process to `target`: supplementary groups, gid, uid (real, effective and saved), keeping
     /// only CAP_NET_BIND_SERVICE on the binder thread. (Programs are started by the program spawner, a process of
-    /// its own forked before the drop; see ``ProgramSpawner``.) Throws, with the process unchanged or partly
-    /// changed, when any step fails; the caller must then exit.
-    public static func drop(to target: PrivilegeTarget) async throws(PrivilegeError) -> PrivilegedBinder {
+    /// its own forked before the drop; see ``ProgramSpawner``.) With `keepingNetRaw`, the binder thread also keeps
+    /// CAP_NET_RAW, which making transparent sockets takes (see ``TransparentSockets``). Throws, with the process
+    /// unchanged or partly changed, when any step fails; the caller must then exit.
+    public static func drop(to target: PrivilegeTarget, keepingNetRaw: Bool = false) async throws(PrivilegeError)
+        -> PrivilegedBinder
+    {
         let binder = PrivilegedBinder(wakeup: try pipePair())
         let failure: PrivilegeError? = await withCheckedContinuation { continuation in
             do {
                 _ = try WorkerThread(name: "udpd-binder") {
-                    let failure = Self.dropOnThisThread(to: target)
+                    let failure = Self.dropOnThisThread(to: target, keepingNetRaw: keepingNetRaw)
                     continuation.resume(returning: failure)
                     if failure == nil { binder.serve() }
                 }
@@ -98,6 +102,12 @@ public final class PrivilegedBinder: Sendable {
         }
     }
 
+    /// Queues `job` for the binder thread without waiting for it (topping up a stock of sockets).
+    public func submit(_ job: @escaping @Sendable () -> Void) {
+        jobs.withLock { $0.append(job) }
+        wake()
+    }
+
     /// The binder thread's loop: waits for a wake-up, then runs every queued job in order.
     private func serve() {
         var bytes = (UInt64(0), UInt64(0), UInt64(0), UInt64(0))
@@ -111,8 +121,9 @@ public final class PrivilegedBinder: Sendable {
         }
     }
 
-    private static func dropOnThisThread(to target: PrivilegeTarget) -> PrivilegeError? {
-        let bind = UInt32(1) << UInt32(cudpd_cap_net_bind_service)
+    private static func dropOnThisThread(to target: PrivilegeTarget, keepingNetRaw: Bool) -> PrivilegeError? {
+        var kept = UInt32(1) << UInt32(cudpd_cap_net_bind_service)
+        if keepingNetRaw { kept |= UInt32(1) << UInt32(cudpd_cap_net_raw) }
         do {
             if target.uid != nil {
                 _ = try systemCall("prctl(PR_SET_KEEPCAPS)") { cudpd_prctl_keepcaps(1) }
@@ -122,7 +133,7 @@ public final class PrivilegedBinder: Sendable {
             _ = try systemCall("setresgid") { cudpd_setresgid(gid_t(target.gid)) }
             if let uid = target.uid {
                 _ = try systemCall("setresuid") { cudpd_setresuid(uid_t(uid)) }
-                _ = try systemCall("capset") { cudpd_capset(bind, bind, 0) }
+                _ = try systemCall("capset") { cudpd_capset(kept, kept, 0) }
                 _ = try systemCall("prctl(PR_SET_KEEPCAPS)") { cudpd_prctl_keepcaps(0) }
             }
         } catch {

@@ -96,6 +96,16 @@ public final class SocketDescriptor: Sendable {
         }
     }
 
+    /// Starts connecting a non-blocking stream socket to `endpoint`: returns once the handshake is under way
+    /// (EINPROGRESS) or done; the outcome shows as writability and `SO_ERROR`.
+    public func startConnect(to endpoint: IPEndpoint, context: @autoclosure () -> String) throws(SystemCallError) {
+        do {
+            try connect(to: endpoint, context: context())
+        } catch where error.errno == EINPROGRESS {
+            return
+        }
+    }
+
     /// Binds to `endpoint`.
     public func bind(to endpoint: IPEndpoint, context: @autoclosure () -> String) throws(SystemCallError) {
         let fd = rawValue

@@ -41,6 +41,21 @@ public struct UpstreamDatagramSocket: Sendable {
         )
     }
 
+    /// Opens a non-blocking UDP socket bound to `client`'s own address and port (a transparent socket from
+    /// `sockets`) and connected to `upstream`, so that the upstream sees the client as the source. Replies come
+    /// back to it only when the host routes them to udpd (udpd.yaml(5) gives the `ip rule` and `ip route`).
+    public static func connect(
+        to upstream: IPEndpoint,
+        from client: IPEndpoint,
+        through sockets: TransparentSockets
+    ) throws(SystemCallError) -> UpstreamDatagramSocket {
+        let socket = try sockets.bound(to: client, towards: upstream, type: CInt(SOCK_DGRAM.rawValue))
+        try socket.connect(to: upstream, context: "transparent udp upstream \(upstream) from \(client.unmappingIPv4)")
+        return UpstreamDatagramSocket(
+            served: UDPListenerSocket(descriptor: socket, localEndpoint: client.unmappingIPv4, replySource: .bound)
+        )
+    }
+
     /// Sends `payload` to the upstream without blocking. Returns `false` when the socket's send buffer is full
     /// (EAGAIN); throws for any other failure, such as ECONNREFUSED left by an earlier ICMP error.
     @inline(__always)

@@ -239,7 +239,8 @@ struct UDPD: ParsableCommand {
                 // udpd is still privileged: it keeps what starting them as their own user takes, even for an exec
                 // service a reload adds later, and udpd keeps none of it.
                 _ = try? ProcessRunner.shared()
-                let binder = try await PrivilegedBinder.drop(to: privilegeTarget)
+                let transparent = configuration.services.contains { $0.transparent }
+                let binder = try await PrivilegedBinder.drop(to: privilegeTarget, keepingNetRaw: transparent)
                 await supervisor.bindOn(binder)
                 ProcessRunner.noteDroppedFromRoot()
                 logger.notice(
@@ -247,7 +248,8 @@ struct UDPD: ParsableCommand {
                     metadata: [
                         "user": "\(configuration.user ?? "-")", "uid": "\(getuid())", "gid": "\(getgid())",
                         "kept": .string(
-                            "CAP_NET_BIND_SERVICE on the binder thread; CAP_SETUID, CAP_SETGID, CAP_SETPCAP, "
+                            "CAP_NET_BIND_SERVICE\(transparent ? " and CAP_NET_RAW" : "") on the binder thread; "
+                                + "CAP_SETUID, CAP_SETGID, CAP_SETPCAP, "
                                 + "CAP_KILL in the program spawner"
                         ),
                     ]
@@ -258,6 +260,7 @@ struct UDPD: ParsableCommand {
                 throw ExitCode(1)
             }
         }
+        await supervisor.reportTransparentCapability()
 
         let daemon = Daemon(
             supervisor: supervisor,

@@ -184,6 +184,18 @@ import Testing
         )
     }
 
+    @Test("transparent: a forward's boolean, false by default, refused on other handlers at its position")
+    func transparent() {
+        let forward = "upstream: [\"127.0.0.1:88\"]\ntransparent: true"
+        let (configuration, errors) = decodeIgnoringErrors(service(forward, handler: "forward"))
+        #expect(errors.isEmpty, "\(errors)")
+        #expect(configuration.services[0].transparent)
+        let (plain, _) = decodeIgnoringErrors(service("upstream: [\"127.0.0.1:88\"]", handler: "forward"))
+        #expect(!plain.services[0].transparent)
+        let refused = errorLines(service("transparent: true"))
+        #expect(refused.count == 1 && refused[0].hasPrefix("t.yaml:5:5: error:") && refused[0].contains("transparent"))
+    }
+
     @Test func plainOctalModeIsReadAsOctal() throws {
         let configuration = try ConfigurationLoader.parse(text: "control: {mode: 0640}\nservices: {}\n", file: "f")
         #expect(configuration.control.mode == 0o640)

@@ -313,6 +313,7 @@ struct RandomConfiguration {
             }
             if handler == "forward", drawer.chance(40) { keys.append("proxy-protocol: v2") }
             if handler == "forward", drawer.chance(40) { keys.append("log-sessions: \(drawer.chance(50))") }
+            if handler == "forward", drawer.chance(20) { keys.append("transparent: \(drawer.chance(50))") }
             if handler == "exec", drawer.chance(70) {
                 keys.append("max-instances: \(drawer.count(ConfigurationBounds.maxInstances))")
             }

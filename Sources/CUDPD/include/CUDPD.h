@@ -67,6 +67,11 @@ int cudpd_capset(uint32_t effective0, uint32_t permitted0, uint32_t inheritable0
 int cudpd_capget(uint32_t *_Nonnull effective0, uint32_t *_Nonnull permitted0, uint32_t *_Nonnull inheritable0);
 /// CAP_NET_BIND_SERVICE's bit number (10 on Linux).
 extern const int cudpd_cap_net_bind_service;
+/// CAP_NET_RAW's bit number (13 on Linux): what setting IP_TRANSPARENT takes.
+extern const int cudpd_cap_net_raw;
+/// IP_TRANSPARENT and IPV6_TRANSPARENT (Linux; -1 elsewhere, which setsockopt refuses).
+extern const int cudpd_ip_transparent;
+extern const int cudpd_ipv6_transparent;
 /// setresuid/setresgid, which glibc declares only under _GNU_SOURCE; glibc applies them to every thread.
 int cudpd_setresuid(uid_t uid);
 int cudpd_setresgid(gid_t gid);
