@@ -16,9 +16,9 @@ import UDPDTransport
 /// Sessions end after `timeout` without traffic either way, found by a sweep every quarter of `timeout` (at most
 /// every second) on an event loop of the daemon; at `maxSessions` the oldest is given up to make room, and counted.
 /// Ending a session never waits for the pool (it may happen on a pool thread): its registration is retired and its
-/// socket closes when the last reference goes. The session table lives with the handler: a reload that changes
-/// the service drops the handler and so its sessions (a client's next datagram opens a new one); a reload that does
-/// not keeps them.
+/// socket closes when the last reference goes. The session table lives with the handler: a reload that does not
+/// change the service keeps the handler; one that changes it hands the sessions to the new handler
+/// (``takeOver(from:)``), which carries over those whose upstream it also has, socket and all, and drains the others.
 ///
 /// A session keeps its upstream while that upstream is up (one atomic load per datagram) and moves, with a new
 /// socket, only once it is down: a request is never sent to two upstreams (a Kerberos one-time password may be used
@@ -43,6 +43,12 @@ public final class ForwardDatagramHandler: DatagramHandler {
     let sessionLog: RateLimitedLog?
     /// `transparent: true`: where session sockets bound to the client's own address come from; `nil` otherwise.
     private let transparentSockets: TransparentSockets?
+    /// Sessions of an earlier handler of the service whose upstream this one does not have: no request goes out on
+    /// them any more, but replies still on their way are relayed until they go idle for `timeout`.
+    private let draining = DrainingSessions()
+    /// The handler that took this one's sessions over at a reload (``takeOver(from:)``): sessions this one still
+    /// opens afterwards (a worker that took it just before the swap) go to it when this one ends.
+    private let successor = Mutex<ForwardDatagramHandler?>(nil)
 
     /// Creates a handler relaying to `upstreams`; session sockets are served by `pool`, and idle sessions are swept
     /// on an event loop of `group`.
@@ -72,11 +78,65 @@ public final class ForwardDatagramHandler: DatagramHandler {
 
     deinit {
         sweeper.withLock { $0?.cancel() }
-        for session in sessions.removeAll() { session.retire(from: pool) }
+        let left = sessions.removeAll() + draining.removeAll()
+        if let successor = successor.withLock({ $0 }) {
+            successor.adopt(left, transparent: transparentSockets != nil)
+        } else {
+            for session in left { session.retire(from: pool) }
+        }
     }
 
     /// Sessions open now.
     public var sessionCount: Int { sessions.count }
+
+    /// Sessions of earlier handlers that are draining now.
+    public var drainingCount: Int { draining.count }
+
+    /// Takes over the sessions of `old`, the handler this one replaces at a reload, without closing a socket:
+    /// a session whose upstream this handler also has carries over (the upstream sees the same client port, and its
+    /// replies in flight arrive); the others drain here, relaying what comes back until idle. Call after this
+    /// handler is in `old`'s place. Returns the sessions carried over and those draining.
+    @discardableResult
+    public func takeOver(from old: ForwardDatagramHandler) -> (carried: Int, draining: Int) {
+        old.successor.withLock { $0 = self }
+        let sessions = old.sessions.removeAll() + old.draining.removeAll()
+        return adopt(sessions, transparent: old.transparentSockets != nil)
+    }
+
+    /// Carries over each of `sessions` (from a handler of the service whose upstream sockets were transparent or
+    /// not, as `transparent` says) that it can, and drains the rest.
+    @discardableResult
+    private func adopt(_ sessions: [ForwardSession], transparent: Bool) -> (carried: Int, draining: Int) {
+        guard !sessions.isEmpty else { return (0, 0) }
+        var carried = 0
+        var drained: [ForwardSession] = []
+        for session in sessions {
+            let endpoint = session.upstreams.members[session.upstreamIndex].endpoint
+            guard transparent == (transparentSockets != nil),
+                let index = upstreams.members.firstIndex(where: { $0.endpoint == endpoint }),
+                let moved = ForwardSession.carry(
+                    session,
+                    to: index,
+                    of: upstreams,
+                    forward: self,
+                    failures: failures,
+                    sendsProxyHeader: sendsProxyHeader,
+                    sessionLog: sessionLog
+                )
+            else {
+                drained.append(session)
+                continue
+            }
+            if self.sessions.adopt(moved) {
+                carried += 1
+            } else {
+                drained.append(moved)
+            }
+        }
+        draining.add(drained)
+        startSweeping()
+        return (carried, drained.count)
+    }
 
     public func handle(
         _ buffer: UnsafeMutableRawBufferPointer,
@@ -224,6 +284,7 @@ public final class ForwardDatagramHandler: DatagramHandler {
         let quarter = timeout / 4
         let interval = min(max(quarter, .milliseconds(20)), .seconds(1))
         let sessions = self.sessions
+        let draining = self.draining
         let pool = self.pool
         // Clamped, never trapping: `timeout` is bounded at validation, but a conversion must not stop the daemon.
         let idleNanoseconds = UInt64(clamping: timeout.saturatingNanoseconds)
@@ -231,9 +292,11 @@ public final class ForwardDatagramHandler: DatagramHandler {
         let task = group.next().scheduleRepeatedTask(initialDelay: delay, delay: delay) { _ in
             let now = NIODeadline.now().uptimeNanoseconds
             guard now > idleNanoseconds else { return }
-            for session in sessions.removeIdle(lastActiveBefore: now - idleNanoseconds) {
+            let deadline = now - idleNanoseconds
+            for session in sessions.removeIdle(lastActiveBefore: deadline) {
                 session.retire(from: pool)
             }
+            for session in draining.removeIdle(lastActiveBefore: deadline) { session.retire(from: pool) }
         }
         sweeper.withLock { $0 = task }
     }

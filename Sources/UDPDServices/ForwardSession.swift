@@ -126,6 +126,52 @@ final class ForwardSession: @unchecked Sendable {
         return session
     }
 
+    /// The session `old` as a session of a reloaded service's new handler, `forward`: same client, same socket
+    /// (so the upstream sees the same source port, and replies already on their way arrive), now counted against
+    /// upstream `upstreamIndex` of the new pool and sending the new handler's PROXY header, if any. The pool serves
+    /// the socket with the new handler from its next batch on; nothing queued on the socket is lost. `nil` when
+    /// `old` already ended.
+    static func carry(
+        _ old: ForwardSession,
+        to upstreamIndex: Int,
+        of upstreams: UpstreamPool,
+        forward: ForwardDatagramHandler,
+        failures: RateLimitedLog,
+        sendsProxyHeader: Bool,
+        sessionLog: RateLimitedLog?
+    ) -> ForwardSession? {
+        let header = ProxyProtocolHeader(
+            client: old.key.peer.unmappingIPv4,
+            local: old.key.local.unmappingIPv4,
+            transport: .datagram
+        )
+        let carried = ForwardSession(
+            key: old.key,
+            destination: old.destination,
+            replier: old.replier,
+            upstreamIndex: upstreamIndex,
+            upstreams: upstreams,
+            upstream: old.upstream,
+            proxyHeader: sendsProxyHeader ? header.bytes : nil,
+            sessionLog: sessionLog,
+            now: old.lastActivity.load(ordering: .relaxed)
+        )
+        let registration = old.registration.withLock { current -> UDPPoolRegistration? in
+            defer { current = nil }
+            return current
+        }
+        guard let registration else { return nil }
+        registration.replaceHandler(
+            with: UpstreamReplyHandler(session: carried, forward: forward, failures: failures)
+        )
+        carried.registration.withLock { $0 = registration }
+        carried.requests.store(old.requests.load(ordering: .relaxed), ordering: .relaxed)
+        carried.replies.store(old.replies.load(ordering: .relaxed), ordering: .relaxed)
+        old.upstreams.sessionEnded(old.upstreamIndex)
+        upstreams.sessionOpened(upstreamIndex)
+        return carried
+    }
+
     /// What the session log says of every line of this session: who, where to, and the port udpd used upstream.
     var logMetadata: Logger.Metadata {
         [

@@ -61,6 +61,20 @@ final class ForwardSessionTable: Sendable {
         }
     }
 
+    /// Takes in `session`, carried over from a reloaded service's old handler, as the newest; `false` (the caller
+    /// keeps it elsewhere) when its key has a session already or the table is full.
+    func adopt(_ session: ForwardSession) -> Bool {
+        state.withLock { state in
+            guard state.sessions[session.key] == nil, state.sessions.count < capacity else { return false }
+            state.nextSerial += 1
+            session.serial = state.nextSerial
+            state.sessions[session.key] = session
+            state.order.append((session.key, session.serial))
+            Self.compactIfNeeded(&state, capacity: capacity)
+            return true
+        }
+    }
+
     /// Removes `session`, unless another session took its key meanwhile; whether it was removed (the caller retires
     /// it then).
     func remove(_ session: ForwardSession) -> Bool {

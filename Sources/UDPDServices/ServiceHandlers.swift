@@ -67,16 +67,21 @@ public struct ServiceActivity: Sendable {
     public var execInstances: (@Sendable () -> Int)?
     /// Forward: its upstreams and their health.
     public var upstreams: UpstreamPool?
+    /// Forward: the UDP handler, whose sessions a reload hands to the service's next one
+    /// (``ForwardDatagramHandler/takeOver(from:)``).
+    public var forward: ForwardDatagramHandler?
 
     /// Creates the figures of a handler.
     public init(
         forwardSessions: (@Sendable () -> Int)? = nil,
         execInstances: (@Sendable () -> Int)? = nil,
-        upstreams: UpstreamPool? = nil
+        upstreams: UpstreamPool? = nil,
+        forward: ForwardDatagramHandler? = nil
     ) {
         self.forwardSessions = forwardSessions
         self.execInstances = execInstances
         self.upstreams = upstreams
+        self.forward = forward
     }
 }
 
@@ -175,7 +180,11 @@ public enum ServiceHandlers {
                     ]
                 }
             )
-            pair.activity = ServiceActivity(forwardSessions: { datagram.sessionCount }, upstreams: upstreams)
+            pair.activity = ServiceActivity(
+                forwardSessions: { datagram.sessionCount },
+                upstreams: upstreams,
+                forward: datagram
+            )
             return pair
         case .exec:
             guard let command = service.command, !command.isEmpty else {

@@ -1,6 +1,7 @@
 import Logging
 import UDPDConfig
 import UDPDControl
+import UDPDServices
 import UDPDTransport
 
 #if canImport(FoundationEssentials)
@@ -114,6 +115,10 @@ extension Supervisor {
         for name in newServices.keys where oldServices[name] != nil && !changedServices.contains(name) {
             if let running = handlers[name] { newHandlers[name] = running }
         }
+        // A changed forward's UDP sessions go to its new handler once that serves (below), never closed by a reload.
+        let replacedForwards = changedServices.compactMap { name in
+            handlers[name]?.activity.forward.map { (name, $0) }
+        }
         handlers = newHandlers
         configuration = newConfiguration
         resolvedUpstreams = upstreams
@@ -147,6 +152,7 @@ extension Supervisor {
         for plan in resized {
             await recreate(plan, report: &report)
         }
+        handOverSessions(of: replacedForwards)
         for (plan, socket) in bound {
             do {
                 try await startListener(plan, socket: socket)

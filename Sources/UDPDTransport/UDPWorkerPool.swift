@@ -112,14 +112,10 @@ public final class UDPWorkerPool: Sendable {
             throw SystemCallError(call: "epoll_ctl", errno: ESHUTDOWN, context: "the UDP worker pool is stopped")
         }
         let thread = all[Self.turn(nextThread.wrappingAdd(1, ordering: .relaxed).oldValue, of: all.count)]
-        let served = ServedSocket(
-            socket: socket,
-            slot: DatagramHandlerSlot(handler),
-            counters: counters,
-            ownListeners: ownListeners
-        )
+        let slot = DatagramHandlerSlot(handler)
+        let served = ServedSocket(socket: socket, slot: slot, counters: counters, ownListeners: ownListeners)
         try thread.add(served)
-        return UDPPoolRegistration(placements: [(thread, socket)])
+        return UDPPoolRegistration(placements: [(thread, socket)], slot: slot)
     }
 
     /// Stops serving a registration's sockets without waiting: unlike ``remove(_:)``, it may be called from a pool
@@ -153,6 +149,15 @@ public final class UDPWorkerPool: Sendable {
 /// `Sendable`: immutable, of `Sendable` parts.
 public struct UDPPoolRegistration: Sendable {
     fileprivate let placements: [(UDPWorkerThread, UDPListenerSocket)]
+    /// The handler of a socket registered alone (``UDPWorkerPool/register(_:handler:counters:)``); `nil` for a
+    /// listener's, whose slot its owner keeps.
+    fileprivate var slot: DatagramHandlerSlot? = nil
+
+    /// Serves the socket with `handler` from its next batch on (a forward session handed to a reloaded service's
+    /// new handler), without touching the socket: nothing queued on it is lost.
+    public func replaceHandler(with handler: any DatagramHandler) {
+        slot?.replace(with: handler)
+    }
 }
 
 /// Facts about the machine.

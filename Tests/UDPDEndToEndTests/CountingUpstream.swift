@@ -23,8 +23,12 @@ final class CountingUpstream: Sendable {
     private let silent = Atomic<Bool>(false)
     private let threadsDone = Atomic<Int>(0)
 
+    private let delay = Atomic<Int>(0)
+
     private struct State {
         var requests: [String] = []
+        /// The source port of each UDP test request, in order.
+        var ports: [UInt16] = []
         var probes = 0
     }
 
@@ -51,6 +55,18 @@ final class CountingUpstream: Sendable {
 
     /// The test requests received so far, in order of arrival.
     var requests: [String] { state.withLock { $0.requests } }
+
+    /// The source port udpd's session socket used for each UDP test request, in order of arrival.
+    var sourcePorts: [UInt16] { state.withLock { $0.ports } }
+
+    /// How long UDP answers wait before they are sent (replies in flight during a reload); 0 by default.
+    var replyDelay: Duration {
+        get { .milliseconds(delay.load(ordering: .relaxed)) }
+        set {
+            let (seconds, attoseconds) = newValue.components
+            delay.store(Int(seconds * 1000 + attoseconds / 1_000_000_000_000_000), ordering: .relaxed)
+        }
+    }
 
     /// The probes received so far.
     var probes: Int { state.withLock { $0.probes } }
@@ -93,7 +109,11 @@ final class CountingUpstream: Sendable {
             var answer: [UInt8]
             if datagram.starts(with: Array("req-".utf8)) {
                 let text = String(decoding: datagram, as: UTF8.self)
-                record(text)
+                let port = withUnsafeBytes(of: peer) { UInt16(bigEndian: $0.load(fromByteOffset: 2, as: UInt16.self)) }
+                state.withLock {
+                    $0.requests.append(text)
+                    $0.ports.append(port)
+                }
                 answer = Array("\(name):\(text)".utf8)
             } else {
                 state.withLock { $0.probes += 1 }
@@ -101,12 +121,21 @@ final class CountingUpstream: Sendable {
                 if answer.count > 2 { answer[2] |= 0x80 }
             }
             guard !silent.load(ordering: .relaxed) else { continue }
-            _ = answer.withUnsafeBytes { bytes in
-                withUnsafePointer(to: &peer) {
-                    $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
-                        sendto(fd, bytes.baseAddress, bytes.count, 0, $0, length)
+            let send: @Sendable () -> Void = { [answer, peer, length] in
+                var peer = peer
+                _ = answer.withUnsafeBytes { bytes in
+                    withUnsafePointer(to: &peer) {
+                        $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+                            sendto(fd, bytes.baseAddress, bytes.count, 0, $0, length)
+                        }
                     }
                 }
+            }
+            let wait = delay.load(ordering: .relaxed)
+            if wait > 0 {
+                DispatchQueue.global().asyncAfter(deadline: .now() + .milliseconds(wait), execute: send)
+            } else {
+                send()
             }
         }
     }

@@ -95,8 +95,8 @@ struct ForwardSessionTests {
         #expect(try forwardStatus(udpd).forwardSessions == 1)
     }
 
-    @Test("a reload keeps an unchanged forward's sessions and drops a changed one's, closing their sockets")
-    func reloadKeepsOrDropsSessions() throws {
+    @Test("a reload keeps an unchanged forward's sessions, carries a changed one's over with their sockets")
+    func reloadKeepsOrCarriesSessions() throws {
         let ports = try freePorts(2)
         let upstream = try UDPDProcess.echoUpstream(port: ports[0])
         defer { withExtendedLifetime(upstream) {} }
@@ -110,20 +110,26 @@ struct ForwardSessionTests {
             #expect(client.receiveText() == "before")
         }
         #expect(try forwardStatus(udpd).forwardSessions == 4)
+        let withSessions = openDescriptors(udpd)
         try udpd.rewriteConfig(forwardConfig(ports, extra: "    timeout: 60s"))
         #expect(try udpd.udpctl(["reload"]).status == 0)
         #expect(try forwardStatus(udpd).forwardSessions == 4, "an unchanged service lost its sessions")
         try udpd.rewriteConfig(forwardConfig(ports, extra: "    timeout: 59s"))
         #expect(try udpd.udpctl(["reload"]).status == 0)
-        #expect(try forwardStatus(udpd).forwardSessions == 0, "a changed service kept its sessions")
-        // One spare for a control connection still closing; four leaked sessions would exceed it.
+        #expect(try forwardStatus(udpd).forwardSessions == 4, "a changed service did not carry its sessions over")
+        // Carried with their sockets: none opened, none closed (one spare for a control connection still closing).
+        #expect(abs(openDescriptors(udpd) - withSessions) <= 1, "\(openDescriptors(udpd)) vs \(withSessions)")
+        try clients[1].send("after")
+        #expect(clients[1].receiveText() == "after")
+        #expect(try forwardStatus(udpd).forwardSessions == 4)
+        // Carried sessions end like any other: idle for the new timeout, their sockets close.
+        try udpd.rewriteConfig(forwardConfig(ports, extra: "    timeout: 1s"))
+        #expect(try udpd.udpctl(["reload"]).status == 0)
+        #expect(eventually(timeout: .seconds(5)) { (try? forwardStatus(udpd).forwardSessions) == 0 })
         #expect(
             eventually(timeout: .seconds(2)) { openDescriptors(udpd) <= idleDescriptors + 1 },
             "\(openDescriptors(udpd)) descriptors, \(idleDescriptors) before any session"
         )
-        try clients[1].send("after")
-        #expect(clients[1].receiveText() == "after")
-        #expect(try forwardStatus(udpd).forwardSessions == 1)
     }
 
     @Test("replies of many sessions at once, for two listeners, each reach their client from the address it asked")
