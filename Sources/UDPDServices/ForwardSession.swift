@@ -306,7 +306,8 @@ final class UpstreamReplyHandler: DatagramHandler {
         session.touch()
         session.forgetFirstRequest()
         session.countReply()
-        // A listener that a reload removed has closed its socket: its number may already name another socket.
+        // A listener that a reload removed is closing: no relay is queued for it (sending them holds the socket
+        // open and skips one that is closing, so this is only a shortcut).
         guard !session.replier.socket.descriptor.isClosed else { return .noReply }
         return .relay(length: length, via: session.relay)
     }

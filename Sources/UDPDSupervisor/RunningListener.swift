@@ -115,7 +115,8 @@ final class RunningListener: Sendable {
     }
 
     /// Stops serving and closes the socket, freeing the port; TCP connections still open are returned to the
-    /// caller, who closes them after the grace period.
+    /// caller, who closes them after the grace period. The pool waits for its threads to leave the socket (at most
+    /// 2 s); a pass that takes longer keeps the socket open until it ends, so its number is never reused under it.
     func stop(pool: UDPWorkerPool) async -> TCPListener? {
         switch serving {
         case .udp(let sockets, let registration, _):

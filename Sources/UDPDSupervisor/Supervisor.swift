@@ -56,6 +56,13 @@ public actor Supervisor {
 
     var configuration: Configuration
     var generation = 0
+    /// The registry of listening sockets: every listener udpd serves, one entry per protocol, address and port,
+    /// whose ``RunningListener`` is the one owner of its sockets from bind (or adoption) to close. Reloads add and
+    /// remove entries here only; the live upgrade and systemd's descriptor store enumerate it. A socket it closes
+    /// stays open until no worker uses it (``SocketDescriptor/withDescriptor(_:)``). The other sockets have other
+    /// single owners: a forward session's upstream socket belongs to its ``ForwardSession`` and closes with the last
+    /// reference once retired; TCP connections belong to their SwiftNIO channels or, for exec, to the accepting
+    /// thread until handed to the program.
     var listeners: [ListenerKey: Entry] = [:]
     var handlers: [String: ServiceHandlerSet] = [:]
     /// Counters of listeners that were removed, kept so that a service's totals never go backwards.

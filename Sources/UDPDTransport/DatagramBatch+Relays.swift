@@ -53,12 +53,15 @@ extension DatagramBatch {
             reservedSlots = 0
             relayTarget = nil
         }
-        // A listener that a reload removed has closed its socket: its number may already name another socket.
-        guard !target.socket.descriptor.isClosed else {
-            target.counters.addDrop(.sendError, count: UInt64(total))
-            return
+        // Held open while the relays go out; a listener that a reload removed is closing: nothing is sent on it.
+        let sent: Void? = target.socket.descriptor.withDescriptor { fd in
+            sendRelays(total, through: fd, counters: target.counters)
         }
-        let fd = target.socket.descriptor.rawValue
+        if sent == nil { target.counters.addDrop(.sendError, count: UInt64(total)) }
+    }
+
+    /// Sends `total` queued relays on `fd`, the relay target's socket, held open by the caller.
+    private func sendRelays(_ total: Int, through fd: CInt, counters: ListenerCounters) {
         var next = 0
         var sentPackets: UInt64 = 0
         var sentBytes: UInt64 = 0
@@ -78,11 +81,11 @@ extension DatagramBatch {
                     sent = 1
                 }
             } catch {
-                next += Self.countUnsent(error, remaining: total - next, on: target.counters)
+                next += Self.countUnsent(error, remaining: total - next, on: counters)
                 continue
             }
             guard sent > 0 else {
-                target.counters.addDrop(.sendError)
+                counters.addDrop(.sendError)
                 next += 1
                 continue
             }
@@ -90,6 +93,6 @@ extension DatagramBatch {
             sentPackets &+= UInt64(sent)
             next += sent
         }
-        if sentPackets > 0 { target.counters.countSent(packets: sentPackets, bytes: sentBytes) }
+        if sentPackets > 0 { counters.countSent(packets: sentPackets, bytes: sentBytes) }
     }
 }

@@ -39,20 +39,27 @@ extension DatagramBatch {
     ///
     /// Datagrams are received into the slots after those that queued relays reserve (all of them are freed by
     /// sending the relays first when none is left).
+    ///
+    /// The socket is held open for the whole drain (``SocketDescriptor/withDescriptor(_:)``): a reload that closes
+    /// it meanwhile closes it when the drain ends, so no call here reaches a number that names another socket.
     func drain(_ served: ServedSocket, maximumBatches: Int, useBatchCalls: inout Bool) -> Bool {
-        let fd = served.socket.descriptor.rawValue
-        for _ in 0..<maximumBatches {
-            if reservedSlots == capacity { flushRelays() }
-            let first = reservedSlots
-            let room = capacity - first
-            let received = receive(fd, served, first: first, room: room, &useBatchCalls)
-            guard received > 0 else { return false }
-            serve(served, first: first, count: received)
-            send(fd, served.counters, &useBatchCalls)
-            resetReceiveHeaders(from: first, count: received)
-            if received < room { return false }
+        var batchCalls = useBatchCalls
+        defer { useBatchCalls = batchCalls }
+        let more = served.socket.descriptor.withDescriptor { fd in
+            for _ in 0..<maximumBatches {
+                if reservedSlots == capacity { flushRelays() }
+                let first = reservedSlots
+                let room = capacity - first
+                let received = receive(fd, served, first: first, room: room, &batchCalls)
+                guard received > 0 else { return false }
+                serve(served, first: first, count: received)
+                send(fd, served.counters, &batchCalls)
+                resetReceiveHeaders(from: first, count: received)
+                if received < room { return false }
+            }
+            return true
         }
-        return true
+        return more ?? false
     }
 
     /// Receives up to `room` datagrams into the slots from `first`, without blocking; 0 when nothing is waiting.

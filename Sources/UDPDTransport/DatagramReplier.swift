@@ -30,7 +30,21 @@ public struct DatagramReplier: Sendable {
     /// ``DropReason/sendError``).
     @discardableResult
     public func send(_ payload: UnsafeRawBufferPointer, to peer: IPEndpoint, from source: DatagramDestination) -> Bool {
-        let fd = socket.descriptor.rawValue
+        // Held open for the send: a listener that a reload removed is closing, and nothing is sent on it.
+        let sent = socket.descriptor.withDescriptor { fd in send(payload, to: peer, from: source, on: fd) }
+        guard let sent else {
+            counters.addDrop(.sendError)
+            return false
+        }
+        return sent
+    }
+
+    private func send(
+        _ payload: UnsafeRawBufferPointer,
+        to peer: IPEndpoint,
+        from source: DatagramDestination,
+        on fd: CInt
+    ) -> Bool {
         let replySource = socket.replySource
         var control = (UInt64(0), UInt64(0), UInt64(0), UInt64(0), UInt64(0), UInt64(0), UInt64(0), UInt64(0))
         let sent: Result<Int, SystemCallError> = withUnsafeMutableBytes(of: &control) { controlBytes in

@@ -9,14 +9,23 @@ import Musl
 import Darwin
 #endif
 
-/// A socket file descriptor that is closed exactly once.
+/// A socket file descriptor that is closed exactly once, and never while a worker uses it.
 ///
-/// `Sendable` because the descriptor is an immutable integer and closing is guarded by an atomic flag; the kernel
-/// serialises concurrent `sendmsg` calls on one socket, so several threads may send on it at once.
+/// Ownership: whoever created the descriptor owns it until ``release()`` hands it on (to SwiftNIO, say). Worker
+/// threads that serve it from other references do their system calls inside ``withDescriptor(_:)``, which holds a
+/// use: ``close()`` marks the descriptor closing at once (no new use starts) and the close itself happens when the
+/// last use ends. So a send or receive never reaches a descriptor number that was closed and may already name
+/// another socket, whichever thread closes and however long a worker takes.
+///
+/// `Sendable` because the descriptor is an immutable integer and its state (closing, closed, uses) is atomic; the
+/// kernel serialises concurrent `sendmsg` calls on one socket, so several threads may send on it at once.
 public final class SocketDescriptor: Sendable {
-    /// The raw descriptor. Valid until ``close()``.
+    /// The raw descriptor. Valid until ``close()``; inside ``withDescriptor(_:)`` for users other than the owner.
     public let rawValue: CInt
+    /// Bit 63: closing (``close()`` or ``release()`` was called); the bits below: uses under way.
+    private let state = Atomic<UInt64>(0)
     private let closed = Atomic<Bool>(false)
+    private static let closing: UInt64 = 1 << 63
 
     /// Takes ownership of `rawValue`.
     public init(taking rawValue: CInt) {
@@ -41,11 +50,44 @@ public final class SocketDescriptor: Sendable {
         return SocketDescriptor(taking: fd)
     }
 
-    /// Whether ``close()`` has been called.
-    public var isClosed: Bool { closed.load(ordering: .acquiring) }
+    /// Whether ``close()`` (or ``release()``) has been called; the descriptor may still be open for a use under way.
+    public var isClosed: Bool { state.load(ordering: .acquiring) & Self.closing != 0 }
 
-    /// Closes the descriptor; later calls do nothing.
+    /// Runs `body` with the descriptor, which stays open (its number naming this socket) until `body` returns;
+    /// `nil` without running it when the descriptor is closing. Two atomic operations: use it per batch, not per
+    /// datagram.
+    @inline(__always)
+    public func withDescriptor<Result, Failure: Error>(
+        _ body: (CInt) throws(Failure) -> Result
+    ) throws(Failure) -> Result? {
+        var current = state.load(ordering: .relaxed)
+        while true {
+            if current & Self.closing != 0 { return nil }
+            let (exchanged, original) = state.weakCompareExchange(
+                expected: current,
+                desired: current + 1,
+                ordering: .acquiring
+            )
+            if exchanged { break }
+            current = original
+        }
+        defer { endUse() }
+        return try body(rawValue)
+    }
+
+    @inline(__always)
+    private func endUse() {
+        if state.subtract(1, ordering: .acquiringAndReleasing).newValue == Self.closing { closeNow() }
+    }
+
+    /// Closes the descriptor once no use is under way (at once when none is; else when the last one ends); later
+    /// calls do nothing.
     public func close() {
+        let before = state.bitwiseOr(Self.closing, ordering: .acquiringAndReleasing).oldValue
+        if before & Self.closing == 0, before == 0 { closeNow() }
+    }
+
+    private func closeNow() {
         guard closed.compareExchange(expected: false, desired: true, ordering: .acquiringAndReleasing).exchanged
         else { return }
         #if canImport(Glibc)
@@ -57,8 +99,10 @@ public final class SocketDescriptor: Sendable {
         #endif
     }
 
-    /// Gives up ownership: the caller (for example a SwiftNIO channel) closes the descriptor from now on.
+    /// Gives up ownership: the caller (for example a SwiftNIO channel) closes the descriptor from now on. Only the
+    /// owner calls it, when no worker serves the descriptor.
     public func release() -> CInt {
+        state.bitwiseOr(Self.closing, ordering: .acquiringAndReleasing)
         closed.store(true, ordering: .releasing)
         return rawValue
     }

@@ -72,9 +72,7 @@ final class UDPWorkerThread: Sendable {
         let fd = socket.descriptor.rawValue
         let removed = registrations.withLock { $0.removeValue(forKey: fd) }
         guard removed != nil else { return false }
-        #if os(Linux)
-        _ = epoll_ctl(epollDescriptor, EPOLL_CTL_DEL, fd, nil)
-        #endif
+        unwatch(socket)
         return true
     }
 
@@ -87,8 +85,15 @@ final class UDPWorkerThread: Sendable {
             return registered.removeValue(forKey: fd)
         }
         guard removed != nil else { return }
+        unwatch(socket)
+    }
+
+    /// Takes `socket` out of epoll, by its number while it is held open; a socket already closing needs nothing:
+    /// closing removes it from epoll.
+    private func unwatch(_ socket: UDPListenerSocket) {
         #if os(Linux)
-        _ = epoll_ctl(epollDescriptor, EPOLL_CTL_DEL, fd, nil)
+        let epoll = epollDescriptor
+        _ = socket.descriptor.withDescriptor { fd in epoll_ctl(epoll, EPOLL_CTL_DEL, fd, nil) }
         #endif
     }
 
@@ -103,7 +108,8 @@ final class UDPWorkerThread: Sendable {
 
     /// Waits until the loop has finished the pass it was in when ``beginQuiesce()`` returned `seen` (a loop that stops
     /// counts its end as a pass), at most 2 s. A woken loop usually ends its pass within microseconds, so the first
-    /// waits yield the CPU rather than sleep a whole timer slice.
+    /// waits yield the CPU rather than sleep a whole timer slice. Giving up is safe: a pass holds the socket open
+    /// (``SocketDescriptor/withDescriptor(_:)``), so closing it afterwards takes effect when the pass ends.
     func awaitQuiesce(after seen: UInt64) {
         var attempts = 0
         var waited = 0
