@@ -36,7 +36,7 @@ public final class TransparentSockets: Sendable {
     private struct Stock {
         var sockets: [SocketDescriptor] = []
         var refilling = false
-        /// Why the last socket could not be made, and when (`NIODeadline`-free: a monotonic second).
+        /// Why the last socket could not be made, and the monotonic second it failed in (a retry waits for the next).
         var failure: SystemCallError?
         var failedAt: Int = 0
     }
