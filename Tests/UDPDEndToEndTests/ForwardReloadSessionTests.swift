@@ -145,4 +145,61 @@ struct ForwardReloadSessionTests {
         #expect(try udpd.counters("kdc").dropped == 0)
         #expect(try udpd.status().generation == 6)
     }
+
+    @Test(
+        "dnsmasq behind the forward: 16 clients through 5 reloads that change the service, every query answered",
+        .enabled(if: Dnsmasq.isInstalled, "dnsmasq is not installed")
+    )
+    func dnsmasqThroughReloads() throws {
+        let dnsmasq = try Dnsmasq()
+        let port = try probeFreePort()
+        func config(_ timeout: String) -> String {
+            """
+            services:
+              dns:
+                handler: forward
+                udp: \(port)
+                bind: [127.0.0.1]
+                upstream: ["127.0.0.1:\(dnsmasq.endpoint.port)"]
+                timeout: \(timeout)
+            """
+        }
+        let udpd = try UDPDProcess(config: config("30s"))
+        try udpd.waitUntilReady()
+        let clients = LoadClients(sockets: try Self.clients(16, port: port))
+        let stop = Atomic<Bool>(false)
+        let outcome = Mutex((queries: 0, lost: [UInt16]()))
+        let done = DispatchSemaphore(value: 0)
+        Thread.detachNewThread {
+            defer { done.signal() }
+            var id: UInt16 = 0
+            // Bounded: at most 2,000 rounds of 16 queries, each answered within 3 s or counted lost.
+            for _ in 0..<2000 where !stop.load(ordering: .relaxed) {
+                var asked: [UInt16] = []
+                for client in clients.sockets {
+                    id &+= 1
+                    asked.append(id)
+                    try? client.send(Array(DNSOverTCP.query(id: id, name: "host\(id).example.test").dropFirst(2)))
+                }
+                for (client, expected) in zip(clients.sockets, asked) {
+                    let answer = client.receive()
+                    let answeredID = answer.flatMap { $0.count >= 2 ? UInt16($0[0]) << 8 | UInt16($0[1]) : nil }
+                    if answeredID != expected { outcome.withLock { $0.lost.append(expected) } }
+                }
+                outcome.withLock { $0.queries += asked.count }
+            }
+        }
+        for reload in 1...5 {
+            usleep(300_000)
+            try Self.reload(udpd, to: config(reload % 2 == 1 ? "31s" : "30s"))
+        }
+        usleep(300_000)
+        stop.store(true, ordering: .relaxed)
+        #expect(done.wait(timeout: .now() + 60) == .success)
+        let (queries, lost) = outcome.withLock { ($0.queries, $0.lost) }
+        #expect(queries >= 160, "only \(queries) queries")
+        #expect(lost.isEmpty, "\(lost.count) of \(queries) queries unanswered: \(lost.prefix(10))\n\(udpd.log)")
+        #expect(try udpd.counters("dns").dropped == 0)
+        withExtendedLifetime(dnsmasq) {}
+    }
 }
