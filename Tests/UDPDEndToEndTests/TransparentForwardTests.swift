@@ -293,4 +293,46 @@ struct TransparentForwardTests {
         )
         #expect(plain.status == 0, "\(plain.standardOutput)\(plain.standardError)")
     }
+
+    @Test("Started unprivileged without CAP_NET_RAW: a warning at start naming the service, every request counted")
+    func unprivilegedStartSaysSo() throws {
+        guard isRoot, FileManager.default.isExecutableFile(atPath: "/usr/bin/setpriv") else {
+            print("skipped: starting udpd as nobody through setpriv needs root and setpriv")
+            return
+        }
+        let upstreamPort = try probeFreePort()
+        let upstream = try UDPDProcess.echoUpstream(port: upstreamPort)
+        defer { _ = upstream }
+        let port = try probeFreePort()
+        // The launcher gives the temporary directory (configuration, control socket) to nobody, then execs udpd
+        // through setpriv with no capability at all.
+        let launcher = [
+            "/bin/sh", "-c",
+            "chown nobody \"$(dirname \"$3\")\" && chmod 0644 \"$3\" && exec /usr/bin/setpriv --reuid=nobody "
+                + "--regid=nogroup --clear-groups --inh-caps=-all \"$@\"",
+            "launcher",
+        ]
+        let udpd = try UDPDProcess(
+            config: """
+                services:
+                  clear:
+                    handler: forward
+                    udp: \(port)
+                    bind: [127.0.0.1]
+                    upstream: ["127.0.0.1:\(upstreamPort)"]
+                    transparent: true
+                """,
+            launcher: launcher
+        )
+        try udpd.waitUntilReady()
+        #expect(udpd.log.contains("transparent: true cannot work"), "\(udpd.log)")
+        #expect(udpd.log.contains("service=clear"), "\(udpd.log)")
+        let result = try runCommand(
+            BuiltProducts.path("udpd-testclient"),
+            ["udp", "127.0.0.1", "\(port)", "2", "0", "200"],
+            timeout: 30
+        )
+        #expect(result.status != 0)
+        #expect(try udpd.counters("clear").drops["upstream_error"] == 2, "\(udpd.log)")
+    }
 }
