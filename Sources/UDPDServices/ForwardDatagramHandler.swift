@@ -89,9 +89,6 @@ public final class ForwardDatagramHandler: DatagramHandler {
     /// Sessions open now.
     public var sessionCount: Int { sessions.count }
 
-    /// Sessions of earlier handlers that are draining now.
-    public var drainingCount: Int { draining.count }
-
     /// Takes over the sessions of `old`, the handler this one replaces at a reload, without closing a socket:
     /// a session whose upstream this handler also has carries over (the upstream sees the same client port, and its
     /// replies in flight arrive); the others drain here, relaying what comes back until idle. Call after this
@@ -108,12 +105,17 @@ public final class ForwardDatagramHandler: DatagramHandler {
     @discardableResult
     private func adopt(_ sessions: [ForwardSession], transparent: Bool) -> (carried: Int, draining: Int) {
         guard !sessions.isEmpty else { return (0, 0) }
+        // A socket bound to the client's address (or not) cannot become the other kind: all of them drain.
+        guard transparent == (transparentSockets != nil) else {
+            draining.add(sessions)
+            startSweeping()
+            return (0, sessions.count)
+        }
         var carried = 0
         var drained: [ForwardSession] = []
         for session in sessions {
             let endpoint = session.upstreams.members[session.upstreamIndex].endpoint
-            guard transparent == (transparentSockets != nil),
-                let index = upstreams.members.firstIndex(where: { $0.endpoint == endpoint }),
+            guard let index = upstreams.members.firstIndex(where: { $0.endpoint == endpoint }),
                 let moved = ForwardSession.carry(
                     session,
                     to: index,

@@ -99,11 +99,6 @@ final class ForwardSession: @unchecked Sendable {
             } else {
                 try UpstreamDatagramSocket.connect(to: upstream)
             }
-        let header = ProxyProtocolHeader(
-            client: key.peer.unmappingIPv4,
-            local: key.local.unmappingIPv4,
-            transport: .datagram
-        )
         let session = ForwardSession(
             key: key,
             destination: destination,
@@ -111,7 +106,7 @@ final class ForwardSession: @unchecked Sendable {
             upstreamIndex: upstreamIndex,
             upstreams: upstreams,
             upstream: socket,
-            proxyHeader: sendsProxyHeader ? header.bytes : nil,
+            proxyHeader: sendsProxyHeader ? proxyHeader(for: key) : nil,
             sessionLog: sessionLog,
             now: NIODeadline.now().uptimeNanoseconds
         )
@@ -140,11 +135,6 @@ final class ForwardSession: @unchecked Sendable {
         sendsProxyHeader: Bool,
         sessionLog: RateLimitedLog?
     ) -> ForwardSession? {
-        let header = ProxyProtocolHeader(
-            client: old.key.peer.unmappingIPv4,
-            local: old.key.local.unmappingIPv4,
-            transport: .datagram
-        )
         let carried = ForwardSession(
             key: old.key,
             destination: old.destination,
@@ -152,7 +142,7 @@ final class ForwardSession: @unchecked Sendable {
             upstreamIndex: upstreamIndex,
             upstreams: upstreams,
             upstream: old.upstream,
-            proxyHeader: sendsProxyHeader ? header.bytes : nil,
+            proxyHeader: sendsProxyHeader ? proxyHeader(for: old.key) : nil,
             sessionLog: sessionLog,
             now: old.lastActivity.load(ordering: .relaxed)
         )
@@ -170,6 +160,11 @@ final class ForwardSession: @unchecked Sendable {
         old.upstreams.sessionEnded(old.upstreamIndex)
         upstreams.sessionOpened(upstreamIndex)
         return carried
+    }
+
+    /// The PROXY protocol header naming the client of `key` and the local address it asked, built once per session.
+    private static func proxyHeader(for key: ForwardSessionKey) -> [UInt8] {
+        ProxyProtocolHeader(client: key.peer.unmappingIPv4, local: key.local.unmappingIPv4, transport: .datagram).bytes
     }
 
     /// What the session log says of every line of this session: who, where to, and the port udpd used upstream.

@@ -61,8 +61,6 @@ public struct ServiceHandlerPair: Sendable {
 /// Live figures of a service's handlers: UDP sessions a forward keeps open, programs an exec runs. `nil` for
 /// handlers that have no such thing.
 public struct ServiceActivity: Sendable {
-    /// Forward: UDP sessions open now.
-    public var forwardSessions: (@Sendable () -> Int)?
     /// Exec: programs running now.
     public var execInstances: (@Sendable () -> Int)?
     /// Forward: its upstreams and their health.
@@ -71,14 +69,15 @@ public struct ServiceActivity: Sendable {
     /// (``ForwardDatagramHandler/takeOver(from:)``).
     public var forward: ForwardDatagramHandler?
 
+    /// Forward: UDP sessions open now.
+    public var forwardSessions: Int? { forward?.sessionCount }
+
     /// Creates the figures of a handler.
     public init(
-        forwardSessions: (@Sendable () -> Int)? = nil,
         execInstances: (@Sendable () -> Int)? = nil,
         upstreams: UpstreamPool? = nil,
         forward: ForwardDatagramHandler? = nil
     ) {
-        self.forwardSessions = forwardSessions
         self.execInstances = execInstances
         self.upstreams = upstreams
         self.forward = forward
@@ -180,11 +179,7 @@ public enum ServiceHandlers {
                     ]
                 }
             )
-            pair.activity = ServiceActivity(
-                forwardSessions: { datagram.sessionCount },
-                upstreams: upstreams,
-                forward: datagram
-            )
+            pair.activity = ServiceActivity(upstreams: upstreams, forward: datagram)
             return pair
         case .exec:
             guard let command = service.command, !command.isEmpty else {

@@ -123,7 +123,6 @@ extension Supervisor {
         configuration = newConfiguration
         resolvedUpstreams = upstreams
         pool.setBatchSize(newConfiguration.batchSize)
-        await reportTransparentCapability()
 
         var report = ReloadReport(ok: true, generation: generation + 1)
         for key in listeners.keys.filter({ !plannedKeys.contains($0) }).sorted() {
@@ -181,6 +180,8 @@ extension Supervisor {
                 "changed_services": "\(report.servicesChanged.joined(separator: ","))",
             ]
         )
+        // After the switch, not inside it: this may wait for the binder thread.
+        await reportTransparentCapability()
         return report
     }
 

@@ -58,7 +58,7 @@ extension Supervisor {
                     listeners: listenerStatuses,
                     counters: ServiceCounters(total),
                     bindFallback: configuration.services[index].fallsBack(on: host) ? true : nil,
-                    forwardSessions: activity?.forwardSessions.map { UInt64($0()) },
+                    forwardSessions: activity?.forwardSessions.map(UInt64.init),
                     execInstances: activity?.execInstances.map { UInt64($0()) },
                     upstreams: activity?.upstreams.map(Self.upstreamStatuses)
                 )

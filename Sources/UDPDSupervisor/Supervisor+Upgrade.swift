@@ -122,7 +122,7 @@ extension Supervisor {
 extension ServiceActivity {
     /// Whether forward sessions or programs are still open.
     fileprivate var isBusy: Bool {
-        (forwardSessions?() ?? 0) > 0 || (execInstances?() ?? 0) > 0
+        (forwardSessions ?? 0) > 0 || (execInstances?() ?? 0) > 0
     }
 }
 

@@ -21,7 +21,7 @@ import Darwin
 final class StreamConnectWatcher: Sendable {
     private struct Pending: Sendable {
         var socket: SocketDescriptor
-        var deadline: UInt64
+        var deadline: ContinuousClock.Instant
         var completion: @Sendable (Result<SocketDescriptor, SystemCallError>) -> Void
     }
 
@@ -55,7 +55,7 @@ final class StreamConnectWatcher: Sendable {
     ) {
         #if os(Linux)
         let fd = socket.rawValue
-        let deadline = Self.nowNanoseconds() &+ UInt64(clamping: timeout.saturatingNanoseconds)
+        let deadline = ContinuousClock.now.advanced(by: timeout)
         pending.withLock { $0[fd] = Pending(socket: socket, deadline: deadline, completion: completion) }
         var event = epoll_event()
         event.events = EPOLLOUT.rawValue | EPOLLONESHOT.rawValue
@@ -78,8 +78,11 @@ final class StreamConnectWatcher: Sendable {
         defer { events.deallocate() }
         while true {
             let nearest = pending.withLock { $0.values.map(\.deadline).min() }
-            let now = Self.nowNanoseconds()
-            let wait = nearest.map { CInt(clamping: ($0 > now ? $0 - now : 0) / 1_000_000 + 1) } ?? -1
+            // Rounded up to the next millisecond, so that a wake-up never comes before the deadline.
+            let wait = nearest.map { deadline -> CInt in
+                let left = ContinuousClock.now.duration(to: deadline).saturatingNanoseconds
+                return CInt(clamping: max(left, 0) / 1_000_000 + 1)
+            } ?? -1
             let ready = (try? systemCall("epoll_wait") { epoll_wait(epollDescriptor, events, CInt(capacity), wait) })
             for index in 0..<Int(ready ?? 0) {
                 let token = events[index].data.u64
@@ -90,7 +93,7 @@ final class StreamConnectWatcher: Sendable {
                 }
                 finish(CInt(truncatingIfNeeded: token), timedOut: false)
             }
-            let late = Self.nowNanoseconds()
+            let late = ContinuousClock.now
             let expired = pending.withLock { $0.filter { $0.value.deadline <= late }.map(\.key) }
             for fd in expired { finish(fd, timedOut: true) }
         }
@@ -111,10 +114,4 @@ final class StreamConnectWatcher: Sendable {
         entry.completion(.success(entry.socket))
     }
     #endif
-
-    private static func nowNanoseconds() -> UInt64 {
-        var now = timespec()
-        clock_gettime(CLOCK_MONOTONIC, &now)
-        return UInt64(now.tv_sec) &* 1_000_000_000 &+ UInt64(now.tv_nsec)
-    }
 }

@@ -36,9 +36,9 @@ public final class TransparentSockets: Sendable {
     private struct Stock {
         var sockets: [SocketDescriptor] = []
         var refilling = false
-        /// Why the last socket could not be made, and the monotonic second it failed in (a retry waits for the next).
+        /// Why the last socket could not be made, and when (a retry waits a second).
         var failure: SystemCallError?
-        var failedAt: Int = 0
+        var failedAt = ContinuousClock.now
     }
 
     private let maker = Mutex<PrivilegedBinder?>(nil)
@@ -85,14 +85,14 @@ public final class TransparentSockets: Sendable {
     public func take(family: IPFamily, type: CInt) throws(SystemCallError) -> SocketDescriptor {
         let kind = Kind(family: family, type: type)
         guard let binder = maker.withLock({ $0 }) else { return try Self.make(kind) }
-        let now = Self.monotonicSecond()
+        let now = ContinuousClock.now
         let (socket, failure, refill) = stocks.withLock { stocks in
             var stock = stocks[kind] ?? Stock()
             defer { stocks[kind] = stock }
             let socket = stock.sockets.popLast()
             var refill = false
             if stock.sockets.count <= Self.stockSize / 2, !stock.refilling,
-                stock.failure == nil || now > stock.failedAt
+                stock.failure == nil || now - stock.failedAt >= .seconds(1)
             {
                 stock.refilling = true
                 refill = true
@@ -170,7 +170,7 @@ public final class TransparentSockets: Sendable {
                 break
             }
         }
-        let now = Self.monotonicSecond()
+        let now = ContinuousClock.now
         stocks.withLock { stocks in
             var stock = stocks[kind] ?? Stock()
             stock.sockets += made
@@ -198,11 +198,5 @@ public final class TransparentSockets: Sendable {
             )
         }
         return socket
-    }
-
-    private static func monotonicSecond() -> Int {
-        var now = timespec()
-        clock_gettime(CLOCK_MONOTONIC, &now)
-        return Int(now.tv_sec)
     }
 }

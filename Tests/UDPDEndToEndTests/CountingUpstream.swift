@@ -62,10 +62,7 @@ final class CountingUpstream: Sendable {
     /// How long UDP answers wait before they are sent (replies in flight during a reload); 0 by default.
     var replyDelay: Duration {
         get { .milliseconds(delay.load(ordering: .relaxed)) }
-        set {
-            let (seconds, attoseconds) = newValue.components
-            delay.store(Int(seconds * 1000 + attoseconds / 1_000_000_000_000_000), ordering: .relaxed)
-        }
+        set { delay.store(Int(newValue.saturatingNanoseconds / 1_000_000), ordering: .relaxed) }
     }
 
     /// The probes received so far.
